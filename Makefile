@@ -1,0 +1,176 @@
+# Kiln build. `make help` lists the targets; README.md has the two commands that matter.
+#
+# Configurations build out of tree, one directory each:
+#   make                         -> build/default
+#   make SAN=address,undefined   -> build/address-undefined   (ASan + UBSan, no recovery)
+#   make SAN=thread              -> build/thread              (TSan)
+#   make BUILD=somewhere         -> any directory you like
+# CUDA: .cu files build with nvcc for sm_90 (+ PTX) when nvcc is found; KILN_CUDA=0 builds
+# their *_none.c twins instead. Either way the tests pass on a machine with no GPU.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+.SECONDARY:
+
+comma := ,
+SAN ?=
+BUILD ?= build/$(if $(SAN),$(subst $(comma),-,$(SAN)),default)
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+CC ?= gcc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+FUZZ_CC ?= clang
+NVCC ?= /usr/local/cuda/bin/nvcc
+CUDA_HOME ?= /usr/local/cuda
+KILN_CUDA ?= $(if $(wildcard $(NVCC)),1,0)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wpointer-arith -Wcast-qual -Wundef -Wvla
+CFLAGS ?= -O2 -g
+KILN_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fPIC -I. -MMD -MP
+LDLIBS := -lpthread -lrt -lm
+
+ifneq ($(SAN),)
+KILN_CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
+ifneq ($(findstring undefined,$(SAN)),)
+KILN_CFLAGS += -fno-sanitize-recover=all
+endif
+LDFLAGS += -fsanitize=$(SAN)
+CFLAGS := -O1 -g
+endif
+
+# ---------------------------------------------------------------- sources
+LIB_MODULES := common tensor
+CU_SRC := $(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.cu))
+NONE_SRC := $(CU_SRC:.cu=_none.c)
+LIB_C_SRC := $(filter-out $(NONE_SRC),$(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.c)))
+
+ifeq ($(KILN_CUDA),1)
+LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+NVCCFLAGS := -std=c++17 -O2 -I. -Xcompiler -fPIC,-Wall,-Werror \
+             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+else
+LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(NONE_SRC:%.c=$(BUILD)/obj/%.o)
+endif
+LIB := $(BUILD)/libkiln.a
+
+UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
+UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
+TEST_SUPPORT := $(BUILD)/obj/tests/support.o
+
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:%.c=build/fuzz/%)
+FUZZ_LIB_SRC := $(LIB_C_SRC) $(NONE_SRC)
+FUZZ_RUNS ?= 200000
+
+# ---------------------------------------------------------------- rules
+.PHONY: all lib tests test unit-test bench fuzz fuzz-smoke deps clean format \
+        format-check check compile_commands help
+
+all: lib tests
+
+lib: $(LIB)
+
+tests: $(UNIT_BIN)
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/.dir
+	@mkdir -p $(@D)
+	@echo "CC    $<"
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
+	@mkdir -p $(@D)
+	@echo "NVCC  $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -MD -MF $(@:.o=.d) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/.dir:
+	@mkdir -p $(BUILD) && touch $@
+
+# The whole suite: this configuration's unit tests, then (from the default configuration) the
+# ASan+UBSan and TSan builds of the same tests and a short run of every fuzz target.
+# Each configuration appends its counts to build/test-summary; the last line sums them.
+SUMMARY := build/test-summary
+test:
+ifeq ($(SAN),)
+	@mkdir -p build && rm -f $(SUMMARY)
+endif
+	$(MAKE) --no-print-directory -j$(JOBS) tests
+	KILN_TEST_SUMMARY=$(abspath $(SUMMARY)) KILN_TEST_CONFIG=$(BUILD) tests/run_unit.sh $(UNIT_BIN)
+ifeq ($(SAN),)
+	$(MAKE) --no-print-directory SAN=address,undefined test
+	$(MAKE) --no-print-directory SAN=thread test
+	$(MAKE) --no-print-directory fuzz-smoke
+	@tests/summarize.sh $(SUMMARY)
+endif
+
+unit-test: tests
+	tests/run_unit.sh $(UNIT_BIN)
+
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+# Fuzz targets: clang + libFuzzer + ASan/UBSan, built from the library sources directly.
+build/fuzz/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all $^ -o $@ -lpthread -lrt -lm
+
+fuzz: $(FUZZ_BIN)
+
+fuzz-smoke: $(FUZZ_BIN)
+	@set -o pipefail; for f in $(FUZZ_BIN); do echo "fuzz: $$f ($(FUZZ_RUNS) runs)"; \
+	    $$f -runs=$(FUZZ_RUNS) -seed=1 -artifact_prefix=build/fuzz/ 2>&1 | tail -n 3 || exit 1; done
+
+deps:
+	scripts/deps.sh
+
+clean:
+	rm -rf build compile_commands.json
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+# House rules a machine can check (module boundaries).
+check:
+	scripts/check-boundaries.sh
+
+compile_commands:
+	bear --output compile_commands.json -- $(MAKE) -B -j$(JOBS) all $(BENCH_BIN)
+
+help:
+	@echo "make [all]            build the library and the tests ($(BUILD))"
+	@echo "make test             unit tests here, then ASan+UBSan, TSan and fuzz smoke runs"
+	@echo "make SAN=... test     one sanitizer configuration only (address,undefined | thread)"
+	@echo "make bench            build and run the benchmarks (figures as ratios)"
+	@echo "make fuzz             build the libFuzzer targets under build/fuzz"
+	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
+	@echo "make format / format-check / check / compile_commands / clean"
+	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS"
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kiln needs. Idempotent: installs only what is missing.
+# Runs apt-get as root, or through sudo when not root.
+set -euo pipefail
+
+PKGS=(
+    # build
+    gcc make pkg-config git
+    # libraries
+    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+    libseccomp-dev libdlpack-dev libcmocka-dev libopenblas-dev
+    # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json
+    clang libclang-rt-14-dev clang-format bear
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: all ${#PKGS[@]} packages present"
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    echo "deps: missing ${missing[*]}; run 'make deps' as root" >&2
+    exit 1
+fi
+
+echo "deps: installing ${missing[*]}"
+"${SUDO[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "deps: installed ${#missing[@]} packages"

@@ -1,0 +1,22 @@
+/* tensor/cuda_none.c: the CUDA twin for builds without CUDA (KILN_CUDA=0). */
+#include "tensor/cuda_mem.h"
+
+kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
+{
+    *count = 0;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
+kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
+{
+    (void)device;
+    (void)size;
+    *out = NULL;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
+void kiln__cuda_free(int device, void *p)
+{
+    (void)device;
+    (void)p;
+}
