@@ -32,9 +32,15 @@ extern "C" kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kil
     if (device < 0 || device >= n)
         return kiln_err_set(err, KILN_UNAVAILABLE, "CUDA device %d does not exist (%d visible)",
                             device, n);
-    cudaError_t e = cudaSetDevice(device);
+    /* Allocate on `device` without changing the calling thread's current device. */
+    int prev = 0;
+    cudaError_t e = cudaGetDevice(&prev);
     if (e == cudaSuccess)
+        e = cudaSetDevice(device);
+    if (e == cudaSuccess) {
         e = cudaMalloc(out, size ? size : 1);
+        (void)cudaSetDevice(prev);
+    }
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         *out = NULL;
@@ -56,6 +62,10 @@ extern "C" void kiln__cuda_free(int device, void *p)
     if (!p)
         return;
     /* cudaFree needs the owning device current; a failure here has no caller to report to. */
+    int prev = 0;
+    if (cudaGetDevice(&prev) != cudaSuccess)
+        prev = device;
     (void)cudaSetDevice(device);
     (void)cudaFree(p);
+    (void)cudaSetDevice(prev);
 }

@@ -88,14 +88,16 @@ kiln_status kiln_tensor_from_dlpack(DLManagedTensor *m, kiln_tensor *out, kiln_e
     if (st != KILN_OK)
         return kiln_err_prefix(err, st, "DLPack shape");
     if (d->strides) {
-        int64_t expect = 1;
+        uint64_t expect = 1;
         for (int i = d->ndim - 1; i >= 0; i--) {
-            if (shape.dims[i] != 1 && d->strides[i] != expect)
+            if (shape.dims[i] != 1 && (d->strides[i] < 0 || (uint64_t)d->strides[i] != expect))
                 return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                                     "DLPack strides are not compact row-major at dim %d "
-                                    "(stride %lld, expected %lld); Kiln imports without copying",
-                                    i, (long long)d->strides[i], (long long)expect);
-            expect *= shape.dims[i];
+                                    "(stride %lld, expected %llu); Kiln imports without copying",
+                                    i, (long long)d->strides[i], (unsigned long long)expect);
+            /* an overflowing element count is refused just below by the byte-size check */
+            if (__builtin_mul_overflow(expect, (uint64_t)shape.dims[i], &expect))
+                expect = UINT64_MAX;
         }
     }
     uint64_t bytes;

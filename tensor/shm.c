@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 #include "tensor/shm_int.h"
 
 kiln_status kiln_shm_key_validate(const char *key, kiln_err *err)
@@ -227,15 +228,22 @@ kiln_status kiln_shm_alloc_storage(kiln_shm_registry *reg, size_t size, kiln_sto
     o->len = size ? size : 1;
     int fd = shm_open(o->key, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
-        int e = errno;
         kiln_free(o);
-        return kiln_err_set(err, KILN_UNAVAILABLE, "cannot create a shared buffer: %s",
-                            strerror(e));
+        return kiln_storage_create_heap(size, out, err);
     }
     kiln_status st = KILN_OK;
-    if (ftruncate(fd, (off_t)o->len) != 0) {
-        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED,
-                          "cannot size a shared buffer to %zu bytes: %s", size, strerror(errno));
+    /*
+     * ftruncate alone reserves nothing on tmpfs: a full /dev/shm would then kill the process
+     * with SIGBUS on first write. posix_fallocate reserves the pages now or fails cleanly.
+     */
+    int fe = posix_fallocate(fd, 0, (off_t)o->len);
+    if (fe != 0) {
+        close(fd);
+        shm_unlink(o->key);
+        kiln_free(o);
+        KILN_LOGD(NULL, "shared buffer of %zu bytes not reserved (%s); using heap", size,
+                  strerror(fe));
+        return kiln_storage_create_heap(size, out, err);
     } else {
         o->base = mmap(NULL, o->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (o->base == MAP_FAILED)

@@ -54,7 +54,7 @@ typedef struct kiln_shm_options {
     uint64_t idle_ttl_ns; /* unmap regions unused this long; 0 = never */
     bool disable;         /* act as if POSIX shared memory were unavailable */
     kiln_clock_fn clock;  /* time source for the TTL; NULL = kiln_clock_now_ns */
-    void *clock_ctx;
+    void *clock_ctx;      /* must stay valid until kiln_shm_registry_destroy returns */
 } kiln_shm_options;
 
 /* What kiln_shm_status reports of one region. */
@@ -101,8 +101,10 @@ bool kiln_shm_registry_available(const kiln_shm_registry *reg);
  *   KILN_INVALID_ARGUMENT  bad name or key, byte_size 0, offset + byte_size overflowing, an
  *                          object smaller than offset + byte_size, or a key that cannot be
  *                          opened (the message names the region and the sizes);
+ *   KILN_PERMISSION_DENIED the server may not open the object (EACCES);
  *   KILN_ALREADY_EXISTS    `name` is registered;
- *   KILN_RESOURCE_EXHAUSTED the quota would be passed (quota and bytes mapped in the message);
+ *   KILN_RESOURCE_EXHAUSTED the quota would be passed (quota and bytes mapped in the message),
+ *                          or the kernel refused the mapping for lack of memory (ENOMEM);
  *   KILN_UNAVAILABLE       shared memory is unavailable on this host.
  */
 kiln_status kiln_shm_register(kiln_shm_registry *reg, const char *name, const char *key,
@@ -167,10 +169,11 @@ kiln_status kiln_shm_status(kiln_shm_registry *reg, const char *name, kiln_shm_i
 
 /*
  * Allocates host storage of `size` bytes that another process can map: a new POSIX object
- * (mode 0600) mapped read-write, unlinked and unmapped when the storage's last reference goes;
- * its key is kiln_shm_storage_key(). When shared memory is unavailable (or reg is NULL) the
- * storage is plain heap instead (kind KILN_STORAGE_HEAP, key NULL). KILN_RESOURCE_EXHAUSTED if
- * memory is short.
+ * (mode 0600) with its pages reserved (posix_fallocate, so a full /dev/shm fails here and not
+ * with SIGBUS later), mapped read-write, unlinked and unmapped when the storage's last
+ * reference goes; its key is kiln_shm_storage_key(). When shared memory is unavailable,
+ * disabled, full, or reg is NULL, the storage is plain heap instead (kind KILN_STORAGE_HEAP,
+ * key NULL). KILN_RESOURCE_EXHAUSTED if memory is short.
  */
 kiln_status kiln_shm_alloc_storage(kiln_shm_registry *reg, size_t size, kiln_storage **out,
                                    kiln_err *err);

@@ -23,6 +23,7 @@ struct kiln_shm_region {
     size_t map_len;
     unsigned char *data;            /* map_base + (offset % page) */
     atomic_uint_fast64_t last_used; /* registry clock, for the idle TTL */
+    atomic_bool registered;         /* false once unregistered: no more stamps */
 };
 
 /* Opens r->key and maps [r->offset, +r->byte_size). Errors name the region, not the key. */

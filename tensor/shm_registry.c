@@ -79,8 +79,12 @@ bool kiln_shm_registry_available(const kiln_shm_registry *reg)
 
 void kiln__shm_region_unref(kiln_shm_region *r)
 {
-    /* Stamp before the decrement: once it is done another thread may free r. */
-    atomic_store_explicit(&r->last_used, now(r->reg), memory_order_relaxed);
+    /*
+     * Stamp before the decrement: once it is done another thread may free r. Only a
+     * registered region is stamped, so views that outlive the registry never call its clock.
+     */
+    if (atomic_load_explicit(&r->registered, memory_order_acquire))
+        atomic_store_explicit(&r->last_used, now(r->reg), memory_order_relaxed);
     if (!kiln_ref_dec(&r->ref))
         return;
     kiln_shm_registry *reg = r->reg;
@@ -139,6 +143,7 @@ kiln_status kiln_shm_register(kiln_shm_registry *reg, const char *name, const ch
     r->byte_size = byte_size;
     r->reg = reg;
     atomic_init(&r->last_used, now(reg));
+    atomic_init(&r->registered, true);
 
     /* Registration is rare; holding the lock across open+map keeps the checks simple. */
     pthread_mutex_lock(&reg->mu);
@@ -181,6 +186,7 @@ kiln_status kiln_shm_unregister(kiln_shm_registry *reg, const char *name, kiln_e
     if (r) {
         *link = r->next;
         reg->count--;
+        atomic_store(&r->registered, false);
     }
     pthread_mutex_unlock(&reg->mu);
     if (!r)
@@ -194,6 +200,8 @@ size_t kiln_shm_unregister_all(kiln_shm_registry *reg)
 {
     pthread_mutex_lock(&reg->mu);
     kiln_shm_region *list = reg->head;
+    for (kiln_shm_region *r = list; r; r = r->next)
+        atomic_store(&r->registered, false);
     reg->head = NULL;
     size_t n = reg->count;
     reg->count = 0;
@@ -239,11 +247,17 @@ size_t kiln_shm_sweep(kiln_shm_registry *reg)
     pthread_mutex_lock(&reg->mu);
     for (kiln_shm_region **pp = &reg->head; *pp;) {
         kiln_shm_region *r = *pp;
+        /*
+         * Count first, then the stamp: a user's release stamps before its acq_rel decrement,
+         * so seeing the count at 1 (acquire) guarantees its stamp is visible here. Only the
+         * registry holds the region then, and no request can get it without this lock.
+         */
+        bool idle = kiln_ref_get(&r->ref) == 1;
         uint64_t last = atomic_load_explicit(&r->last_used, memory_order_relaxed);
-        /* Only the registry holds it: no request can get it without this lock. */
-        if (kiln_ref_get(&r->ref) == 1 && t > last && t - last > reg->ttl) {
+        if (idle && t > last && t - last > reg->ttl) {
             *pp = r->next;
             reg->count--;
+            atomic_store(&r->registered, false);
             r->next = dropped;
             dropped = r;
         } else {

@@ -16,7 +16,7 @@ static kiln_status check_size(kiln_dtype dtype, const kiln_shape *shape, size_t 
         kiln_status st = kiln_shape_numel(shape, &n, err);
         if (st != KILN_OK)
             return st;
-        if (n > 0 && *byte_size < 4 * n)
+        if (n > 0 && (n > SIZE_MAX / 4 || *byte_size < 4 * n))
             return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                                 "BYTES tensor of shape %s needs at least %" PRIu64
                                 " bytes of length prefixes, got %zu",

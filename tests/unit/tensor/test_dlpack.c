@@ -166,6 +166,14 @@ static void import_errors_leave_ownership(void **state)
     assert_status(kiln_tensor_from_dlpack(&p.m, &t, &e), KILN_INVALID_ARGUMENT, &e, "overflows");
 
     producer_init(&p, 2, shape);
+    p.shape[0] = 3;
+    p.shape[1] = INT64_C(1) << 62;
+    p.strides[0] = INT64_C(1) << 62;
+    p.strides[1] = 1;
+    p.m.dl_tensor.strides = p.strides;
+    assert_status(kiln_tensor_from_dlpack(&p.m, &t, &e), KILN_INVALID_ARGUMENT, &e, "overflows");
+
+    producer_init(&p, 2, shape);
     kiln_alloc_fail_after(0);
     assert_status(kiln_tensor_from_dlpack(&p.m, &t, &e), KILN_RESOURCE_EXHAUSTED, &e,
                   "out of memory");

@@ -361,6 +361,33 @@ static void destroy_with_views_outstanding(void **state)
     kiln_shm_registry_destroy(NULL);
 }
 
+static uint64_t heap_clock(void *ctx)
+{
+    return *(uint64_t *)ctx;
+}
+
+/* Views may outlive the registry; releasing them then must not call its clock. */
+static void views_outliving_registry_never_call_its_clock(void **state)
+{
+    fixture *f = *state;
+    kiln_err e;
+    uint64_t *ctx = malloc(sizeof(*ctx));
+    *ctx = 5;
+    kiln_shm_options o = {.idle_ttl_ns = 1, .clock = heap_clock, .clock_ctx = ctx};
+    kiln_shm_registry *reg;
+    assert_ok(kiln_shm_registry_create(&o, &reg, &e), &e);
+    assert_ok(kiln_shm_register(reg, "c", f->key, 0, 64, &e), &e);
+    kiln_shm_region *r;
+    assert_ok(kiln_shm_acquire(reg, "c", &r, &e), &e);
+    kiln_tensor t;
+    kiln_shape sh = {.rank = 1, .dims = {64}};
+    assert_ok(kiln_shm_view(r, 0, 64, KILN_DTYPE_UINT8, &sh, &t, &e), &e);
+    kiln_shm_region_release(r);
+    kiln_shm_registry_destroy(reg);
+    free(ctx); /* ASan would flag a later call through the clock */
+    kiln_tensor_fini(&t);
+}
+
 static void allocation_failures_never_leak(void **state)
 {
     fixture *f = *state;
@@ -423,6 +450,10 @@ static void concurrent_use_and_unregister(void **state)
 {
     fixture *f = *state;
     kiln_err e;
+    /* a TTL of 1 ns with the real clock: every sweep races the readers' releases */
+    kiln_shm_registry_destroy(f->reg);
+    kiln_shm_options o = {.idle_ttl_ns = 1};
+    assert_ok(kiln_shm_registry_create(&o, &f->reg, &e), &e);
     atomic_store(&stop_flag, 0);
     pthread_t t[3];
     for (int i = 0; i < 3; i++)
@@ -455,6 +486,7 @@ int main(void)
         T(forced_fallback_uses_heap),
         T(alloc_storage_is_shareable),
         T(destroy_with_views_outstanding),
+        T(views_outliving_registry_never_call_its_clock),
         T(allocation_failures_never_leak),
         T(concurrent_use_and_unregister),
     };

@@ -125,6 +125,10 @@ static void alloc_tensor(void **state)
                   "needs at least 60 bytes");
     assert_ok(kiln_tensor_alloc(KILN_DTYPE_BYTES, &sh, 60, &t, &e), &e);
     kiln_tensor_fini(&t);
+    /* 2^62 elements cannot fit 4 bytes: the prefix arithmetic must not wrap */
+    kiln_shape huge = {.rank = 1, .dims = {INT64_C(1) << 62}};
+    assert_status(kiln_tensor_alloc(KILN_DTYPE_BYTES, &huge, 4, &t, &e), KILN_INVALID_ARGUMENT, &e,
+                  "needs at least");
 }
 
 static void bytes_encoding(void **state)
@@ -159,6 +163,10 @@ static void bytes_encoding(void **state)
     assert_ok(kiln_bytes_validate(buf, 0, 0, &n, &e), &e);
     assert_int_equal(n, 0);
     /* does not fit */
+    size_t o0 = 0;
+    assert_status(kiln_bytes_append(buf, sizeof(buf), &o0, buf, (size_t)UINT32_MAX + 1, &e),
+                  KILN_INVALID_ARGUMENT, &e, "exceeds the 4-byte length limit");
+    assert_int_equal(o0, 0);
     size_t o2 = 60;
     assert_status(kiln_bytes_append(buf, sizeof(buf), &o2, "abcd", 4, &e), KILN_OUT_OF_RANGE, &e,
                   "does not fit at offset 60 of 64");
