@@ -44,10 +44,19 @@ CFLAGS := -O1 -g
 endif
 
 # ---------------------------------------------------------------- sources
-LIB_MODULES := common tensor
+LIB_MODULES := common tensor proto registry backends backends/plugin sandbox
 CU_SRC := $(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.cu))
 NONE_SRC := $(CU_SRC:.cu=_none.c)
 LIB_C_SRC := $(filter-out $(NONE_SRC),$(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.c)))
+
+# Generated protocol code (protoc-c) lives under $(GEN); nothing generated is hand-edited.
+GEN := $(BUILD)/gen
+PROTOS := proto/model_config.proto
+PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c)
+PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h)
+PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+KILN_CFLAGS += -I$(GEN)
+LDLIBS += -lprotobuf-c -lseccomp -ldl
 
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
@@ -57,6 +66,7 @@ NVCCFLAGS := -std=c++17 -O2 -I. -Xcompiler -fPIC,-Wall,-Werror \
 else
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(NONE_SRC:%.c=$(BUILD)/obj/%.o)
 endif
+LIB_OBJ += $(PROTO_OBJ)
 LIB := $(BUILD)/libkiln.a
 
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
@@ -68,7 +78,7 @@ BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:%.c=build/fuzz/%)
-FUZZ_LIB_SRC := $(LIB_C_SRC) $(NONE_SRC)
+FUZZ_LIB_SRC := $(LIB_C_SRC) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
@@ -85,6 +95,19 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.dir
 	@mkdir -p $(@D)
 	@echo "CC    $<"
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h &: %.proto
+	@mkdir -p $(GEN)
+	@echo "PROTO $<"
+	$(Q)protoc-c --c_out=$(GEN) $<
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(@D)
+	@echo "CC    $<"
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Wno-cast-qual -Wno-missing-prototypes -c $< -o $@
+
+# Every object may include generated headers: generate them first (order-only).
+$(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
 	@mkdir -p $(@D)
@@ -134,8 +157,9 @@ bench: $(BENCH_BIN)
 # Fuzz targets: clang + libFuzzer + ASan/UBSan, built from the library sources directly.
 build/fuzz/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all $^ -o $@ -lpthread -lrt -lm
+	@echo "FUZZ  $@"
+	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -I$(GEN) -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all $^ -o $@ -lpthread -lrt -lm -lprotobuf-c -lseccomp -ldl
 
 fuzz: $(FUZZ_BIN)
 

@@ -1,0 +1,129 @@
+/*
+ * proto/model_config.h: a model's configuration (config.pbtxt) as plain C.
+ *
+ * The text is parsed by the generic text-format parser into the protobuf message of
+ * proto/model_config.proto (Triton's ModelConfig subset, same field numbers), validated, and
+ * converted into this struct, which is all the rest of Kiln sees: no protobuf-c type crosses
+ * this header. The packed protobuf form is kept alongside for the ModelConfig RPC.
+ *
+ * Validation (KILN_INVALID_ARGUMENT, naming the field, e.g. "input[1] 'X': dims[0] is -2"):
+ * max_batch_size >= 0; at least one input and one output; names non-empty and unique across
+ * inputs and outputs; data_type not TYPE_INVALID; dims >= -1, rank (plus the batch dim when
+ * max_batch_size > 0) <= KILN_MAX_RANK; dynamic_batching only with max_batch_size > 0,
+ * preferred sizes in 1..max_batch_size; instance_group count >= 0 (0 means 1), gpus >= 0 and
+ * only for KIND_GPU/KIND_AUTO; version_policy latest num_versions >= 1 (0 means 1), specific
+ * versions >= 1.
+ *
+ * Ownership: kiln_model_config_parse returns a config the caller frees with
+ * kiln_model_config_free (NULL is a no-op). All strings and arrays belong to it.
+ * Thread-safety: a config is immutable after parsing and may be read from any thread.
+ */
+#ifndef KILN_PROTO_MODEL_CONFIG_H
+#define KILN_PROTO_MODEL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "tensor/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kiln_model_io {
+    char *name;
+    kiln_dtype dtype;
+    kiln_shape dims; /* the config dims (a pattern with -1), without the batch dim */
+    bool optional;
+} kiln_model_io;
+
+typedef enum kiln_version_policy_kind {
+    KILN_VERSIONS_LATEST = 0, /* the num_versions highest (default 1) */
+    KILN_VERSIONS_ALL,
+    KILN_VERSIONS_SPECIFIC,
+} kiln_version_policy_kind;
+
+typedef enum kiln_instance_kind {
+    KILN_INSTANCE_AUTO = 0,
+    KILN_INSTANCE_GPU = 1,
+    KILN_INSTANCE_CPU = 2,
+    KILN_INSTANCE_MODEL = 3,
+} kiln_instance_kind;
+
+typedef struct kiln_instance_group {
+    kiln_instance_kind kind;
+    int32_t count; /* >= 1 after parsing */
+    size_t n_gpus;
+    int32_t *gpus;
+} kiln_instance_group;
+
+typedef struct kiln_model_param {
+    char *key;
+    char *value;
+} kiln_model_param;
+
+typedef struct kiln_model_config {
+    char *name;     /* may be "" in the file; the registry fills in the directory name */
+    char *backend;  /* "plugin", "onnx"... (or derived from platform) */
+    char *platform; /* "onnxruntime_onnx"... kept as given */
+    char *default_model_filename; /* "" = the backend's default */
+    int32_t max_batch_size;       /* 0 = no batch dim */
+    size_t n_inputs;
+    kiln_model_io *inputs;
+    size_t n_outputs;
+    kiln_model_io *outputs;
+
+    struct {
+        kiln_version_policy_kind kind;
+        uint32_t num_versions; /* LATEST */
+        size_t n_versions;     /* SPECIFIC */
+        int64_t *versions;
+    } version_policy;
+
+    bool dynamic_batching;
+    size_t n_preferred_batch_sizes;
+    int32_t *preferred_batch_sizes;
+    uint64_t max_queue_delay_us;
+    uint64_t default_timeout_us; /* queue policy; 0 = none */
+    uint32_t max_queue_size;     /* queue policy; 0 = the server default */
+    bool allow_timeout_override;
+
+    size_t n_instance_groups; /* 0 = one instance, KIND_AUTO */
+    kiln_instance_group *instance_groups;
+
+    size_t n_params;
+    kiln_model_param *params;
+
+    uint8_t *packed; /* the validated config as an inference.ModelConfig protobuf */
+    size_t packed_len;
+} kiln_model_config;
+
+/*
+ * Parses and validates config text. `source` names the file in messages ("simple/config.pbtxt").
+ * OUT: *out (NULL on failure). Returns KILN_INVALID_ARGUMENT with "source:line:col: ..." for
+ * syntax errors and "source: field: ..." for validation errors; KILN_RESOURCE_EXHAUSTED if
+ * memory is short.
+ */
+kiln_status kiln_model_config_parse(const char *text, size_t len, const char *source,
+                                    kiln_model_config **out, kiln_err *err);
+
+/* Reads and parses a config file. KILN_NOT_FOUND if it does not exist, else as above. */
+kiln_status kiln_model_config_load(const char *path, const char *source, kiln_model_config **out,
+                                   kiln_err *err);
+
+void kiln_model_config_free(kiln_model_config *cfg);
+
+/* The value of parameter `key`, or NULL. The string belongs to cfg. */
+const char *kiln_model_config_param(const kiln_model_config *cfg, const char *key);
+
+/* Replaces cfg->name (and the packed form's name) with `name`. KILN_RESOURCE_EXHAUSTED if short
+ * of memory. */
+kiln_status kiln_model_config_set_name(kiln_model_config *cfg, const char *name, kiln_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_PROTO_MODEL_CONFIG_H */
