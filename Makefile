@@ -69,6 +69,20 @@ endif
 LIB_OBJ += $(PROTO_OBJ)
 LIB := $(BUILD)/libkiln.a
 
+# Example plugins (examples/plugins) and the model repositories assembled from them:
+#   $(BUILD)/models       the example repository (examples/models + built plugins)
+#   $(BUILD)/test-models  models only the tests use (misbehave, broken plugins)
+PLUGIN_NAMES := simple simple_string misbehave
+PLUGINS := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so) $(BUILD)/plugins/identity.so
+EXAMPLE_MODELS := $(notdir $(wildcard examples/models/*))
+BROKEN_VARIANTS := 1 2 3 4 5 6 7
+MODEL_FILES := $(foreach m,$(EXAMPLE_MODELS),$(BUILD)/models/$(m)/config.pbtxt \
+                 $(BUILD)/models/$(m)/1/model.so) \
+               $(BUILD)/test-models/misbehave/config.pbtxt $(BUILD)/test-models/misbehave/1/model.so \
+               $(BROKEN_VARIANTS:%=$(BUILD)/plugins/broken%.so)
+PLUGIN_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -shared -Ibackends/plugin \
+                 $(if $(SAN),-fsanitize=$(SAN))
+
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 TEST_SUPPORT := $(BUILD)/obj/tests/support.o
@@ -82,19 +96,51 @@ FUZZ_LIB_SRC := $(LIB_C_SRC) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests test unit-test bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models test unit-test bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
 all: lib tests
 
 lib: $(LIB)
 
-tests: $(UNIT_BIN)
+tests: $(UNIT_BIN) $(MODEL_FILES)
+
+models: $(MODEL_FILES)
+
+$(BUILD)/plugins/%.so: examples/plugins/%.c examples/plugins/common.h backends/plugin/kiln_plugin.h
+	@mkdir -p $(@D)
+	@echo "SO    $@"
+	$(Q)$(CC) $(PLUGIN_CFLAGS) $(CFLAGS) $< -o $@
+
+$(BUILD)/plugins/broken%.so: tests/fixtures/plugins/broken.c backends/plugin/kiln_plugin.h
+	@mkdir -p $(@D)
+	@echo "SO    $@"
+	$(Q)$(CC) $(PLUGIN_CFLAGS) $(CFLAGS) -DBROKEN=$* $< -o $@
+
+# Model name -> plugin: the identity plugin serves two models.
+plugin_of = $(if $(filter simple_identity identity_fp32,$(1)),identity,$(1))
+
+$(BUILD)/models/%/config.pbtxt: examples/models/%/config.pbtxt
+	@mkdir -p $(@D) && cp $< $@
+
+$(BUILD)/test-models/%/config.pbtxt: tests/fixtures/models/%/config.pbtxt
+	@mkdir -p $(@D) && cp $< $@
+
+.SECONDEXPANSION:
+$(BUILD)/models/%/1/model.so: $(BUILD)/plugins/$$(call plugin_of,$$*).so
+	@mkdir -p $(@D) && cp $< $@
+
+$(BUILD)/test-models/%/1/model.so: $(BUILD)/plugins/%.so
+	@mkdir -p $(@D) && cp $< $@
 
 $(BUILD)/obj/%.o: %.c | $(BUILD)/.dir
 	@mkdir -p $(@D)
 	@echo "CC    $<"
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# Tests find the assembled repositories through this define.
+$(BUILD)/obj/tests/%.o: KILN_CFLAGS += -DKILN_TEST_BUILD_DIR=\"$(abspath $(BUILD))\"
+
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h &: %.proto
 	@mkdir -p $(GEN)

@@ -137,8 +137,8 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
             c->version_policy.versions[i] = sp->versions[i];
         }
         c->version_policy.n_versions = sp->n_versions;
-    } else if (vp && vp->policy_choice_case ==
-                         INFERENCE__MODEL_VERSION_POLICY__POLICY_CHOICE_LATEST) {
+    } else if (vp &&
+               vp->policy_choice_case == INFERENCE__MODEL_VERSION_POLICY__POLICY_CHOICE_LATEST) {
         c->version_policy.num_versions = vp->latest->num_versions ? vp->latest->num_versions : 1;
     }
 
@@ -226,8 +226,8 @@ kiln_status kiln_model_config_parse(const char *text, size_t len, const char *so
 {
     *out = NULL;
     ProtobufCMessage *msg;
-    kiln_status st = kiln_textformat_parse(&inference__model_config__descriptor, text, len, source,
-                                           &msg, err);
+    kiln_status st =
+        kiln_textformat_parse(&inference__model_config__descriptor, text, len, source, &msg, err);
     if (st != KILN_OK)
         return st;
     kiln_model_config *c = kiln_calloc(1, sizeof(*c));
@@ -319,8 +319,8 @@ const char *kiln_model_config_param(const kiln_model_config *cfg, const char *ke
 
 kiln_status kiln_model_config_set_name(kiln_model_config *cfg, const char *name, kiln_err *err)
 {
-    Inference__ModelConfig *m = inference__model_config__unpack(kiln_protobuf_allocator(),
-                                                                cfg->packed_len, cfg->packed);
+    Inference__ModelConfig *m =
+        inference__model_config__unpack(kiln_protobuf_allocator(), cfg->packed_len, cfg->packed);
     char *dup = kiln_strdup(name);
     if (!m || !dup) {
         kiln_free(dup);

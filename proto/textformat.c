@@ -73,8 +73,8 @@ static kiln_status fail_at(parser *ps, int line, int col, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return kiln_err_set(ps->err, KILN_INVALID_ARGUMENT, "%s%s%d:%d: %s", ps->source ? ps->source : "",
-                        ps->source ? ":" : "", line, col, msg);
+    return kiln_err_set(ps->err, KILN_INVALID_ARGUMENT, "%s%s%d:%d: %s",
+                        ps->source ? ps->source : "", ps->source ? ":" : "", line, col, msg);
 }
 
 #define FAIL(ps, ...) fail_at((ps), (ps)->tok.line, (ps)->tok.col, __VA_ARGS__)
@@ -117,7 +117,8 @@ static kiln_status next(parser *ps)
         t->kind = T_IDENT;
         while (ps->p < ps->end && (isalnum((unsigned char)*ps->p) || *ps->p == '_'))
             advance_char(ps);
-    } else if (isdigit(c) || (c == '.' && ps->p + 1 < ps->end && isdigit((unsigned char)ps->p[1]))) {
+    } else if (isdigit(c) ||
+               (c == '.' && ps->p + 1 < ps->end && isdigit((unsigned char)ps->p[1]))) {
         t->kind = T_NUMBER;
         bool hex = c == '0' && ps->p + 1 < ps->end && (ps->p[1] == 'x' || ps->p[1] == 'X');
         char prev = 0;
@@ -269,19 +270,40 @@ static kiln_status read_string(parser *ps, const ProtobufCFieldDescriptor *fd, c
             p++;
             char c = *p++;
             switch (c) {
-            case 'n': s[len++] = '\n'; break;
-            case 't': s[len++] = '\t'; break;
-            case 'r': s[len++] = '\r'; break;
-            case 'a': s[len++] = '\a'; break;
-            case 'b': s[len++] = '\b'; break;
-            case 'f': s[len++] = '\f'; break;
-            case 'v': s[len++] = '\v'; break;
-            case '\\': case '\'': case '"': case '?': s[len++] = c; break;
+            case 'n':
+                s[len++] = '\n';
+                break;
+            case 't':
+                s[len++] = '\t';
+                break;
+            case 'r':
+                s[len++] = '\r';
+                break;
+            case 'a':
+                s[len++] = '\a';
+                break;
+            case 'b':
+                s[len++] = '\b';
+                break;
+            case 'f':
+                s[len++] = '\f';
+                break;
+            case 'v':
+                s[len++] = '\v';
+                break;
+            case '\\':
+            case '\'':
+            case '"':
+            case '?':
+                s[len++] = c;
+                break;
             case 'x': {
                 unsigned v = 0;
                 int k = 0;
                 while (k < 2 && p < e && isxdigit((unsigned char)*p)) {
-                    v = v * 16 + (unsigned)(isdigit((unsigned char)*p) ? *p - '0' : (tolower((unsigned char)*p) - 'a' + 10));
+                    v = v * 16 + (unsigned)(isdigit((unsigned char)*p)
+                                                ? *p - '0'
+                                                : (tolower((unsigned char)*p) - 'a' + 10));
                     p++, k++;
                 }
                 if (k == 0) {
@@ -361,15 +383,18 @@ static kiln_status read_int(parser *ps, const ProtobufCFieldDescriptor *fd, void
     if (st != KILN_OK)
         return st;
     if (!isdigit((unsigned char)buf[0]))
-        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name, buf);
+        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name,
+                       buf);
     bool hex = buf[0] == '0' && (buf[1] == 'x' || buf[1] == 'X');
     if (!hex && strpbrk(buf, ".eE"))
-        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name, buf);
+        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name,
+                       buf);
     errno = 0;
     char *endp;
     unsigned long long mag = strtoull(buf, &endp, 0);
     if (*endp)
-        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name, buf);
+        return fail_at(ps, line, col, "expected an integer for field '%s', got '%s'", fd->name,
+                       buf);
     bool range_err = errno == ERANGE;
     long long lo, hi;
     unsigned long long uhi;
@@ -531,7 +556,8 @@ static kiln_status read_value(parser *ps, ProtobufCMessage *m, const ProtobufCFi
             return st;
         if (fd->type == PROTOBUF_C_TYPE_STRING) {
             char **dst = slot;
-            if (*dst && *dst != (const char *)fd->default_value && fd->label != PROTOBUF_C_LABEL_REPEATED)
+            if (*dst && *dst != (const char *)fd->default_value &&
+                fd->label != PROTOBUF_C_LABEL_REPEATED)
                 kiln_free(*dst);
             *dst = s;
         } else {
@@ -586,7 +612,8 @@ static kiln_status parse_fields(parser *ps, const ProtobufCMessageDescriptor *d,
             break;
         }
         tok_text(ps, name, sizeof(name));
-        const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, name);
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field_by_name(d, name);
         if (!fd) {
             st = FAIL(ps, "unknown field '%s' in %s", name, d->name);
             break;
@@ -600,7 +627,8 @@ static kiln_status parse_fields(parser *ps, const ProtobufCMessageDescriptor *d,
         if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
             uint32_t cur = *(uint32_t *)((char *)m + fd->quantifier_offset);
             if (cur != 0 && cur != fd->id) {
-                const ProtobufCFieldDescriptor *other = protobuf_c_message_descriptor_get_field(d, cur);
+                const ProtobufCFieldDescriptor *other =
+                    protobuf_c_message_descriptor_get_field(d, cur);
                 st = FAIL(ps, "field '%s' and field '%s' are members of one oneof; set only one",
                           name, other ? other->name : "?");
                 break;

@@ -226,6 +226,15 @@ kiln_status kiln_tensor_view(kiln_storage *storage, size_t offset, kiln_dtype dt
                              kiln_err *err);
 
 /*
+ * As kiln_tensor_view, for bytes about to be written (an output buffer): the window and the
+ * sizes are checked the same way, but BYTES content is not validated (it is not written yet;
+ * validate it with kiln_bytes_validate once it is).
+ */
+kiln_status kiln_tensor_view_for_write(kiln_storage *storage, size_t offset, kiln_dtype dtype,
+                                       const kiln_shape *shape, size_t byte_size, kiln_tensor *out,
+                                       kiln_err *err);
+
+/*
  * Allocates heap storage for dtype/shape and makes *out its only view. byte_size as in
  * kiln_tensor_view (required for BYTES; the new bytes are not validated, being uninitialized).
  * Returns KILN_INVALID_ARGUMENT for bad shapes, KILN_RESOURCE_EXHAUSTED if memory is short.

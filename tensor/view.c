@@ -39,9 +39,9 @@ static kiln_status check_size(kiln_dtype dtype, const kiln_shape *shape, size_t 
     return KILN_OK;
 }
 
-kiln_status kiln_tensor_view(kiln_storage *storage, size_t offset, kiln_dtype dtype,
-                             const kiln_shape *shape, size_t byte_size, kiln_tensor *out,
-                             kiln_err *err)
+static kiln_status make_view(kiln_storage *storage, size_t offset, kiln_dtype dtype,
+                             const kiln_shape *shape, size_t byte_size, bool validate_bytes,
+                             kiln_tensor *out, kiln_err *err)
 {
     memset(out, 0, sizeof(*out));
     size_t end;
@@ -57,7 +57,7 @@ kiln_status kiln_tensor_view(kiln_storage *storage, size_t offset, kiln_dtype dt
     unsigned char *data = (unsigned char *)storage->data + offset;
     if (dtype == KILN_DTYPE_BYTES) {
         kiln_status st = check_size(dtype, shape, &byte_size, data,
-                                    storage->device.kind == KILN_DEVICE_CPU, err);
+                                    validate_bytes && storage->device.kind == KILN_DEVICE_CPU, err);
         if (st != KILN_OK)
             return st;
     }
@@ -69,6 +69,20 @@ kiln_status kiln_tensor_view(kiln_storage *storage, size_t offset, kiln_dtype dt
     out->device = storage->device;
     out->storage = storage;
     return KILN_OK;
+}
+
+kiln_status kiln_tensor_view(kiln_storage *storage, size_t offset, kiln_dtype dtype,
+                             const kiln_shape *shape, size_t byte_size, kiln_tensor *out,
+                             kiln_err *err)
+{
+    return make_view(storage, offset, dtype, shape, byte_size, true, out, err);
+}
+
+kiln_status kiln_tensor_view_for_write(kiln_storage *storage, size_t offset, kiln_dtype dtype,
+                                       const kiln_shape *shape, size_t byte_size, kiln_tensor *out,
+                                       kiln_err *err)
+{
+    return make_view(storage, offset, dtype, shape, byte_size, false, out, err);
 }
 
 kiln_status kiln_tensor_alloc(kiln_dtype dtype, const kiln_shape *shape, size_t byte_size,

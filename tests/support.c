@@ -73,3 +73,40 @@ void kiln_test_log_restore(void)
         close(log_fd);
     log_fd = -1;
 }
+
+const char *kiln_test_build_dir(void)
+{
+    return KILN_TEST_BUILD_DIR;
+}
+
+kiln_model_config *kiln_test_config(const char *text)
+{
+    kiln_err e;
+    kiln_model_config *c = NULL;
+    if (kiln_model_config_parse(text, strlen(text), "test", &c, &e) != KILN_OK)
+        fail_msg("config: %s", e.msg);
+    return c;
+}
+
+kiln_model_config *kiln_test_model_config(const char *sub, const char *model)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s/%s/config.pbtxt", KILN_TEST_BUILD_DIR, sub, model);
+    kiln_err e;
+    kiln_model_config *c = NULL;
+    if (kiln_model_config_load(path, path, &c, &e) != KILN_OK)
+        fail_msg("config: %s", e.msg);
+    return c;
+}
+
+uint64_t kiln_test_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}

@@ -32,4 +32,17 @@ void kiln_test_log_capture(void);
 const char *kiln_test_log_read(void);
 void kiln_test_log_restore(void);
 
+#include "proto/model_config.h"
+
+/* The build directory of this test binary (models under models/, test-models/, plugins/). */
+const char *kiln_test_build_dir(void);
+
+/* Parses config text or fails the test. */
+kiln_model_config *kiln_test_config(const char *text);
+
+/* Loads <build>/<sub>/<model>/config.pbtxt or fails the test. */
+kiln_model_config *kiln_test_model_config(const char *sub, const char *model);
+
+/* Resident set size of this process in bytes (from /proc/self/statm). */
+uint64_t kiln_test_rss_bytes(void);
 #endif

@@ -121,34 +121,43 @@ static void syntax_errors_have_positions(void **state)
         const char *text;
         const char *needle;
     } cases[] = {
-        {"name: \"a\"\nmax_batch: 3\n", "m/config.pbtxt:2:1: unknown field 'max_batch' in inference.ModelConfig"},
+        {"name: \"a\"\nmax_batch: 3\n",
+         "m/config.pbtxt:2:1: unknown field 'max_batch' in inference.ModelConfig"},
         {"name \"a\"", "1:6: expected ':' after field 'name', got '\"a\"'"},
-        {"max_batch_size: \"8\"", "1:17: expected a number for field 'max_batch_size', got '\"8\"'"},
+        {"max_batch_size: \"8\"",
+         "1:17: expected a number for field 'max_batch_size', got '\"8\"'"},
         {"name: 5", "1:7: expected a string for field 'name', got '5'"},
         {"max_batch_size: 1.5", "expected an integer for field 'max_batch_size', got '1.5'"},
-        {"max_batch_size: 3000000000", "value 3000000000 is out of range for field 'max_batch_size' (-2147483648..2147483647)"},
+        {"max_batch_size: 3000000000",
+         "value 3000000000 is out of range for field 'max_batch_size' (-2147483648..2147483647)"},
         {"input { dims: [ 99999999999999999999 ] }", "is out of range for field 'dims'"},
-        {"input { data_type: TYPE_FLOAT }", "1:20: unknown value 'TYPE_FLOAT' for enum field 'data_type' (inference.DataType)"},
+        {"input { data_type: TYPE_FLOAT }",
+         "1:20: unknown value 'TYPE_FLOAT' for enum field 'data_type' (inference.DataType)"},
         {"input { data_type: 99 }", "99 is not a value of enum field 'data_type'"},
         {"name: \"a\" name: \"b\"", "1:11: field 'name' is set twice"},
-        {"version_policy { latest { num_versions: 2 } all { } }", "field 'all' and field 'latest' are members of one oneof"},
-        {"input {\n name: \"x\"\n", "3:1: unexpected end of input: message inference.ModelInput is missing its '}'"},
+        {"version_policy { latest { num_versions: 2 } all { } }",
+         "field 'all' and field 'latest' are members of one oneof"},
+        {"input {\n name: \"x\"\n",
+         "3:1: unexpected end of input: message inference.ModelInput is missing its '}'"},
         {"name: \"abc", "1:7: unterminated string"},
         {"name: [\"a\"]", "field 'name' is not repeated; a list is not allowed"},
-        {"input [ { name: 'a' } { name: 'b' } ]", "expected ',' or ']' in the list for field 'input'"},
+        {"input [ { name: 'a' } { name: 'b' } ]",
+         "expected ',' or ']' in the list for field 'input'"},
         {"input: 3", "expected '{' to open message field 'input', got '3'"},
         {"[ext.field]: 1", "extensions and Any fields are not supported"},
         {"name: \"a\" @", "1:11: unexpected character '@'"},
         {"instance_group { count: -1 }", "count is -1, must be >= 0"},
-        {"version_policy { latest { num_versions: -1 } }", "value -1 is out of range for field 'num_versions' (0..4294967295)"},
+        {"version_policy { latest { num_versions: -1 } }",
+         "value -1 is out of range for field 'num_versions' (0..4294967295)"},
         {"name: 'a\\q'", "unknown escape '\\q'"},
-        {"max_batch_size: 8 dynamic_batching { preferred_batch_size: 0x10 }", "preferred_batch_size[0] is 16, must be in 1..8"},
+        {"max_batch_size: 8 dynamic_batching { preferred_batch_size: 0x10 }",
+         "preferred_batch_size[0] is 16, must be in 1..8"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kiln_err e;
         kiln_model_config *c = (kiln_model_config *)1;
-        kiln_status st = kiln_model_config_parse(cases[i].text, strlen(cases[i].text),
-                                                 "m/config.pbtxt", &c, &e);
+        kiln_status st =
+            kiln_model_config_parse(cases[i].text, strlen(cases[i].text), "m/config.pbtxt", &c, &e);
         if (st != KILN_INVALID_ARGUMENT || !strstr(e.msg, cases[i].needle))
             fail_msg("case %zu: got %s \"%s\", want \"%s\"", i, kiln_status_name(st), e.msg,
                      cases[i].needle);
@@ -165,24 +174,43 @@ static void validation_errors_name_the_field(void **state)
     } cases[] = {
         {"output { name: 'y' data_type: TYPE_FP32 }", "m/config.pbtxt: no input is declared"},
         {"input { name: 'x' data_type: TYPE_FP32 }", "no output is declared"},
-        {"input { name: 'x' } output { name: 'y' data_type: TYPE_FP32 }", "input[0] 'x': data_type is missing or TYPE_INVALID"},
-        {"input { data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 }", "input[0]: name is empty"},
-        {"input { name: 'x' data_type: TYPE_FP32 dims: [4, -2] } output { name: 'y' data_type: TYPE_FP32 }", "input[0] 'x': dims[1] is -2, must be >= -1"},
-        {"max_batch_size: 2 input { name: 'x' data_type: TYPE_FP32 dims: [1,1,1,1,1,1,1,1] } output { name: 'y' data_type: TYPE_FP32 }", "8 dims plus the batch dim, limit is 7"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'x' data_type: TYPE_FP32 }", "tensor name 'x' is used twice"},
+        {"input { name: 'x' } output { name: 'y' data_type: TYPE_FP32 }",
+         "input[0] 'x': data_type is missing or TYPE_INVALID"},
+        {"input { data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 }",
+         "input[0]: name is empty"},
+        {"input { name: 'x' data_type: TYPE_FP32 dims: [4, -2] } output { name: 'y' data_type: "
+         "TYPE_FP32 }",
+         "input[0] 'x': dims[1] is -2, must be >= -1"},
+        {"max_batch_size: 2 input { name: 'x' data_type: TYPE_FP32 dims: [1,1,1,1,1,1,1,1] } "
+         "output { name: 'y' data_type: TYPE_FP32 }",
+         "8 dims plus the batch dim, limit is 7"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'x' data_type: TYPE_FP32 }",
+         "tensor name 'x' is used twice"},
         {"max_batch_size: -1", "max_batch_size is -1, must be >= 0"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } dynamic_batching { }", "dynamic_batching needs max_batch_size > 0"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } version_policy { specific { } }", "version_policy.specific lists no versions"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } version_policy { specific { versions: 0 } }", "versions[0] is 0, must be >= 1"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } instance_group { kind: KIND_CPU gpus: 0 }", "instance_group[0]: gpus are only valid with KIND_GPU"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } default_model_filename: '../x.so'", "must be a file name, not a path"},
-        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } parameters { key: 'a' } parameters { key: 'a' }", "parameters: key 'a' is given twice"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "dynamic_batching { }",
+         "dynamic_batching needs max_batch_size > 0"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "version_policy { specific { } }",
+         "version_policy.specific lists no versions"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "version_policy { specific { versions: 0 } }",
+         "versions[0] is 0, must be >= 1"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "instance_group { kind: KIND_CPU gpus: 0 }",
+         "instance_group[0]: gpus are only valid with KIND_GPU"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "default_model_filename: '../x.so'",
+         "must be a file name, not a path"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "parameters { key: 'a' } parameters { key: 'a' }",
+         "parameters: key 'a' is given twice"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kiln_err e;
         kiln_model_config *c = (kiln_model_config *)1;
-        kiln_status st = kiln_model_config_parse(cases[i].text, strlen(cases[i].text),
-                                                 "m/config.pbtxt", &c, &e);
+        kiln_status st =
+            kiln_model_config_parse(cases[i].text, strlen(cases[i].text), "m/config.pbtxt", &c, &e);
         if (st != KILN_INVALID_ARGUMENT || !strstr(e.msg, cases[i].needle))
             fail_msg("case %zu: got %s \"%s\", want \"%s\"", i, kiln_status_name(st), e.msg,
                      cases[i].needle);
@@ -198,9 +226,9 @@ static void generic_over_any_message(void **state)
     ProtobufCMessage *msg;
     const char *t = "name: 'w' batch_size: 4 count: 0x2 "
                     "inputs { key: 'x' value { data_type: TYPE_FP32 dims: [2] zero_data: true } }";
-    assert_ok(kiln_textformat_parse(&inference__model_warmup__descriptor, t, strlen(t), NULL, &msg,
-                                    &e),
-              &e);
+    assert_ok(
+        kiln_textformat_parse(&inference__model_warmup__descriptor, t, strlen(t), NULL, &msg, &e),
+        &e);
     Inference__ModelWarmup *w = (Inference__ModelWarmup *)msg;
     assert_string_equal(w->name, "w");
     assert_int_equal(w->batch_size, 4);

@@ -1,0 +1,68 @@
+/* backends/backend.c: the backend table and output allocation shared by all backends. */
+#include "backends/backend.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "backends/plugin/plugin.h"
+
+static const kiln_backend *const backends[] = {
+    &kiln_plugin_backend,
+};
+
+const kiln_backend *kiln_backend_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(backends) / sizeof(backends[0]); i++)
+        if (strcmp(backends[i]->name, name) == 0)
+            return backends[i];
+    return NULL;
+}
+
+const char *kiln_backend_names(void)
+{
+    return "plugin";
+}
+
+kiln_status kiln_output_slot_alloc(kiln_output_slot *slot, const char *name, kiln_dtype dtype,
+                                   const kiln_shape *shape, size_t byte_size, kiln_err *err)
+{
+    char sb[256];
+    if (slot->result.storage)
+        return kiln_err_set(err, KILN_INTERNAL, "output '%s' was allocated twice", name);
+    if (dtype != KILN_DTYPE_BYTES) {
+        uint64_t want;
+        kiln_status st = kiln_shape_byte_size(dtype, shape, 0, &want, err);
+        if (st != KILN_OK)
+            return kiln_err_prefix(err, st, "output '%s'", name);
+        if (byte_size && byte_size != want)
+            return kiln_err_set(err, KILN_INTERNAL,
+                                "output '%s': %zu bytes do not match shape %s of %s (%" PRIu64 ")",
+                                name, byte_size, kiln_shape_format(shape, sb, sizeof(sb)),
+                                kiln_dtype_name(dtype), want);
+        byte_size = (size_t)want;
+    }
+    if (slot->buffer) {
+        if (byte_size > slot->capacity)
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "output '%s' needs %zu bytes but its shared memory window holds "
+                                "%zu",
+                                name, byte_size, slot->capacity);
+        /* BYTES written by the backend are validated after execute (not written yet) */
+        kiln_status st = kiln_tensor_view_for_write(slot->buffer, slot->offset, dtype, shape,
+                                                    byte_size, &slot->result, err);
+        return st == KILN_OK ? st : kiln_err_prefix(err, st, "output '%s'", name);
+    }
+    kiln_storage *s;
+    kiln_status st = kiln_storage_create_heap(byte_size, &s, err);
+    if (st != KILN_OK)
+        return kiln_err_prefix(err, st, "output '%s'", name);
+    st = kiln_tensor_view_for_write(s, 0, dtype, shape, byte_size, &slot->result, err);
+    kiln_storage_unref(s);
+    return st == KILN_OK ? st : kiln_err_prefix(err, st, "output '%s'", name);
+}
+
+void kiln_batch_release_outputs(kiln_batch *batch)
+{
+    for (uint32_t i = 0; i < batch->n_outputs; i++)
+        kiln_tensor_fini(&batch->outputs[i].result);
+}

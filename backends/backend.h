@@ -1,0 +1,113 @@
+/*
+ * backends/backend.h: the interface every model format implements.
+ *
+ * A backend is a vtable found by name ("plugin", later "onnx") from the model config. For one
+ * model version on one device it loads a kiln_backend_model, executes batches on it, reports
+ * the memory it holds, and unloads it. Inputs and outputs are described by the model config
+ * (proto/model_config.h); tensors are kiln_tensor views (tensor/tensor.h).
+ *
+ * Batches: dim 0 of every input is the batch (batch_size rows) when the model's
+ * max_batch_size > 0. Outputs are written into output slots: a slot may come with a buffer
+ * (e.g. a window of a client's shared-memory region) that the output must be written into;
+ * otherwise the backend allocates. Backends get their output memory through
+ * kiln_output_slot_alloc, which enforces that rule and the size checks in one place.
+ *
+ * Concurrency: load and unload run on one thread at a time per model. execute is never called
+ * concurrently on the same kiln_backend_model (each model instance has its own); different
+ * models execute in parallel. execute runs on a sandboxed execution thread (sandbox/).
+ */
+#ifndef KILN_BACKENDS_BACKEND_H
+#define KILN_BACKENDS_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "proto/model_config.h"
+#include "tensor/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kiln_backend_model kiln_backend_model;
+
+/* What a backend is given to load one model version. All pointers are borrowed for the call,
+ * except `config`, which outlives the loaded model (the registry owns it). */
+typedef struct kiln_load_args {
+    const char *model_name;
+    const char *model_dir;   /* <repository>/<model> */
+    const char *version_dir; /* <repository>/<model>/<version> */
+    int64_t version;
+    const kiln_model_config *config;
+    kiln_device device; /* where the model must run */
+} kiln_load_args;
+
+/* One requested output of a batch. */
+typedef struct kiln_output_slot {
+    uint32_t index;        /* index into config->outputs */
+    kiln_storage *buffer;  /* caller's buffer to write into, or NULL: the backend allocates */
+    size_t offset;         /* window of `buffer`: [offset, offset + capacity) */
+    size_t capacity;
+    kiln_tensor result;    /* OUT: the output (a view into buffer, or new storage) */
+} kiln_output_slot;
+
+/* One batch to execute. */
+typedef struct kiln_batch {
+    uint32_t batch_size;        /* rows in dim 0; 0 when the model has no batch dim */
+    uint32_t n_inputs;          /* == config->n_inputs */
+    const kiln_tensor *inputs;  /* in config order; an absent optional input has storage NULL */
+    uint32_t n_outputs;         /* requested outputs, 1..config->n_outputs */
+    kiln_output_slot *outputs;
+    /* Cooperative stop: non-zero once the batch's requests are all cancelled or past their
+     * deadline, or the CPU watchdog fired. May be NULL. */
+    int (*should_stop)(void *ctx);
+    void *stop_ctx;
+} kiln_batch;
+
+typedef struct kiln_backend {
+    const char *name;
+
+    /* Loads one model version. OUT: *out (NULL on failure). Errors name the model and the
+     * file; KILN_RESOURCE_EXHAUSTED when memory is short. */
+    kiln_status (*load)(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err);
+
+    /* Executes one batch, filling every slot's result. On failure the results are finalized
+     * (no storage left behind) and the status says why. */
+    kiln_status (*execute)(kiln_backend_model *model, kiln_batch *batch, kiln_err *err);
+
+    /* Bytes the loaded model holds on the host and on its device. */
+    void (*memory)(const kiln_backend_model *model, uint64_t *host_bytes, uint64_t *device_bytes);
+
+    /* Frees everything load made. NULL is a no-op. */
+    void (*unload)(kiln_backend_model *model);
+} kiln_backend;
+
+/*
+ * The backend named `name` ("plugin"...), or NULL. The table is immutable.
+ * Thread-safety: any thread.
+ */
+const kiln_backend *kiln_backend_find(const char *name);
+
+/* Comma-separated names of the backends this build has (static string), for messages. */
+const char *kiln_backend_names(void);
+
+/*
+ * Allocates the output of `slot` as dtype/shape with `byte_size` bytes (0 = from the shape for
+ * fixed-size dtypes; required for BYTES). With a caller buffer the output is a view of its
+ * window: KILN_INVALID_ARGUMENT naming the output and both sizes if the window is too small.
+ * Without one it is new heap storage. Errors: KILN_INTERNAL if the slot already has a result;
+ * size errors as kiln_tensor_view; KILN_RESOURCE_EXHAUSTED if memory is short.
+ * `name` is the output's name, for messages.
+ */
+kiln_status kiln_output_slot_alloc(kiln_output_slot *slot, const char *name, kiln_dtype dtype,
+                                   const kiln_shape *shape, size_t byte_size, kiln_err *err);
+
+/* Finalizes every slot's result (used on failure paths). */
+void kiln_batch_release_outputs(kiln_batch *batch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_BACKENDS_BACKEND_H */
