@@ -139,7 +139,7 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.dir
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c $< -o $@
 
 # Tests find the assembled repositories through this define.
-$(BUILD)/obj/tests/%.o: KILN_CFLAGS += -DKILN_TEST_BUILD_DIR=\"$(abspath $(BUILD))\"
+$(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: KILN_CFLAGS += -DKILN_TEST_BUILD_DIR=\"$(abspath $(BUILD))\"
 
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h &: %.proto
@@ -153,7 +153,8 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Wno-cast-qual -Wno-missing-prototypes -c $< -o $@
 
 # Every object may include generated headers: generate them first (order-only).
-$(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
+$(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
+    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
 	@mkdir -p $(@D)
@@ -197,7 +198,7 @@ endif
 unit-test: tests
 	tests/run_unit.sh $(UNIT_BIN)
 
-bench: $(BENCH_BIN)
+bench: $(BENCH_BIN) $(MODEL_FILES)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
 # Fuzz targets: clang + libFuzzer + ASan/UBSan, built from the library sources directly.
@@ -211,7 +212,10 @@ fuzz: $(FUZZ_BIN)
 
 fuzz-smoke: $(FUZZ_BIN)
 	@set -o pipefail; for f in $(FUZZ_BIN); do echo "fuzz: $$f ($(FUZZ_RUNS) runs)"; \
-	    $$f -runs=$(FUZZ_RUNS) -seed=1 -artifact_prefix=build/fuzz/ 2>&1 | tail -n 3 || exit 1; done
+	    name=$$(basename $$f); corpus=build/fuzz/corpus/$$name; mkdir -p $$corpus; \
+	    [ -d tests/fuzz/corpus/$$name ] && cp tests/fuzz/corpus/$$name/* $$corpus/; \
+	    $$f -runs=$(FUZZ_RUNS) -seed=1 -artifact_prefix=build/fuzz/ $$corpus 2>&1 | tail -n 3 \
+	    || exit 1; done
 
 deps:
 	scripts/deps.sh

@@ -45,19 +45,19 @@ typedef struct kiln_load_args {
 
 /* One requested output of a batch. */
 typedef struct kiln_output_slot {
-    uint32_t index;        /* index into config->outputs */
-    kiln_storage *buffer;  /* caller's buffer to write into, or NULL: the backend allocates */
-    size_t offset;         /* window of `buffer`: [offset, offset + capacity) */
+    uint32_t index;       /* index into config->outputs */
+    kiln_storage *buffer; /* caller's buffer to write into, or NULL: the backend allocates */
+    size_t offset;        /* window of `buffer`: [offset, offset + capacity) */
     size_t capacity;
-    kiln_tensor result;    /* OUT: the output (a view into buffer, or new storage) */
+    kiln_tensor result; /* OUT: the output (a view into buffer, or new storage) */
 } kiln_output_slot;
 
 /* One batch to execute. */
 typedef struct kiln_batch {
-    uint32_t batch_size;        /* rows in dim 0; 0 when the model has no batch dim */
-    uint32_t n_inputs;          /* == config->n_inputs */
-    const kiln_tensor *inputs;  /* in config order; an absent optional input has storage NULL */
-    uint32_t n_outputs;         /* requested outputs, 1..config->n_outputs */
+    uint32_t batch_size;       /* rows in dim 0; 0 when the model has no batch dim */
+    uint32_t n_inputs;         /* == config->n_inputs */
+    const kiln_tensor *inputs; /* in config order; an absent optional input has storage NULL */
+    uint32_t n_outputs;        /* requested outputs, 1..config->n_outputs */
     kiln_output_slot *outputs;
     /* Cooperative stop: non-zero once the batch's requests are all cancelled or past their
      * deadline, or the CPU watchdog fired. May be NULL. */

@@ -19,20 +19,9 @@
 
 #include "common/alloc.h"
 #include "common/clock.h"
+#include "bench/bench_util.h"
 #include "common/log.h"
 #include "tensor/shm.h"
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t median(uint64_t *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_u64);
-    return v[n / 2];
-}
 
 static void die(const char *what, const kiln_err *e)
 {
@@ -148,8 +137,9 @@ static void bench_shm(size_t max_mib)
         munmap(client, size);
         shm_unlink(key);
 
-        uint64_t m = median(map, N_MAP), t = median(touch, N_TOUCH), c = median(copy, N_COPY);
-        uint64_t w = median(warm, N_WARM);
+        uint64_t m = bench_median(map, N_MAP), t = bench_median(touch, N_TOUCH),
+                 c = bench_median(copy, N_COPY);
+        uint64_t w = bench_median(warm, N_WARM);
         printf("%-8s %14.1f %16.1f %18.2f %12.1f %11.0fx %11.0fx\n",
                sizes_mib[i] >= 1024 ? "1 GiB" : (sizes_mib[i] == 256 ? "256 MiB" : "16 MiB"),
                (double)m / 1e3, (double)t / 1e3, (double)w / 1e3, (double)c / 1e3,
@@ -189,7 +179,7 @@ static void bench_dlpack(void)
         base[r] = kiln_clock_now_ns() - t0;
     }
     kiln_tensor_fini(&t);
-    double ns = (double)median(rt, REPS) / N, bns = (double)median(base, REPS) / N;
+    double ns = (double)bench_median(rt, REPS) / N, bns = (double)bench_median(base, REPS) / N;
     printf("dlpack export+import+release: %.1f ns per round trip; two malloc+free pairs: %.1f ns; "
            "ratio %.2f\n",
            ns, bns, ns / bns);

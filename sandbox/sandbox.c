@@ -40,7 +40,6 @@ typedef struct thread_state {
 /* Thread-local because a signal handler has no other way to find its thread's record. */
 static _Thread_local thread_state self;
 
-
 static void on_sigsys(int sig, siginfo_t *info, void *uctx)
 {
     (void)sig;
@@ -145,28 +144,62 @@ static const char *const processes[] = {"execve", "execveat", "fork", "vfork", N
 static const char *const network[] = {"socket", "socketpair", "connect", "bind",
                                       "listen", "accept",     "accept4", NULL};
 static const char *const fs_changes[] = {
-    "creat",     "unlink",    "unlinkat", "rename",   "renameat",  "renameat2", "mkdir",
-    "mkdirat",   "rmdir",     "link",     "linkat",   "symlink",   "symlinkat", "mknod",
-    "mknodat",   "chmod",     "fchmod",   "fchmodat", "chown",     "fchown",    "lchown",
-    "fchownat",  "truncate",  "setxattr", "lsetxattr", "fsetxattr", "removexattr",
-    "lremovexattr", "fremovexattr", NULL};
-static const char *const system_calls[] = {
-    "ptrace",        "process_vm_readv", "process_vm_writev", "mount",         "umount2",
-    "unshare",       "setns",            "bpf",               "perf_event_open", "keyctl",
-    "add_key",       "request_key",      "kexec_load",        "kexec_file_load", "init_module",
-    "finit_module",  "delete_module",    "chroot",            "pivot_root",      "reboot",
-    "swapon",        "swapoff",          "setuid",            "setgid",          "setreuid",
-    "setregid",      "setresuid",        "setresgid",         "setgroups",       "setfsuid",
-    "setfsgid",      "kill",             "io_uring_setup",    "io_uring_enter",
-    "io_uring_register", "userfaultfd",  "open_by_handle_at", "name_to_handle_at",
-    "clock_settime", "settimeofday",     "adjtimex",          "clock_adjtime",   NULL};
+    "creat",     "unlink",    "unlinkat",    "rename",       "renameat",     "renameat2",
+    "mkdir",     "mkdirat",   "rmdir",       "link",         "linkat",       "symlink",
+    "symlinkat", "mknod",     "mknodat",     "chmod",        "fchmod",       "fchmodat",
+    "chown",     "fchown",    "lchown",      "fchownat",     "truncate",     "setxattr",
+    "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", NULL};
+static const char *const system_calls[] = {"ptrace",
+                                           "process_vm_readv",
+                                           "process_vm_writev",
+                                           "mount",
+                                           "umount2",
+                                           "unshare",
+                                           "setns",
+                                           "bpf",
+                                           "perf_event_open",
+                                           "keyctl",
+                                           "add_key",
+                                           "request_key",
+                                           "kexec_load",
+                                           "kexec_file_load",
+                                           "init_module",
+                                           "finit_module",
+                                           "delete_module",
+                                           "chroot",
+                                           "pivot_root",
+                                           "reboot",
+                                           "swapon",
+                                           "swapoff",
+                                           "setuid",
+                                           "setgid",
+                                           "setreuid",
+                                           "setregid",
+                                           "setresuid",
+                                           "setresgid",
+                                           "setgroups",
+                                           "setfsuid",
+                                           "setfsgid",
+                                           "kill",
+                                           "io_uring_setup",
+                                           "io_uring_enter",
+                                           "io_uring_register",
+                                           "userfaultfd",
+                                           "open_by_handle_at",
+                                           "name_to_handle_at",
+                                           "clock_settime",
+                                           "settimeofday",
+                                           "adjtimex",
+                                           "clock_adjtime",
+                                           NULL};
 
 static int build(scmp_filter_ctx ctx, const kiln_sandbox_policy *p)
 {
     int rc = 0;
     if (!p->allow_processes) {
         struct scmp_arg_cmp no_thread = {0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0};
-        if ((rc = deny_all(ctx, processes)) || (rc = rule(ctx, SCMP_ACT_TRAP, "clone", 1, &no_thread)))
+        if ((rc = deny_all(ctx, processes)) ||
+            (rc = rule(ctx, SCMP_ACT_TRAP, "clone", 1, &no_thread)))
             return rc;
     }
     /* clone3 hides its flags in memory; ENOSYS makes libc fall back to clone (checked above) */
@@ -263,8 +296,8 @@ kiln_status kiln_sandbox_begin(uint64_t cpu_limit_ns, kiln_err *err)
         self.timer_made = true;
     }
     /* the timer runs on this thread's CPU clock: arm it relative to now */
-    struct itimerspec it = {{0, 0}, {(time_t)(cpu_limit_ns / KILN_NS_PER_S),
-                                     (long)(cpu_limit_ns % KILN_NS_PER_S)}};
+    struct itimerspec it = {
+        {0, 0}, {(time_t)(cpu_limit_ns / KILN_NS_PER_S), (long)(cpu_limit_ns % KILN_NS_PER_S)}};
     if (timer_settime(self.timer, 0, &it, NULL) != 0)
         return kiln_err_set(err, KILN_INTERNAL, "sandbox: cannot arm the CPU watchdog: %s",
                             strerror(errno));

@@ -14,6 +14,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "tensor/shm_int.h"
 
 kiln_status kiln_shm_key_validate(const char *key, kiln_err *err)
@@ -41,20 +42,7 @@ kiln_status kiln_shm_key_validate(const char *key, kiln_err *err)
 
 kiln_status kiln_shm_name_validate(const char *name, kiln_err *err)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > KILN_SHM_NAME_MAX)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "region name must be 1 to %d characters long, got %zu",
-                            KILN_SHM_NAME_MAX, n);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c < 0x21 || c > 0x7e)
-            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                                "region name has a non-printable or space character at "
-                                "position %zu",
-                                i);
-    }
-    return KILN_OK;
+    return kiln_name_check(name, KILN_SHM_NAME_MAX, "region name", NULL, err);
 }
 
 /* A unique key for objects this process creates. */

@@ -4,6 +4,7 @@
 set -u
 passed=0
 failed=0
+skipped=0
 bad_bins=()
 for bin in "$@"; do
     out=$("$bin" 2>&1)
@@ -11,6 +12,8 @@ for bin in "$@"; do
     printf '%s\n' "$out"
     p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' | tail -n 1)
     f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' | tail -n 1)
+    s=$(printf '%s\n' "$out" | sed -n 's/^\[  SKIPPED \] \([0-9]*\) test(s), listed below:/\1/p' | tail -n 1)
+    skipped=$((skipped + ${s:-0}))
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
     if [ "$rc" -ne 0 ] || [ -z "$p" ]; then
@@ -21,8 +24,8 @@ done
 if [ ${#bad_bins[@]} -gt 0 ]; then
     echo "failing binaries: ${bad_bins[*]}"
 fi
-echo "unit: $passed passed, $failed failed"
+echo "unit: $passed passed, $failed failed, $skipped skipped"
 if [ -n "${KILN_TEST_SUMMARY:-}" ]; then
-    echo "${KILN_TEST_CONFIG:-unit} $passed $failed" >> "$KILN_TEST_SUMMARY"
+    echo "${KILN_TEST_CONFIG:-unit} $passed $failed $skipped" >> "$KILN_TEST_SUMMARY"
 fi
 [ "$failed" -eq 0 ] && [ ${#bad_bins[@]} -eq 0 ]

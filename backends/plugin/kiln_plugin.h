@@ -45,18 +45,18 @@
 extern "C" {
 #endif
 
-#define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 0
+#define KILN_PLUGIN_ABI_MAJOR    1
+#define KILN_PLUGIN_ABI_MINOR    0
 #define KILN_PLUGIN_ENTRY_SYMBOL "kiln_plugin_entry"
 
 /* Status codes (the gRPC codes). */
-#define KILN_PLUGIN_OK 0
-#define KILN_PLUGIN_INVALID_ARGUMENT 3
-#define KILN_PLUGIN_NOT_FOUND 5
-#define KILN_PLUGIN_RESOURCE_EXHAUSTED 8
+#define KILN_PLUGIN_OK                  0
+#define KILN_PLUGIN_INVALID_ARGUMENT    3
+#define KILN_PLUGIN_NOT_FOUND           5
+#define KILN_PLUGIN_RESOURCE_EXHAUSTED  8
 #define KILN_PLUGIN_FAILED_PRECONDITION 9
-#define KILN_PLUGIN_UNIMPLEMENTED 12
-#define KILN_PLUGIN_INTERNAL 13
+#define KILN_PLUGIN_UNIMPLEMENTED       12
+#define KILN_PLUGIN_INTERNAL            13
 
 #define KILN_PLUGIN_MESSAGE_MAX 256
 
@@ -64,7 +64,7 @@ typedef struct kiln_plugin_error {
     char message[KILN_PLUGIN_MESSAGE_MAX]; /* NUL-terminated */
 } kiln_plugin_error;
 
-#define KILN_PLUGIN_TENSOR_BYTES 1u     /* KServe BYTES encoding (see above) */
+#define KILN_PLUGIN_TENSOR_BYTES     1u /* KServe BYTES encoding (see above) */
 #define KILN_PLUGIN_TENSOR_READ_ONLY 2u /* inputs: do not write (e.g. a client's region) */
 
 typedef struct kiln_plugin_tensor {

@@ -57,9 +57,10 @@ static kiln_status check_api(const kiln_plugin_api *api, const char *who, const 
                             "%s: %s: plugin API table is %u bytes, ABI %d.%d needs %zu", who, file,
                             api->struct_size, KILN_PLUGIN_ABI_MAJOR, KILN_PLUGIN_ABI_MINOR,
                             (size_t)API_V1_SIZE);
-    const char *missing = !api->create ? "create" : !api->execute ? "execute"
-                                                : !api->destroy   ? "destroy"
-                                                                  : NULL;
+    const char *missing = !api->create    ? "create"
+                          : !api->execute ? "execute"
+                          : !api->destroy ? "destroy"
+                                          : NULL;
     if (missing)
         return kiln_err_set(err, KILN_FAILED_PRECONDITION,
                             "%s: %s: plugin lacks the required entry point '%s'", who, file,
@@ -121,8 +122,7 @@ static kiln_status create_state(kiln_backend_model *m, const kiln_load_args *arg
     return KILN_OK;
 }
 
-static kiln_status plugin_load(const kiln_load_args *args, kiln_backend_model **out,
-                               kiln_err *err)
+static kiln_status plugin_load(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err)
 {
     *out = NULL;
     const char *file = args->config->default_model_filename[0]
@@ -149,16 +149,16 @@ static kiln_status plugin_load(const kiln_load_args *args, kiln_backend_model **
     struct stat sb;
     if (stat(path, &sb) != 0) {
         st = kiln_err_set(err, errno == ENOENT ? KILN_NOT_FOUND : KILN_FAILED_PRECONDITION,
-                          "%s: plugin library '%s' not found in the version directory: %s",
-                          m->name, file, strerror(errno));
+                          "%s: plugin library '%s' not found in the version directory: %s", m->name,
+                          file, strerror(errno));
         goto out_free;
     }
     m->file_bytes = (uint64_t)sb.st_size;
     m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!m->dl) {
         const char *why = dlerror();
-        st = kiln_err_set(err, KILN_FAILED_PRECONDITION, "%s: cannot load plugin '%s': %s",
-                          m->name, file, why ? why : "unknown dlopen error");
+        st = kiln_err_set(err, KILN_FAILED_PRECONDITION, "%s: cannot load plugin '%s': %s", m->name,
+                          file, why ? why : "unknown dlopen error");
         goto out_free;
     }
     void *sym = dlsym(m->dl, KILN_PLUGIN_ENTRY_SYMBOL);
@@ -277,8 +277,8 @@ static kiln_status check_outputs(kiln_backend_model *m, kiln_batch *batch, kiln_
         if (io->dtype == KILN_DTYPE_BYTES) {
             uint64_t n;
             kiln_shape_numel(&slot->result.shape, &n, NULL);
-            kiln_status st = kiln_bytes_validate(slot->result.data, slot->result.byte_size, n,
-                                                 NULL, err);
+            kiln_status st =
+                kiln_bytes_validate(slot->result.data, slot->result.byte_size, n, NULL, err);
             if (st != KILN_OK)
                 return kiln_err_prefix(err, KILN_INTERNAL,
                                        "%s: plugin wrote an invalid BYTES output '%s'", m->name,
@@ -291,8 +291,7 @@ static kiln_status check_outputs(kiln_backend_model *m, kiln_batch *batch, kiln_
 static kiln_status plugin_execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
 {
     const kiln_model_config *c = m->config;
-    if (batch->n_inputs != c->n_inputs || batch->n_outputs == 0 ||
-        batch->n_outputs > c->n_outputs)
+    if (batch->n_inputs != c->n_inputs || batch->n_outputs == 0 || batch->n_outputs > c->n_outputs)
         return kiln_err_set(err, KILN_INTERNAL, "%s: batch has %u inputs and %u outputs", m->name,
                             batch->n_inputs, batch->n_outputs);
     /* one block: the input descriptors, a copy of their shapes, the output indices */

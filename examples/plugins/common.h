@@ -29,8 +29,8 @@ static inline int32_t plugin_expect(const kiln_plugin_io_desc *io, const char *d
 {
     if (strcmp(io->datatype, datatype) != 0)
         return plugin_fail(err, KILN_PLUGIN_INVALID_ARGUMENT,
-                           "'%s' is %s in the config; this plugin needs %s", io->name,
-                           io->datatype, datatype);
+                           "'%s' is %s in the config; this plugin needs %s", io->name, io->datatype,
+                           datatype);
     return KILN_PLUGIN_OK;
 }
 

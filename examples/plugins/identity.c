@@ -54,8 +54,8 @@ static int32_t execute(void *st, const kiln_plugin_batch *b, kiln_plugin_error *
         nanosleep(&t, NULL);
     }
     void *out;
-    int32_t rc = b->alloc_output(b->alloc_ctx, 0, in->dl.ndim, in->dl.shape, in->byte_size, &out,
-                                 err);
+    int32_t rc =
+        b->alloc_output(b->alloc_ctx, 0, in->dl.ndim, in->dl.shape, in->byte_size, &out, err);
     if (rc != KILN_PLUGIN_OK)
         return rc;
     if (in->byte_size)

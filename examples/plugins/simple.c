@@ -34,8 +34,8 @@ static int32_t execute(void *state, const kiln_plugin_batch *b, kiln_plugin_erro
     const uint32_t *x = a->dl.data, *y = c->dl.data;
     for (uint32_t k = 0; k < b->n_outputs; k++) {
         void *out;
-        int32_t rc = b->alloc_output(b->alloc_ctx, k, a->dl.ndim, a->dl.shape, a->byte_size, &out,
-                                     err);
+        int32_t rc =
+            b->alloc_output(b->alloc_ctx, k, a->dl.ndim, a->dl.shape, a->byte_size, &out, err);
         if (rc != KILN_PLUGIN_OK)
             return rc;
         uint32_t *o = out;

@@ -211,7 +211,8 @@ static void loader_errors_are_clear(void **state)
                   "broken2.so: kiln_plugin_entry() returned NULL");
     assert_status(load_broken(3, &e), KILN_FAILED_PRECONDITION, &e,
                   "plugin ABI 2.0 is not supported (server speaks 1.0");
-    assert_status(load_broken(4, &e), KILN_FAILED_PRECONDITION, &e, "plugin ABI 1.1 is not supported");
+    assert_status(load_broken(4, &e), KILN_FAILED_PRECONDITION, &e,
+                  "plugin ABI 1.1 is not supported");
     assert_status(load_broken(5, &e), KILN_FAILED_PRECONDITION, &e,
                   "plugin lacks the required entry point 'execute'");
     assert_status(load_broken(6, &e), KILN_FAILED_PRECONDITION, &e,
@@ -220,9 +221,10 @@ static void loader_errors_are_clear(void **state)
     assert_status(load_broken(99, &e), KILN_NOT_FOUND, &e,
                   "plugin library 'broken99.so' not found in the version directory");
     /* a file that is not a shared object */
-    kiln_model_config *c = kiln_test_config("backend: 'plugin' default_model_filename: 'config.pbtxt' "
-                                            "input { name: 'x' data_type: TYPE_INT32 dims: 1 } "
-                                            "output { name: 'y' data_type: TYPE_INT32 dims: 1 }");
+    kiln_model_config *c =
+        kiln_test_config("backend: 'plugin' default_model_filename: 'config.pbtxt' "
+                         "input { name: 'x' data_type: TYPE_INT32 dims: 1 } "
+                         "output { name: 'y' data_type: TYPE_INT32 dims: 1 }");
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s/models/simple", kiln_test_build_dir());
     kiln_load_args a = {"s", dir, dir, 1, c, {KILN_DEVICE_CPU, 0}};
@@ -233,9 +235,10 @@ static void loader_errors_are_clear(void **state)
     assert_status(plugin()->load(&a, &m, &e), KILN_INVALID_ARGUMENT, &e, "plugins run on the CPU");
     kiln_model_config_free(c);
     /* a config that does not fit the plugin: create refuses it */
-    c = kiln_test_config("backend: 'plugin' input { name: 'x' data_type: TYPE_FP32 } "
-                         "input { name: 'z' data_type: TYPE_FP32 } "
-                         "output { name: 'y' data_type: TYPE_INT32 } output { name: 'w' data_type: TYPE_INT32 }");
+    c = kiln_test_config(
+        "backend: 'plugin' input { name: 'x' data_type: TYPE_FP32 } "
+        "input { name: 'z' data_type: TYPE_FP32 } "
+        "output { name: 'y' data_type: TYPE_INT32 } output { name: 'w' data_type: TYPE_INT32 }");
     snprintf(dir, sizeof(dir), "%s/models/simple/1", kiln_test_build_dir());
     kiln_load_args a2 = {"s", dir, dir, 1, c, {KILN_DEVICE_CPU, 0}};
     assert_status(plugin()->load(&a2, &m, &e), KILN_INVALID_ARGUMENT, &e,
@@ -266,7 +269,11 @@ static void should_stop_reaches_the_plugin(void **state)
     kiln_tensor in;
     assert_ok(kiln_tensor_alloc(KILN_DTYPE_FP32, &sh, 0, &in, &e), &e);
     kiln_output_slot out = {.index = 0};
-    kiln_batch b = {.batch_size = 1, .n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out,
+    kiln_batch b = {.batch_size = 1,
+                    .n_inputs = 1,
+                    .inputs = &in,
+                    .n_outputs = 1,
+                    .outputs = &out,
                     .should_stop = stop_now};
     /* stops at once instead of sleeping 5 s */
     assert_status(plugin()->execute(m, &b, &e), KILN_INTERNAL, &e, "stopped after 0 ms");

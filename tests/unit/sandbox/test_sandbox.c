@@ -88,16 +88,16 @@ static void *run_job(void *arg)
     kiln_tensor_alloc(KILN_DTYPE_INT32, &sh, 0, &in, &e);
     *(int32_t *)in.data = j->mode;
     kiln_output_slot out = {.index = 0};
-    kiln_batch b = {.n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out,
-                    .should_stop = stop_cb};
+    kiln_batch b = {
+        .n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out, .should_stop = stop_cb};
     j->exec_status = kiln_backend_find("plugin")->execute(misbehave, &b, &e);
     kiln_sandbox_end(&j->report);
     if (j->exec_status == KILN_OK)
         memcpy(j->result, out.result.data, sizeof(j->result));
     kiln_tensor_fini(&out.result);
     kiln_tensor_fini(&in);
-    j->check_status = kiln_sandbox_check(&j->report, "misbehave", "req-7", j->cpu_limit_ns,
-                                         &j->check_err);
+    j->check_status =
+        kiln_sandbox_check(&j->report, "misbehave", "req-7", j->cpu_limit_ns, &j->check_err);
     /* the thread still works: threads, reading files */
     pthread_t t;
     j->thread_ok = pthread_create(&t, NULL, noop_thread, NULL) == 0 && pthread_join(t, NULL) == 0;
@@ -177,7 +177,8 @@ static void unsandboxed_thread_unaffected(void **state)
 static void policy_relaxations(void **state)
 {
     (void)state;
-    job j = {.sandbox = true, .policy = {.allow_network = true, .allow_file_writes = true},
+    job j = {.sandbox = true,
+             .policy = {.allow_network = true, .allow_file_writes = true},
              .mode = 1 | 4};
     run(&j);
     assert_int_equal(j.result[0], 0);

@@ -87,7 +87,8 @@ static void name_rules(void **state)
     kiln_err e;
     assert_ok(kiln_shm_name_validate("input_0:region", &e), &e);
     assert_status(kiln_shm_name_validate("", &e), KILN_INVALID_ARGUMENT, &e, "got 0");
-    assert_status(kiln_shm_name_validate("a b", &e), KILN_INVALID_ARGUMENT, &e, "position 1");
+    assert_status(kiln_shm_name_validate("a b", &e), KILN_INVALID_ARGUMENT, &e,
+                  "region name has a space, non-printable or forbidden character at position 1");
     assert_status(kiln_shm_name_validate("tab\t", &e), KILN_INVALID_ARGUMENT, &e, "position 3");
     char n[200];
     memset(n, 'n', 129);

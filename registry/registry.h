@@ -1,0 +1,178 @@
+/*
+ * registry/registry.h: the model repository and the refcounted LRU registry of loaded models.
+ *
+ * Repository layout (Triton's): <repository>/<model>/config.pbtxt and
+ * <repository>/<model>/<version>/<model file>, versions being positive integers. The config's
+ * version_policy (latest(n), all, specific) says which versions are served.
+ *
+ * A loaded model version is a kiln_model. Callers pin it with kiln_registry_acquire or
+ * kiln_registry_get_or_load and unpin it with kiln_model_release; a pinned model is never
+ * evicted or unloaded under its users. The registry loads on demand: get_or_load loads a
+ * model once however many threads ask for it at the same time (the others wait for that load
+ * and share its result or its error).
+ *
+ * Memory budgets: the host and device bytes each loaded model holds (as its backend reports
+ * after load) count against the registry's budgets. A load that would pass a budget first
+ * evicts least-recently-used unpinned models (recency = the order of their last pin or load); if
+ * that cannot make room, the load fails with KILN_RESOURCE_EXHAUSTED and a message saying what
+ * holds the memory. Before a load, the size of the version directory's files is reserved, so
+ * concurrent loads cannot oversubscribe.
+ *
+ * States: LOADING, READY, UNLOADING, UNAVAILABLE (with the reason: load error, unloaded,
+ * evicted, idle). Statistics per version: load time, inference and execution counts,
+ * successes and failures, queue and compute time, last use.
+ *
+ * Thread-safety: all functions are safe from any thread. The acquire/release hot path holds
+ * the registry mutex only to find the model and bump its pin count (no allocation, no I/O);
+ * loads and unloads run outside the mutex.
+ */
+#ifndef KILN_REGISTRY_REGISTRY_H
+#define KILN_REGISTRY_REGISTRY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "proto/model_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_MODEL_NAME_MAX 128
+
+typedef struct kiln_registry kiln_registry;
+typedef struct kiln_model kiln_model;
+
+typedef enum kiln_model_state {
+    KILN_MODEL_UNAVAILABLE = 0, /* not loaded; the reason says why */
+    KILN_MODEL_LOADING,
+    KILN_MODEL_READY,
+    KILN_MODEL_UNLOADING,
+} kiln_model_state;
+
+/* "UNAVAILABLE", "LOADING", "READY", "UNLOADING" (Triton's RepositoryIndex words). */
+const char *kiln_model_state_name(kiln_model_state s);
+
+typedef struct kiln_registry_options {
+    const char *repository;       /* directory; copied */
+    uint64_t host_budget_bytes;   /* 0 = unlimited */
+    uint64_t device_budget_bytes; /* 0 = unlimited */
+    uint64_t idle_ttl_ns; /* unload models unused this long (kiln_registry_sweep); 0 = off */
+    kiln_device device;   /* where models load (default CPU) */
+    /* backend lookup; NULL = kiln_backend_find. Tests pass fakes. */
+    const kiln_backend *(*find_backend)(const char *name);
+    kiln_clock_fn clock; /* NULL = CLOCK_MONOTONIC_COARSE (LRU and TTL need only ms) */
+    void *clock_ctx;
+} kiln_registry_options;
+
+/* Statistics of one model version (cumulative since it was loaded, times in ns). */
+typedef struct kiln_model_stats {
+    uint64_t load_ns;         /* how long the load took */
+    uint64_t loaded_at_ns;    /* registry clock */
+    uint64_t last_used_ns;    /* registry clock: last acquire or release */
+    uint64_t inference_count; /* requests (rows) inferred */
+    uint64_t execution_count; /* batches executed */
+    uint64_t success_count;
+    uint64_t failure_count;
+    uint64_t queue_ns;
+    uint64_t compute_ns;
+} kiln_model_stats;
+
+/* One row of kiln_registry_index. */
+typedef struct kiln_model_status {
+    char name[KILN_MODEL_NAME_MAX + 1];
+    int64_t version; /* 0 when the model has no loaded or attempted version */
+    kiln_model_state state;
+    char reason[KILN_ERR_MSG_MAX];
+    uint32_t pins;
+    uint64_t host_bytes, device_bytes;
+    kiln_model_stats stats;
+} kiln_model_status;
+
+/* Registry-wide figures. */
+typedef struct kiln_registry_stats {
+    uint64_t host_bytes, device_bytes; /* held by READY and UNLOADING models */
+    uint64_t evictions;
+    uint64_t loads, load_failures, unloads;
+} kiln_registry_stats;
+
+/*
+ * Creates a registry over opts->repository (which must be a readable directory: else
+ * KILN_INVALID_ARGUMENT). Nothing is loaded yet. OUT: *out (NULL on failure).
+ */
+kiln_status kiln_registry_create(const kiln_registry_options *opts, kiln_registry **out,
+                                 kiln_err *err);
+
+/*
+ * Unloads every model and frees the registry. REQUIRES: no model is pinned (asserted) and no
+ * other thread is using the registry. NULL is a no-op.
+ */
+void kiln_registry_destroy(kiln_registry *reg);
+
+/*
+ * Returns a pinned handle to model `name` version `version` (0 = the highest version the
+ * policy serves: the highest READY one if any, else the highest allowed, loaded now), loading
+ * it if needed. Concurrent callers for the same version share one load.
+ * Errors: KILN_INVALID_ARGUMENT (bad name), KILN_NOT_FOUND (no such model or version, or the
+ * policy does not serve it), KILN_UNAVAILABLE (it is being unloaded), the load's own error
+ * (bad config, backend failure), KILN_RESOURCE_EXHAUSTED (budget). *out is NULL on failure.
+ */
+kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int64_t version,
+                                      kiln_model **out, kiln_err *err);
+
+/*
+ * Pins an already loaded model version (0 = highest READY). Never loads. KILN_NOT_FOUND if no
+ * such version is known, KILN_UNAVAILABLE naming the state and reason if it is not READY.
+ */
+kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t version,
+                                  kiln_model **out, kiln_err *err);
+
+/* Unpins. NULL is a no-op. The handle must not be used afterwards. */
+void kiln_model_release(kiln_model *model);
+
+/* Loads every version the policy serves (those already READY stay as they are). */
+kiln_status kiln_registry_load(kiln_registry *reg, const char *name, kiln_err *err);
+
+/*
+ * Unloads every version of `name`: new acquires fail at once (UNAVAILABLE, "unloading"), the
+ * call waits until in-flight users release their pins, then frees the models. KILN_NOT_FOUND if
+ * no version of it is loaded or loading.
+ */
+kiln_status kiln_registry_unload(kiln_registry *reg, const char *name, kiln_err *err);
+
+/* Unloads READY models no one has pinned for longer than the idle TTL. Returns how many. */
+size_t kiln_registry_sweep(kiln_registry *reg);
+
+/*
+ * Lists every model of the repository (directories with a config.pbtxt) and every version the
+ * registry knows, sorted by name then version. OUT: *out (free with kiln_free), *n.
+ */
+kiln_status kiln_registry_index(kiln_registry *reg, kiln_model_status **out, size_t *n,
+                                kiln_err *err);
+
+/* Status of one version (0 = highest known). KILN_NOT_FOUND if the registry has no record. */
+kiln_status kiln_registry_status(kiln_registry *reg, const char *name, int64_t version,
+                                 kiln_model_status *out, kiln_err *err);
+
+void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out);
+
+/* ---------------------------------------------------------------- a pinned model */
+
+const char *kiln_model_name(const kiln_model *m);
+int64_t kiln_model_version(const kiln_model *m);
+const kiln_model_config *kiln_model_get_config(const kiln_model *m);
+const kiln_backend *kiln_model_backend(const kiln_model *m);
+kiln_backend_model *kiln_model_backend_model(const kiln_model *m);
+
+/* Adds one executed batch of `rows` requests to the statistics. Thread-safe (atomics). */
+void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
+                       uint64_t compute_ns);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_REGISTRY_REGISTRY_H */

@@ -1,0 +1,645 @@
+/* Unit tests: the registry (racing loads, versions, eviction, pins, TTL, unload during use). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "registry/registry.h"
+#include "tests/support.h"
+
+/* ---------------------------------------------------------------- a fake backend */
+
+static atomic_int fake_loads, fake_unloads;
+
+struct kiln_backend_model {
+    uint64_t host, device;
+};
+
+static kiln_status fake_load(const kiln_load_args *a, kiln_backend_model **out, kiln_err *err)
+{
+    atomic_fetch_add(&fake_loads, 1);
+    const char *delay = kiln_model_config_param(a->config, "delay_ms");
+    if (delay) {
+        struct timespec t = {0, atol(delay) * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    const char *fail = kiln_model_config_param(a->config, "fail");
+    if (fail)
+        return kiln_err_set(err, KILN_FAILED_PRECONDITION, "fake load of '%s' fails: %s",
+                            a->model_name, fail);
+    kiln_backend_model *m = kiln_calloc(1, sizeof(*m));
+    const char *host = kiln_model_config_param(a->config, "host_bytes");
+    m->host = host ? (uint64_t)atoll(host) : 100;
+    const char *dev = kiln_model_config_param(a->config, "device_bytes");
+    m->device = dev ? (uint64_t)atoll(dev) : 0;
+    *out = m;
+    return KILN_OK;
+}
+
+static void fake_unload(kiln_backend_model *m)
+{
+    if (!m)
+        return;
+    atomic_fetch_add(&fake_unloads, 1);
+    kiln_free(m);
+}
+
+static void fake_memory(const kiln_backend_model *m, uint64_t *host, uint64_t *device)
+{
+    *host = m->host;
+    *device = m->device;
+}
+
+static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *err)
+{
+    (void)m, (void)b, (void)err;
+    return KILN_OK;
+}
+
+static const kiln_backend fake = {"fake", fake_load, fake_execute, fake_memory, fake_unload};
+
+static const kiln_backend *find(const char *name)
+{
+    return strcmp(name, "fake") == 0 ? &fake : kiln_backend_find(name);
+}
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct fx {
+    char repo[64];
+    kiln_registry *reg;
+    _Atomic uint64_t t; /* the fake clock, read by the registry from any thread */
+} fx;
+
+static uint64_t fake_now(void *ctx)
+{
+    return ((fx *)ctx)->t;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Adds model `name` with version dirs `versions` (comma list) and extra config text. */
+static void add_model(fx *f, const char *name, const char *versions, const char *extra)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", f->repo, name);
+    mkdir(p, 0700);
+    char cfg[1024];
+    snprintf(cfg, sizeof(cfg),
+             "backend: 'fake' input { name: 'x' data_type: TYPE_FP32 dims: 1 } "
+             "output { name: 'y' data_type: TYPE_FP32 dims: 1 } %s",
+             extra ? extra : "");
+    snprintf(p, sizeof(p), "%s/%s/config.pbtxt", f->repo, name);
+    write_file(p, cfg);
+    char vs[64];
+    snprintf(vs, sizeof(vs), "%s", versions);
+    for (char *v = strtok(vs, ","); v; v = strtok(NULL, ",")) {
+        snprintf(p, sizeof(p), "%s/%s/%s", f->repo, name, v);
+        mkdir(p, 0700);
+    }
+}
+
+static void make_registry_dev(fx *f, uint64_t host_budget, uint64_t device_budget, uint64_t ttl)
+{
+    kiln_registry_options o = {.repository = f->repo,
+                               .host_budget_bytes = host_budget,
+                               .device_budget_bytes = device_budget,
+                               .idle_ttl_ns = ttl,
+                               .find_backend = find,
+                               .clock = fake_now,
+                               .clock_ctx = f};
+    kiln_err e;
+    kiln_registry_destroy(f->reg);
+    assert_ok(kiln_registry_create(&o, &f->reg, &e), &e);
+}
+
+static void make_registry(fx *f, uint64_t host_budget, uint64_t ttl)
+{
+    make_registry_dev(f, host_budget, 0, ttl);
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    snprintf(f->repo, sizeof(f->repo), "/tmp/kiln-repo-XXXXXX");
+    assert_non_null(mkdtemp(f->repo));
+    f->t = 1000;
+    atomic_store(&fake_loads, 0);
+    atomic_store(&fake_unloads, 0);
+    kiln_log_set_level(KILN_LOG_ERROR);
+    make_registry(f, 0, 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    kiln_registry_destroy(f->reg);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->repo);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+typedef struct racer {
+    fx *f;
+    const char *name;
+    kiln_model *m;
+    kiln_status st;
+    kiln_err e;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    r->st = kiln_registry_get_or_load(r->f->reg, r->name, 0, &r->m, &r->e);
+    return NULL;
+}
+
+static void racing_get_or_load_loads_once(void **state)
+{
+    fx *f = *state;
+    add_model(f, "a", "1", "parameters { key: 'delay_ms' value { string_value: '50' } }");
+    enum { N = 8 };
+    racer r[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (racer){.f = f, .name = "a"};
+        pthread_create(&t[i], NULL, race, &r[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_ok(r[i].st, &r[i].e);
+        assert_ptr_equal(r[i].m, r[0].m);
+    }
+    assert_int_equal(atomic_load(&fake_loads), 1);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "a", 0, &s, NULL), NULL);
+    assert_int_equal(s.state, KILN_MODEL_READY);
+    assert_int_equal(s.pins, N);
+    for (int i = 0; i < N; i++)
+        kiln_model_release(r[i].m);
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, NULL), NULL);
+    assert_int_equal(s.pins, 0);
+}
+
+static void racing_load_failure_is_shared(void **state)
+{
+    fx *f = *state;
+    add_model(f, "bad", "1",
+              "parameters { key: 'delay_ms' value { string_value: '50' } } "
+              "parameters { key: 'fail' value { string_value: 'corrupt weights' } }");
+    enum { N = 6 };
+    racer r[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (racer){.f = f, .name = "bad"};
+        pthread_create(&t[i], NULL, race, &r[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_status(r[i].st, KILN_FAILED_PRECONDITION, &r[i].e,
+                      "fake load of 'bad' fails: corrupt weights");
+        assert_null(r[i].m);
+    }
+    assert_int_equal(atomic_load(&fake_loads), 1);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "bad", 1, &s, NULL), NULL);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(s.reason, "corrupt weights"));
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.load_failures, 1);
+}
+
+static void versions_follow_the_policy(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    add_model(f, "latest", "1,3,2,x,0", NULL);
+    assert_ok(kiln_registry_get_or_load(f->reg, "latest", 0, &m, &e), &e);
+    assert_int_equal(kiln_model_version(m), 3);
+    assert_string_equal(kiln_model_name(m), "latest");
+    assert_string_equal(kiln_model_get_config(m)->name, "latest"); /* filled from the dir */
+    kiln_model_release(m);
+    assert_status(kiln_registry_get_or_load(f->reg, "latest", 2, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'latest' has no version 2 to serve (versions served: 3)");
+    add_model(f, "two", "1,2,3", "version_policy { latest { num_versions: 2 } }");
+    assert_ok(kiln_registry_load(f->reg, "two", &e), &e);
+    assert_int_equal(atomic_load(&fake_loads), 3);
+    assert_ok(kiln_registry_acquire(f->reg, "two", 2, &m, &e), &e);
+    kiln_model_release(m);
+    add_model(f, "spec", "1,2,3", "version_policy { specific { versions: [1, 3] } }");
+    assert_ok(kiln_registry_get_or_load(f->reg, "spec", 1, &m, &e), &e);
+    kiln_model_release(m);
+    assert_status(kiln_registry_get_or_load(f->reg, "spec", 2, &m, &e), KILN_NOT_FOUND, &e,
+                  "(versions served: 1, 3)");
+    add_model(f, "all", "4,5", "version_policy { all { } }");
+    assert_ok(kiln_registry_get_or_load(f->reg, "all", 4, &m, &e), &e);
+    kiln_model_release(m);
+}
+
+static void lookup_errors(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    assert_status(kiln_registry_get_or_load(f->reg, "nope", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'nope' is not in the repository");
+    assert_status(kiln_registry_get_or_load(f->reg, "../etc", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "position 2");
+    assert_status(kiln_registry_get_or_load(f->reg, "", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "1 to 128 characters");
+    assert_status(kiln_registry_get_or_load(f->reg, "x", -1, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "negative");
+    add_model(f, "empty", "", NULL);
+    assert_status(kiln_registry_get_or_load(f->reg, "empty", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'empty' has no version directory to serve");
+    add_model(f, "named", "1", "name: 'other'");
+    assert_status(kiln_registry_get_or_load(f->reg, "named", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "named/config.pbtxt: name 'other' does not match the model's directory 'named'");
+    char p[256];
+    snprintf(p, sizeof(p), "%s/nocfg/1", f->repo);
+    snprintf(p, sizeof(p), "%s/nocfg", f->repo);
+    mkdir(p, 0700);
+    assert_status(kiln_registry_get_or_load(f->reg, "nocfg", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'nocfg' has no config.pbtxt");
+    add_model(f, "badcfg", "1", "max_batch: 3");
+    assert_status(kiln_registry_get_or_load(f->reg, "badcfg", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "badcfg/config.pbtxt:1:");
+    add_model(f, "nobackend", "1", "");
+    snprintf(p, sizeof(p), "%s/nobackend/config.pbtxt", f->repo);
+    write_file(p, "backend: 'tensorflow' input { name: 'x' data_type: TYPE_FP32 } "
+                  "output { name: 'y' data_type: TYPE_FP32 }");
+    assert_status(
+        kiln_registry_get_or_load(f->reg, "nobackend", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+        "model 'nobackend': backend 'tensorflow' is not available (this build has: plugin)");
+    assert_null(m);
+    kiln_registry *r2;
+    kiln_registry_options o = {.repository = "/nonexistent/repo"};
+    assert_status(kiln_registry_create(&o, &r2, &e), KILN_INVALID_ARGUMENT, &e,
+                  "model repository '/nonexistent/repo' is not a readable directory");
+}
+
+static void acquire_never_loads(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    add_model(f, "a", "1", NULL);
+    assert_status(kiln_registry_acquire(f->reg, "a", 0, &m, &e), KILN_UNAVAILABLE, &e,
+                  "model 'a' is not ready (UNAVAILABLE: not loaded)");
+    assert_status(kiln_registry_acquire(f->reg, "zz", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'zz' is not in the repository");
+    assert_int_equal(atomic_load(&fake_loads), 0);
+    assert_ok(kiln_registry_load(f->reg, "a", &e), &e);
+    assert_ok(kiln_registry_acquire(f->reg, "a", 1, &m, &e), &e);
+    kiln_model_record(m, 4, true, 10, 20);
+    kiln_model_record(m, 1, false, 1, 2);
+    kiln_model_release(m);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "a", 0, &s, &e), &e);
+    assert_int_equal(s.stats.inference_count, 5);
+    assert_int_equal(s.stats.execution_count, 2);
+    assert_int_equal(s.stats.success_count, 4);
+    assert_int_equal(s.stats.failure_count, 1);
+    assert_int_equal(s.stats.queue_ns, 11);
+    assert_int_equal(s.stats.compute_ns, 22);
+    assert_int_equal(s.host_bytes, 100);
+    assert_string_equal(kiln_model_state_name(s.state), "READY");
+}
+
+static void evicts_least_recently_used(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    make_registry(f, 300, 0);
+    add_model(f, "a", "1", NULL);
+    add_model(f, "b", "1", NULL);
+    add_model(f, "c", "1", NULL);
+    add_model(f, "d", "1", NULL);
+    const char *order[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        f->t += 10;
+        assert_ok(kiln_registry_get_or_load(f->reg, order[i], 0, &m, &e), &e);
+        kiln_model_release(m);
+    }
+    f->t += 10;
+    assert_ok(kiln_registry_acquire(f->reg, "a", 0, &m, &e), &e); /* a is used again */
+    kiln_model_release(m);
+    f->t += 10;
+    assert_ok(kiln_registry_get_or_load(f->reg, "d", 0, &m, &e), &e);
+    kiln_model_release(m);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "b", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_string_equal(s.reason, "evicted to make room for 'd' version 1");
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.evictions, 1);
+    assert_int_equal(rs.host_bytes, 300);
+    assert_int_equal(atomic_load(&fake_unloads), 1);
+    /* the evicted model comes back on demand (evicting the next LRU, c) */
+    f->t += 10;
+    assert_ok(kiln_registry_get_or_load(f->reg, "b", 0, &m, &e), &e);
+    kiln_model_release(m);
+    assert_ok(kiln_registry_status(f->reg, "c", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+}
+
+static void pinned_models_are_never_evicted(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *a, *b, *c;
+    make_registry(f, 200, 0);
+    add_model(f, "a", "1", NULL);
+    add_model(f, "b", "1", NULL);
+    add_model(f, "c", "1", NULL);
+    add_model(f, "huge", "1", "parameters { key: 'host_bytes' value { string_value: '500' } }");
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 0, &a, &e), &e);
+    f->t += 10;
+    assert_ok(kiln_registry_get_or_load(f->reg, "b", 0, &b, &e), &e);
+    f->t += 10;
+    assert_status(kiln_registry_get_or_load(f->reg, "c", 0, &c, &e), KILN_RESOURCE_EXHAUSTED, &e,
+                  "model 'c' version 1 needs 100 bytes of host memory; the budget is 200 with 200 "
+                  "in use and nothing unpinned to evict; held by: 'a' v1 (pinned, 100 bytes), 'b' "
+                  "v1 (pinned, 100 bytes)");
+    assert_null(c);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "c", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(s.reason, "needs 100 bytes"));
+    kiln_model_release(a); /* now a can go */
+    assert_ok(kiln_registry_get_or_load(f->reg, "c", 0, &c, &e), &e);
+    assert_ok(kiln_registry_status(f->reg, "b", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY); /* b stayed: it is pinned */
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    /* a model bigger than the whole budget never fits */
+    kiln_model *h;
+    kiln_model_release(b);
+    kiln_model_release(c);
+    assert_status(kiln_registry_get_or_load(f->reg, "huge", 0, &h, &e), KILN_RESOURCE_EXHAUSTED, &e,
+                  "needs 500 bytes of host memory; the budget is 200");
+}
+
+static void device_budget_evicts_too(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *a, *b;
+    make_registry_dev(f, 0, 150, 0);
+    const char *dev = "parameters { key: 'device_bytes' value { string_value: '100' } }";
+    add_model(f, "ga", "1", dev);
+    add_model(f, "gb", "1", dev);
+    assert_ok(kiln_registry_get_or_load(f->reg, "ga", 0, &a, &e), &e);
+    /* ga is pinned: gb cannot fit on the device */
+    assert_status(kiln_registry_get_or_load(f->reg, "gb", 0, &b, &e), KILN_RESOURCE_EXHAUSTED, &e,
+                  "needs 100 bytes of device memory; the budget is 150 with 100 in use");
+    kiln_model_release(a);
+    assert_ok(kiln_registry_get_or_load(f->reg, "gb", 0, &b, &e), &e);
+    kiln_model_release(b);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.device_bytes, 100);
+    assert_int_equal(rs.evictions, 1);
+}
+
+static void idle_ttl_unloads(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m, *held;
+    make_registry(f, 0, 1000 * KILN_NS_PER_MS);
+    add_model(f, "idle", "1", NULL);
+    add_model(f, "busy", "1", NULL);
+    assert_ok(kiln_registry_get_or_load(f->reg, "idle", 0, &m, &e), &e);
+    kiln_model_release(m);
+    assert_ok(kiln_registry_get_or_load(f->reg, "busy", 0, &held, &e), &e);
+    f->t += 500 * KILN_NS_PER_MS;
+    assert_int_equal(kiln_registry_sweep(f->reg), 0);
+    f->t += 600 * KILN_NS_PER_MS;
+    assert_int_equal(kiln_registry_sweep(f->reg), 1);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "idle", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_string_equal(s.reason, "unloaded after 1000 ms idle");
+    assert_ok(kiln_registry_status(f->reg, "busy", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY); /* pinned: never idle-unloaded */
+    kiln_model_release(held);
+    /* TTL off: sweep does nothing */
+    make_registry(f, 0, 0);
+    assert_int_equal(kiln_registry_sweep(f->reg), 0);
+}
+
+typedef struct unloader {
+    fx *f;
+    kiln_status st;
+    atomic_int done;
+} unloader;
+
+static void *do_unload(void *arg)
+{
+    unloader *u = arg;
+    kiln_err e;
+    u->st = kiln_registry_unload(u->f->reg, "a", &e);
+    atomic_store(&u->done, 1);
+    return NULL;
+}
+
+static void unload_waits_for_users(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m, *m2;
+    add_model(f, "a", "1", NULL);
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 0, &m, &e), &e);
+    unloader u = {.f = f};
+    pthread_t t;
+    pthread_create(&t, NULL, do_unload, &u);
+    /* wait (bounded) until the unload has started: acquires fail while it waits for us */
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < 2000 && st == KILN_OK; i++) {
+        st = kiln_registry_acquire(f->reg, "a", 0, &m2, &e);
+        if (st == KILN_OK)
+            kiln_model_release(m2);
+        usleep(1000);
+    }
+    assert_status(st, KILN_UNAVAILABLE, &e, "model 'a' is not ready (UNLOADING)");
+    usleep(20000);
+    assert_int_equal(atomic_load(&u.done), 0); /* still waiting for our pin */
+    assert_int_equal(atomic_load(&fake_unloads), 0);
+    assert_non_null(kiln_model_backend_model(m)); /* our handle still works */
+    kiln_model_release(m);
+    pthread_join(t, NULL);
+    assert_int_equal(u.st, KILN_OK);
+    assert_int_equal(atomic_load(&fake_unloads), 1);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_string_equal(s.reason, "unloaded");
+    assert_status(kiln_registry_unload(f->reg, "a", &e), KILN_NOT_FOUND, &e,
+                  "model 'a' is not loaded");
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.unloads, 1);
+    assert_int_equal(rs.host_bytes, 0);
+}
+
+static void index_lists_repository_and_states(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    add_model(f, "b", "1", NULL);
+    add_model(f, "a", "1,2", "version_policy { all { } }");
+    assert_ok(kiln_registry_load(f->reg, "a", &e), &e);
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 2, &m, &e), &e);
+    kiln_model_release(m);
+    kiln_model_status *v;
+    size_t n;
+    assert_ok(kiln_registry_index(f->reg, &v, &n, &e), &e);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0].name, "a");
+    assert_int_equal(v[0].version, 1);
+    assert_int_equal(v[1].version, 2);
+    assert_int_equal(v[1].state, KILN_MODEL_READY);
+    assert_string_equal(v[2].name, "b");
+    assert_int_equal(v[2].state, KILN_MODEL_UNAVAILABLE);
+    assert_string_equal(v[2].reason, "not loaded");
+    kiln_free(v);
+}
+
+/* Readers pin and unpin while another thread loads, unloads and sweeps (TSan watches). */
+static atomic_int stop;
+static void *reader(void *arg)
+{
+    fx *f = arg;
+    while (!atomic_load(&stop)) {
+        kiln_model *m;
+        if (kiln_registry_acquire(f->reg, "a", 0, &m, NULL) == KILN_OK) {
+            assert_non_null(kiln_model_backend_model(m));
+            kiln_model_record(m, 1, true, 1, 1);
+            kiln_model_release(m);
+        }
+    }
+    return NULL;
+}
+
+static void concurrent_pins_and_unloads(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    make_registry(f, 250, 1);
+    add_model(f, "a", "1", NULL);
+    add_model(f, "b", "1", NULL);
+    add_model(f, "c", "1", NULL);
+    atomic_store(&stop, 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, reader, f);
+    for (int i = 0; i < 100; i++) {
+        kiln_model *m;
+        f->t += 5;
+        if (kiln_registry_get_or_load(f->reg,
+                                      i % 3 == 0   ? "a"
+                                      : i % 3 == 1 ? "b"
+                                                   : "c",
+                                      0, &m, &e) == KILN_OK)
+            kiln_model_release(m);
+        if (i % 7 == 0)
+            kiln_registry_unload(f->reg, "a", NULL);
+        if (i % 11 == 0)
+            kiln_registry_sweep(f->reg);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_true(rs.host_bytes <= 250);
+    assert_int_equal(atomic_load(&fake_loads) - atomic_load(&fake_unloads),
+                     (int)(rs.host_bytes / 100));
+}
+
+/* The real plugin backend: 1,000 load/unload cycles through the registry, RSS measured. */
+static void registry_cycles_do_not_grow_rss(void **state)
+{
+    (void)state;
+    kiln_err e;
+    char repo[1024];
+    snprintf(repo, sizeof(repo), "%s/models", kiln_test_build_dir());
+    kiln_registry_options o = {.repository = repo};
+    kiln_registry *reg;
+    assert_ok(kiln_registry_create(&o, &reg, &e), &e);
+    kiln_model *m;
+    for (int i = 0; i < 20; i++) {
+        assert_ok(kiln_registry_get_or_load(reg, "simple", 0, &m, &e), &e);
+        kiln_model_release(m);
+        assert_ok(kiln_registry_unload(reg, "simple", &e), &e);
+    }
+    uint64_t before = kiln_test_rss_bytes();
+    for (int i = 0; i < 1000; i++) {
+        assert_ok(kiln_registry_get_or_load(reg, "simple", 0, &m, &e), &e);
+        kiln_model_release(m);
+        assert_ok(kiln_registry_unload(reg, "simple", &e), &e);
+    }
+    uint64_t after = kiln_test_rss_bytes();
+    printf("registry load/unload x1000 of 'simple': RSS %llu -> %llu bytes (growth %lld)\n",
+           (unsigned long long)before, (unsigned long long)after,
+           (long long)after - (long long)before);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    assert_true((int64_t)after - (int64_t)before < 1024 * 1024);
+#endif
+    kiln_registry_destroy(reg);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(racing_get_or_load_loads_once),
+        T(racing_load_failure_is_shared),
+        T(versions_follow_the_policy),
+        T(lookup_errors),
+        T(acquire_never_loads),
+        T(evicts_least_recently_used),
+        T(pinned_models_are_never_evicted),
+        T(device_budget_evicts_too),
+        T(idle_ttl_unloads),
+        T(unload_waits_for_users),
+        T(index_lists_repository_and_states),
+        T(concurrent_pins_and_unloads),
+        cmocka_unit_test(registry_cycles_do_not_grow_rss),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
