@@ -44,16 +44,20 @@ CFLAGS := -O1 -g
 endif
 
 # ---------------------------------------------------------------- sources
-LIB_MODULES := common tensor proto registry backends backends/plugin sandbox
+LIB_MODULES := common tensor proto registry backends backends/plugin sandbox model_worker server
 CU_SRC := $(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.cu))
 NONE_SRC := $(CU_SRC:.cu=_none.c)
-LIB_C_SRC := $(filter-out $(NONE_SRC),$(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.c)))
+MAIN_SRC := model_worker/main.c
+LIB_C_SRC := $(filter-out $(NONE_SRC) $(MAIN_SRC),$(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.c)))
+GRPC_LIBS := -lgrpc -lgpr
+SERVER_BIN := $(BUILD)/kiln-server
 
 # Generated protocol code (protoc-c) lives under $(GEN); nothing generated is hand-edited.
 GEN := $(BUILD)/gen
-PROTOS := proto/model_config.proto
-PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c)
-PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h)
+PROTOS := proto/model_config.proto proto/grpc_service.proto
+HEALTH_PROTO := /usr/share/grpc-proto/grpc/health/v1/health.proto
+PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc/health/v1/health.pb-c.c
+PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h) $(GEN)/grpc/health/v1/health.pb-c.h
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KILN_CFLAGS += -I$(GEN)
 LDLIBS += -lprotobuf-c -lseccomp -ldl
@@ -92,16 +96,20 @@ BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:%.c=build/fuzz/%)
-FUZZ_LIB_SRC := $(LIB_C_SRC) $(NONE_SRC) $(PROTO_C)
+FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
 .PHONY: all lib tests models test unit-test bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib tests
+all: lib $(SERVER_BIN) tests
 
 lib: $(LIB)
+
+$(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
 tests: $(UNIT_BIN) $(MODEL_FILES)
 
@@ -138,6 +146,9 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.dir
 	@echo "CC    $<"
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c $< -o $@
 
+# protobuf-c's generated structs and INIT macros take string literals as char *.
+$(BUILD)/obj/server/%.o: KILN_CFLAGS += -Wno-cast-qual
+
 # Tests find the assembled repositories through this define.
 $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: KILN_CFLAGS += -DKILN_TEST_BUILD_DIR=\"$(abspath $(BUILD))\"
 
@@ -145,7 +156,15 @@ $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: KILN_CFLAGS += -DKILN_TEST_BUILD_
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h &: %.proto
 	@mkdir -p $(GEN)
 	@echo "PROTO $<"
-	$(Q)protoc-c --c_out=$(GEN) $<
+	$(Q)protoc-c -I. --c_out=$(GEN) $<
+
+$(GEN)/grpc/health/v1/health.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.h &: $(HEALTH_PROTO)
+	@mkdir -p $(GEN)
+	@echo "PROTO $<"
+	$(Q)protoc-c -I/usr/share/grpc-proto --c_out=$(GEN) $<
+
+# grpc_service.proto imports model_config.proto
+$(GEN)/proto/grpc_service.pb-c.c: $(GEN)/proto/model_config.pb-c.h
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(@D)
@@ -153,7 +172,7 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Wno-cast-qual -Wno-missing-prototypes -c $< -o $@
 
 # Every object may include generated headers: generate them first (order-only).
-$(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
+$(BUILD)/obj/model_worker/main.o $(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
     $(BENCH_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
@@ -168,7 +187,7 @@ $(LIB): $(LIB_OBJ)
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(@D)

@@ -513,8 +513,15 @@ kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t 
         return KILN_INVALID_ARGUMENT;
     if (!m && kiln__repo_read_config(reg->repo, name, &cfg, NULL) != KILN_OK)
         return kiln_err_set(err, KILN_NOT_FOUND, "model '%s' is not in the repository", name);
-    if (!m)
+    if (!m && version) {
+        int64_t resolved;
+        kiln_status rs = resolve(reg, name, version, cfg, &resolved, err);
         kiln_model_config_free(cfg);
+        if (rs != KILN_OK)
+            return rs; /* NOT_FOUND: the repository does not serve that version */
+    } else if (!m) {
+        kiln_model_config_free(cfg);
+    }
     char ver[32] = "";
     if (version)
         snprintf(ver, sizeof(ver), " version %" PRId64, version);
