@@ -100,7 +100,7 @@ FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models test unit-test bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
 all: lib $(SERVER_BIN) tests
@@ -111,7 +111,7 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(MODEL_FILES)
+tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN)
 
 models: $(MODEL_FILES)
 
@@ -207,6 +207,9 @@ ifeq ($(SAN),)
 endif
 	$(MAKE) --no-print-directory -j$(JOBS) tests
 	KILN_TEST_SUMMARY=$(abspath $(SUMMARY)) KILN_TEST_CONFIG=$(BUILD) tests/run_unit.sh $(UNIT_BIN)
+ifneq ($(SAN),thread)
+	KILN_TEST_SUMMARY=$(abspath $(SUMMARY)) tests/integration/run.sh $(BUILD)
+endif
 ifeq ($(SAN),)
 	$(MAKE) --no-print-directory SAN=address,undefined test
 	$(MAKE) --no-print-directory SAN=thread test
@@ -216,6 +219,9 @@ endif
 
 unit-test: tests
 	tests/run_unit.sh $(UNIT_BIN)
+
+integration-test: tests
+	tests/integration/run.sh $(BUILD)
 
 bench: $(BENCH_BIN) $(MODEL_FILES)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done

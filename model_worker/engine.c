@@ -1,4 +1,5 @@
-/* model_worker/engine.c: the engine's registries, its sandboxed execution threads, model control. */
+/* model_worker/engine.c: the engine's registries, its sandboxed execution threads, model control.
+ */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -123,8 +124,7 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     for (int i = 0; i < e->opt.exec_threads; i++) {
         ((thread_arg *)e->args)[i] = (thread_arg){e, i};
         if (pthread_create(&e->threads[i], NULL, exec_main, &((thread_arg *)e->args)[i]) != 0) {
-            st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "cannot start execution thread %d",
-                              i);
+            st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "cannot start execution thread %d", i);
             goto out_fail;
         }
         e->n_threads++;
@@ -137,8 +137,9 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
         *err = e->start_err;
     pthread_mutex_unlock(&e->mu);
     if (st != KILN_OK) {
-        kiln_err_prefix(err, st, "execution threads cannot enter the sandbox (run with "
-                                 "--sandbox=off only to debug)");
+        kiln_err_prefix(err, st,
+                        "execution threads cannot enter the sandbox (run with "
+                        "--sandbox=off only to debug)");
         goto out_fail;
     }
     if (!e->opt.sandbox)
@@ -274,8 +275,8 @@ kiln_status kiln_engine_load(kiln_engine *e, const char *model, kiln_control_don
     return control(e, model, false, done, ctx, err);
 }
 
-kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_done done,
-                               void *ctx, kiln_err *err)
+kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_done done, void *ctx,
+                               kiln_err *err)
 {
     return control(e, model, true, done, ctx, err);
 }

@@ -17,8 +17,9 @@ typedef struct infer_job {
     kiln_job job;
     kiln_engine *e;
     kiln_infer_request *req;
-    kiln_model *model; /* pinned until the job ends */
-    const kiln_model_config *cfg;
+    kiln_model *model;            /* pinned until the job ends */
+    const kiln_model_config *cfg; /* valid only while `model` is pinned */
+    size_t n_inputs;              /* cfg->n_inputs, kept for job_free after the pin moves */
     uint32_t batch_size;
     kiln_tensor *inputs; /* config order */
     kiln_output_slot *slots;
@@ -30,7 +31,7 @@ static void job_free(infer_job *j)
 {
     if (!j)
         return;
-    for (size_t i = 0; j->inputs && i < j->cfg->n_inputs; i++)
+    for (size_t i = 0; j->inputs && i < j->n_inputs; i++)
         kiln_tensor_fini(&j->inputs[i]);
     for (uint32_t i = 0; j->slots && i < j->n_slots; i++) {
         kiln_tensor_fini(&j->slots[i].result);
@@ -126,15 +127,14 @@ static kiln_status take_input(infer_job *j, size_t i, kiln_err *err)
                             cfg->name);
     const kiln_model_io *io = &cfg->inputs[k];
     if (j->inputs[k].storage)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "inputs[%zu] '%s' is given twice", i,
-                            name);
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "inputs[%zu] '%s' is given twice", i, name);
     kiln_dtype dt;
     if (kiln_dtype_parse(in->datatype, &dt, err) != KILN_OK)
         return kiln_err_prefix(err, KILN_INVALID_ARGUMENT, "inputs[%zu] '%s'", i, name);
     if (dt != io->dtype)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "inputs[%zu] '%s': datatype %s does not match the model's %s", i,
-                            name, kiln_dtype_name(dt), kiln_dtype_name(io->dtype));
+                            "inputs[%zu] '%s': datatype %s does not match the model's %s", i, name,
+                            kiln_dtype_name(dt), kiln_dtype_name(io->dtype));
     kiln_shape s;
     kiln_status st;
     if ((st = kiln_shape_set(&s, in->shape, in->rank, err)) != KILN_OK ||
@@ -207,8 +207,8 @@ static kiln_status take_outputs(infer_job *j, kiln_err *err)
         int k = find_io(cfg->outputs, cfg->n_outputs, name);
         if (k < 0)
             return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                                "outputs[%zu] '%s': model '%s' has no output of that name", i,
-                                name, cfg->name);
+                                "outputs[%zu] '%s': model '%s' has no output of that name", i, name,
+                                cfg->name);
         for (size_t p = 0; p < i; p++)
             if (j->slots[p].index == (uint32_t)k)
                 return kiln_err_set(err, KILN_INVALID_ARGUMENT,
@@ -339,6 +339,7 @@ kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err 
     j->req = req;
     j->model = m;
     j->cfg = kiln_model_get_config(m);
+    j->n_inputs = j->cfg->n_inputs;
     j->inputs = kiln_calloc(j->cfg->n_inputs ? j->cfg->n_inputs : 1, sizeof(kiln_tensor));
     if (!j->inputs)
         st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");

@@ -37,9 +37,12 @@ static flag flags[] = {
     {"load", F_STR, "all", "models to load at start: all, none, or NAME[,NAME...]", NULL},
     {"exec-threads", F_INT, "2", "sandboxed execution threads", NULL},
     {"grpc-threads", F_INT, "0", "completion-queue threads (0 = one per core)", NULL},
-    {"queue-limit", F_INT, "1024", "jobs waiting for an execution thread before RESOURCE_EXHAUSTED", NULL},
-    {"host-memory-budget", F_BYTES, "0", "bytes of host memory for loaded models (0 = no limit; K/M/G suffixes)", NULL},
-    {"device-memory-budget", F_BYTES, "0", "bytes of device memory for loaded models (0 = no limit)", NULL},
+    {"queue-limit", F_INT, "1024", "jobs waiting for an execution thread before RESOURCE_EXHAUSTED",
+     NULL},
+    {"host-memory-budget", F_BYTES, "0",
+     "bytes of host memory for loaded models (0 = no limit; K/M/G suffixes)", NULL},
+    {"device-memory-budget", F_BYTES, "0",
+     "bytes of device memory for loaded models (0 = no limit)", NULL},
     {"model-idle-ttl-ms", F_INT, "0", "unload models unused this long (0 = never)", NULL},
     {"max-message-bytes", F_BYTES, "2147483647", "largest gRPC message received or sent", NULL},
     {"max-tensor-bytes", F_BYTES, "2G", "largest single input or output tensor", NULL},
@@ -47,7 +50,8 @@ static flag flags[] = {
     {"allow-shm", F_BOOL, "true", "accept client system shared memory regions", NULL},
     {"shm-key-prefixes", F_STR, "", "comma-separated allowed shm key prefixes (empty = any)", NULL},
     {"shm-quota", F_BYTES, "0", "total bytes of client shared memory mapped (0 = no limit)", NULL},
-    {"sandbox", F_BOOL, "true", "run model code under the seccomp sandbox (false only to debug)", NULL},
+    {"sandbox", F_BOOL, "true", "run model code under the seccomp sandbox (false only to debug)",
+     NULL},
     {"grace-ms", F_INT, "30000", "on SIGTERM/SIGINT, time given to calls in progress", NULL},
     {"log-level", F_STR, "info", "debug, info, warn, error or off", NULL},
     {"port-file", F_STR, "", "write the bound port to this file once serving", NULL},
@@ -64,8 +68,8 @@ static void usage(FILE *f)
         snprintf(env, sizeof(env), "KILN_%s", flags[i].name);
         for (char *p = env; *p; p++)
             *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-        fprintf(f, "  --%-22s %s\n  %-24s env %s, default \"%s\"\n", flags[i].name,
-                flags[i].help, "", env, flags[i].def);
+        fprintf(f, "  --%-22s %s\n  %-24s env %s, default \"%s\"\n", flags[i].name, flags[i].help,
+                "", env, flags[i].def);
     }
     fprintf(f, "  --%-22s %s\n  --%-22s %s\n", "help", "this text", "version", "print the version");
 }
@@ -134,9 +138,11 @@ static uint64_t num_flag(const char *name)
     flag *f = find_flag(name, strlen(name));
     const char *v = f->value;
     if (f->type == F_BOOL) {
-        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes"))
+        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "on") ||
+            !strcasecmp(v, "yes"))
             return 1;
-        if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "no"))
+        if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "off") ||
+            !strcasecmp(v, "no"))
             return 0;
         fprintf(stderr, "kiln-server: --%s '%s' is not true or false\n", name, v);
         exit(2);
@@ -147,11 +153,20 @@ static uint64_t num_flag(const char *name)
     uint64_t mul = 1;
     if (f->type == F_BYTES && *end) {
         switch (toupper((unsigned char)*end)) {
-        case 'K': mul = 1ULL << 10; break;
-        case 'M': mul = 1ULL << 20; break;
-        case 'G': mul = 1ULL << 30; break;
-        case 'T': mul = 1ULL << 40; break;
-        default: mul = 0;
+        case 'K':
+            mul = 1ULL << 10;
+            break;
+        case 'M':
+            mul = 1ULL << 20;
+            break;
+        case 'G':
+            mul = 1ULL << 30;
+            break;
+        case 'T':
+            mul = 1ULL << 40;
+            break;
+        default:
+            mul = 0;
         }
         end++;
         if (*end == 'i' || *end == 'I')

@@ -61,8 +61,7 @@ void kiln_engine_options_default(kiln_engine_options *o);
  * KILN_UNAVAILABLE if the sandbox cannot be entered (say so with sandbox = false to run
  * without it), KILN_INVALID_ARGUMENT for a bad repository.
  */
-kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **out,
-                               kiln_err *err);
+kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **out, kiln_err *err);
 
 /* Refuses new jobs and waits until every queued and running job is done. */
 void kiln_engine_drain(kiln_engine *e);
@@ -86,8 +85,8 @@ typedef void (*kiln_control_done)(void *ctx, kiln_status st, const kiln_err *err
  */
 kiln_status kiln_engine_load(kiln_engine *e, const char *model, kiln_control_done done, void *ctx,
                              kiln_err *err);
-kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_done done,
-                               void *ctx, kiln_err *err);
+kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_done done, void *ctx,
+                               kiln_err *err);
 
 /* Registers a client's system shared-memory region, applying the allow-list and switch. */
 kiln_status kiln_engine_shm_register(kiln_engine *e, const char *name, const char *key,

@@ -42,8 +42,8 @@ static void health_check(kiln_call *c, grpc_byte_buffer *payload)
 {
     ProtobufCMessage *msg;
     kiln_err e;
-    kiln_status st = kiln__unpack(payload, &grpc__health__v1__health_check_request__descriptor,
-                                  &msg, &e);
+    kiln_status st =
+        kiln__unpack(payload, &grpc__health__v1__health_check_request__descriptor, &msg, &e);
     if (st != KILN_OK) {
         kiln__reply_err(c, st, &e);
         return;

@@ -166,7 +166,11 @@ static kiln_status decode_request(grpc_byte_buffer *bb, decoded *d, kiln_err *er
             d->raw_bytes += len;
             continue;
         }
-        size_t body = wire == 0 ? 0 : wire == 1 ? 8 : wire == 5 ? 4 : wire == 2 ? (size_t)len : SIZE_MAX;
+        size_t body = wire == 0   ? 0
+                      : wire == 1 ? 8
+                      : wire == 5 ? 4
+                      : wire == 2 ? (size_t)len
+                                  : SIZE_MAX;
         if (body == SIZE_MAX || !gb_reserve(&small, hn + body + 10)) {
             st = body == SIZE_MAX
                      ? kiln_err_set(err, KILN_INVALID_ARGUMENT, "malformed ModelInferRequest")
@@ -197,8 +201,9 @@ static kiln_status decode_request(grpc_byte_buffer *bb, decoded *d, kiln_err *er
         d->msg = inference__model_infer_request__unpack(kiln_protobuf_allocator(), small.n,
                                                         small.p ? small.p : (uint8_t *)"");
         if (!d->msg)
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT, "the request is not a valid "
-                                                          "inference.ModelInferRequest");
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "the request is not a valid "
+                              "inference.ModelInferRequest");
     }
     kiln_free(small.p);
     if (st != KILN_OK)
@@ -225,27 +230,44 @@ static kiln_status typed_contents(const Inference__ModelInferRequest__InferInput
     size_t have;
     const char *field;
     switch (dt) {
-    case KILN_DTYPE_BOOL: have = tc->n_bool_contents, field = "bool_contents"; break;
+    case KILN_DTYPE_BOOL:
+        have = tc->n_bool_contents, field = "bool_contents";
+        break;
     case KILN_DTYPE_INT8:
     case KILN_DTYPE_INT16:
-    case KILN_DTYPE_INT32: have = tc->n_int_contents, field = "int_contents"; break;
-    case KILN_DTYPE_INT64: have = tc->n_int64_contents, field = "int64_contents"; break;
+    case KILN_DTYPE_INT32:
+        have = tc->n_int_contents, field = "int_contents";
+        break;
+    case KILN_DTYPE_INT64:
+        have = tc->n_int64_contents, field = "int64_contents";
+        break;
     case KILN_DTYPE_UINT8:
     case KILN_DTYPE_UINT16:
-    case KILN_DTYPE_UINT32: have = tc->n_uint_contents, field = "uint_contents"; break;
-    case KILN_DTYPE_UINT64: have = tc->n_uint64_contents, field = "uint64_contents"; break;
-    case KILN_DTYPE_FP32: have = tc->n_fp32_contents, field = "fp32_contents"; break;
-    case KILN_DTYPE_FP64: have = tc->n_fp64_contents, field = "fp64_contents"; break;
-    case KILN_DTYPE_BYTES: have = tc->n_bytes_contents, field = "bytes_contents"; break;
+    case KILN_DTYPE_UINT32:
+        have = tc->n_uint_contents, field = "uint_contents";
+        break;
+    case KILN_DTYPE_UINT64:
+        have = tc->n_uint64_contents, field = "uint64_contents";
+        break;
+    case KILN_DTYPE_FP32:
+        have = tc->n_fp32_contents, field = "fp32_contents";
+        break;
+    case KILN_DTYPE_FP64:
+        have = tc->n_fp64_contents, field = "fp64_contents";
+        break;
+    case KILN_DTYPE_BYTES:
+        have = tc->n_bytes_contents, field = "bytes_contents";
+        break;
     default:
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "inputs[%zu] '%s': %s data must be sent in raw_input_contents", idx,
                             in->name, kiln_dtype_name(dt));
     }
     if (have != numel)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "inputs[%zu] '%s': contents.%s holds %zu elements, shape needs %" PRIu64,
-                            idx, in->name, field, have, numel);
+        return kiln_err_set(
+            err, KILN_INVALID_ARGUMENT,
+            "inputs[%zu] '%s': contents.%s holds %zu elements, shape needs %" PRIu64, idx, in->name,
+            field, have, numel);
     size_t es = kiln_dtype_size(dt), bytes = 0;
     if (dt == KILN_DTYPE_BYTES) {
         for (size_t i = 0; i < have; i++)
@@ -261,22 +283,45 @@ static kiln_status typed_contents(const Inference__ModelInferRequest__InferInput
     size_t off = 0;
     for (size_t i = 0; i < have; i++) {
         switch (dt) {
-        case KILN_DTYPE_BOOL: p[i] = tc->bool_contents[i] ? 1 : 0; break;
-        case KILN_DTYPE_INT8: ((int8_t *)p)[i] = (int8_t)tc->int_contents[i]; break;
-        case KILN_DTYPE_INT16: ((int16_t *)p)[i] = (int16_t)tc->int_contents[i]; break;
-        case KILN_DTYPE_INT32: ((int32_t *)p)[i] = tc->int_contents[i]; break;
-        case KILN_DTYPE_INT64: ((int64_t *)p)[i] = tc->int64_contents[i]; break;
-        case KILN_DTYPE_UINT8: p[i] = (uint8_t)tc->uint_contents[i]; break;
-        case KILN_DTYPE_UINT16: ((uint16_t *)p)[i] = (uint16_t)tc->uint_contents[i]; break;
-        case KILN_DTYPE_UINT32: ((uint32_t *)p)[i] = tc->uint_contents[i]; break;
-        case KILN_DTYPE_UINT64: ((uint64_t *)p)[i] = tc->uint64_contents[i]; break;
-        case KILN_DTYPE_FP32: ((float *)p)[i] = tc->fp32_contents[i]; break;
-        case KILN_DTYPE_FP64: ((double *)p)[i] = tc->fp64_contents[i]; break;
-        case KILN_DTYPE_BYTES:
-            kiln_bytes_append(p, bytes, &off, tc->bytes_contents[i].data,
-                              tc->bytes_contents[i].len, NULL);
+        case KILN_DTYPE_BOOL:
+            p[i] = tc->bool_contents[i] ? 1 : 0;
             break;
-        default: break;
+        case KILN_DTYPE_INT8:
+            ((int8_t *)p)[i] = (int8_t)tc->int_contents[i];
+            break;
+        case KILN_DTYPE_INT16:
+            ((int16_t *)p)[i] = (int16_t)tc->int_contents[i];
+            break;
+        case KILN_DTYPE_INT32:
+            ((int32_t *)p)[i] = tc->int_contents[i];
+            break;
+        case KILN_DTYPE_INT64:
+            ((int64_t *)p)[i] = tc->int64_contents[i];
+            break;
+        case KILN_DTYPE_UINT8:
+            p[i] = (uint8_t)tc->uint_contents[i];
+            break;
+        case KILN_DTYPE_UINT16:
+            ((uint16_t *)p)[i] = (uint16_t)tc->uint_contents[i];
+            break;
+        case KILN_DTYPE_UINT32:
+            ((uint32_t *)p)[i] = tc->uint_contents[i];
+            break;
+        case KILN_DTYPE_UINT64:
+            ((uint64_t *)p)[i] = tc->uint64_contents[i];
+            break;
+        case KILN_DTYPE_FP32:
+            ((float *)p)[i] = tc->fp32_contents[i];
+            break;
+        case KILN_DTYPE_FP64:
+            ((double *)p)[i] = tc->fp64_contents[i];
+            break;
+        case KILN_DTYPE_BYTES:
+            kiln_bytes_append(p, bytes, &off, tc->bytes_contents[i].data, tc->bytes_contents[i].len,
+                              NULL);
+            break;
+        default:
+            break;
         }
     }
     *out = s;
@@ -388,9 +433,9 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
         o->datatype = in->datatype;
         o->shape = in->shape;
         o->rank = in->n_shape;
-        kiln_status st = shm_params(NULL, in->n_parameters, (void *const *)in->parameters,
-                                    "inputs", i, &o->shm_region, &o->shm_offset,
-                                    &o->shm_byte_size, &o->has_shm_byte_size, err);
+        kiln_status st = shm_params(NULL, in->n_parameters, (void *const *)in->parameters, "inputs",
+                                    i, &o->shm_region, &o->shm_offset, &o->shm_byte_size,
+                                    &o->has_shm_byte_size, err);
         if (st != KILN_OK)
             return st;
         if (ic->d.n_raw) {
@@ -415,8 +460,8 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
         kiln_infer_output_req *o = &ic->outputs[i];
         o->name = out->name;
         kiln_status st = shm_params(NULL, out->n_parameters, (void *const *)out->parameters,
-                                    "outputs", i, &o->shm_region, &o->shm_offset,
-                                    &o->shm_byte_size, &o->has_shm_byte_size, err);
+                                    "outputs", i, &o->shm_region, &o->shm_offset, &o->shm_byte_size,
+                                    &o->has_shm_byte_size, err);
         if (st != KILN_OK)
             return st;
     }
@@ -463,7 +508,8 @@ static grpc_byte_buffer *build_response(const infer_call *ic, const kiln_infer_r
     }
     char version[24];
     snprintf(version, sizeof(version), "%" PRId64, res->version);
-    Inference__InferParameter pin = INFERENCE__INFER_PARAMETER__INIT, pout = INFERENCE__INFER_PARAMETER__INIT;
+    Inference__InferParameter pin = INFERENCE__INFER_PARAMETER__INIT,
+                              pout = INFERENCE__INFER_PARAMETER__INIT;
     pin.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
     pin.int64_param = (int64_t)res->copied_in_bytes;
     pout.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;

@@ -143,7 +143,8 @@ static void model_metadata(kiln_call *c, grpc_byte_buffer *payload)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        const kiln_model_io *io = i < cfg->n_inputs ? &cfg->inputs[i] : &cfg->outputs[i - cfg->n_inputs];
+        const kiln_model_io *io =
+            i < cfg->n_inputs ? &cfg->inputs[i] : &cfg->outputs[i - cfg->n_inputs];
         fill_tensor_meta(io, cfg->max_batch_size, &tm[i], dims[i]);
         tp[i] = &tm[i];
     }
@@ -368,9 +369,12 @@ static void shm_status(kiln_call *c, grpc_byte_buffer *payload)
         kiln__reply_err(c, st, &e);
         return;
     }
-    Inference__SystemSharedMemoryStatusResponse__RegionStatus *rs = kiln_calloc(n ? n : 1, sizeof(*rs));
-    Inference__SystemSharedMemoryStatusResponse__RegionsEntry *re = kiln_calloc(n ? n : 1, sizeof(*re));
-    Inference__SystemSharedMemoryStatusResponse__RegionsEntry **rp = kiln_calloc(n ? n : 1, sizeof(*rp));
+    Inference__SystemSharedMemoryStatusResponse__RegionStatus *rs =
+        kiln_calloc(n ? n : 1, sizeof(*rs));
+    Inference__SystemSharedMemoryStatusResponse__RegionsEntry *re =
+        kiln_calloc(n ? n : 1, sizeof(*re));
+    Inference__SystemSharedMemoryStatusResponse__RegionsEntry **rp =
+        kiln_calloc(n ? n : 1, sizeof(*rp));
     for (size_t i = 0; rs && re && rp && i < n; i++) {
         inference__system_shared_memory_status_response__region_status__init(&rs[i]);
         inference__system_shared_memory_status_response__regions_entry__init(&re[i]);
@@ -382,7 +386,8 @@ static void shm_status(kiln_call *c, grpc_byte_buffer *payload)
         re[i].value = &rs[i];
         rp[i] = &re[i];
     }
-    Inference__SystemSharedMemoryStatusResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
+    Inference__SystemSharedMemoryStatusResponse r =
+        INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
     r.n_regions = n;
     r.regions = rp;
     kiln__reply_msg(c, &r.base);
@@ -402,7 +407,8 @@ static void shm_register(kiln_call *c, grpc_byte_buffer *payload)
         kiln__reply_err(c, st, &e);
         return;
     }
-    Inference__SystemSharedMemoryRegisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
+    Inference__SystemSharedMemoryRegisterResponse r =
+        INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
 }
 
@@ -417,7 +423,8 @@ static void shm_unregister(kiln_call *c, grpc_byte_buffer *payload)
     else
         kiln_shm_unregister(shm, req->name, NULL);
     kiln_textformat_free(&req->base);
-    Inference__SystemSharedMemoryUnregisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
+    Inference__SystemSharedMemoryUnregisterResponse r =
+        INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
 }
 
@@ -428,14 +435,17 @@ static void cuda_unavailable(kiln_call *c, grpc_byte_buffer *payload)
     kiln_status st = kiln_cuda_device_count(&n, NULL);
     char msg[200];
     if (st != KILN_OK)
-        snprintf(msg, sizeof(msg), "CUDA shared memory is unavailable: this server was built "
-                                   "without CUDA");
+        snprintf(msg, sizeof(msg),
+                 "CUDA shared memory is unavailable: this server was built "
+                 "without CUDA");
     else if (n == 0)
-        snprintf(msg, sizeof(msg), "CUDA shared memory is unavailable: no CUDA device on this "
-                                   "server");
+        snprintf(msg, sizeof(msg),
+                 "CUDA shared memory is unavailable: no CUDA device on this "
+                 "server");
     else
-        snprintf(msg, sizeof(msg), "CUDA shared memory is not implemented yet (it comes with GPU "
-                                   "execution)");
+        snprintf(msg, sizeof(msg),
+                 "CUDA shared memory is not implemented yet (it comes with GPU "
+                 "execution)");
     kiln__reply(c, n ? GRPC_STATUS_UNIMPLEMENTED : GRPC_STATUS_UNAVAILABLE, msg, NULL);
 }
 
@@ -451,14 +461,16 @@ static void cuda_status(kiln_call *c, grpc_byte_buffer *payload)
         kiln__reply(c, GRPC_STATUS_NOT_FOUND, msg, NULL);
         return;
     }
-    Inference__CudaSharedMemoryStatusResponse r = INFERENCE__CUDA_SHARED_MEMORY_STATUS_RESPONSE__INIT;
+    Inference__CudaSharedMemoryStatusResponse r =
+        INFERENCE__CUDA_SHARED_MEMORY_STATUS_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
 }
 
 static void cuda_unregister(kiln_call *c, grpc_byte_buffer *payload)
 {
     (void)payload;
-    Inference__CudaSharedMemoryUnregisterResponse r = INFERENCE__CUDA_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
+    Inference__CudaSharedMemoryUnregisterResponse r =
+        INFERENCE__CUDA_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
 }
 
@@ -466,7 +478,8 @@ static void unimplemented(kiln_call *c, grpc_byte_buffer *payload)
 {
     (void)payload;
     char msg[200];
-    snprintf(msg, sizeof(msg), "%s is not implemented by Kiln (see docs/server.md)", c->method->name);
+    snprintf(msg, sizeof(msg), "%s is not implemented by Kiln (see docs/server.md)",
+             c->method->name);
     kiln__reply(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
 }
 

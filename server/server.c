@@ -83,7 +83,8 @@ static kiln_call *call_new(kiln_server *s, listener *l)
     /* request id: the client's x-request-id, or one of our own */
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key;
-        if (GRPC_SLICE_LENGTH(k) == 12 && memcmp(GRPC_SLICE_START_PTR(k), "x-request-id", 12) == 0) {
+        if (GRPC_SLICE_LENGTH(k) == 12 &&
+            memcmp(GRPC_SLICE_START_PTR(k), "x-request-id", 12) == 0) {
             size_t n = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
             if (n >= sizeof(c->request_id))
                 n = sizeof(c->request_id) - 1;
@@ -131,8 +132,8 @@ static void start_close_watch(kiln_call *c)
 }
 
 /* Sends the final status (with an optional last message and the request id trailer). */
-static void send_status(kiln_call *c, grpc_status_code code, const char *msg,
-                        grpc_byte_buffer *bb, bool with_initial)
+static void send_status(kiln_call *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb,
+                        bool with_initial)
 {
     grpc_op ops[3];
     size_t n = 0;
@@ -350,9 +351,8 @@ static void post_listener(listener *l)
     if (l->method) {
         bool payload = l->method->shape != SHAPE_BIDI;
         e = grpc_server_request_registered_call(s->server, l->method->handle, &l->call,
-                                                &l->deadline, &l->md,
-                                                payload ? &l->payload : NULL, l->cq, l->cq,
-                                                &l->tag);
+                                                &l->deadline, &l->md, payload ? &l->payload : NULL,
+                                                l->cq, l->cq, &l->tag);
     } else {
         grpc_call_details_init(&l->details);
         e = grpc_server_request_call(s->server, &l->call, &l->details, &l->md, l->cq, l->cq,
@@ -509,18 +509,23 @@ kiln_status kiln_server_create(const kiln_server_options *opts, kiln_engine *eng
     }
     grpc_init();
     grpc_arg args[] = {
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = (int)s->opt.max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)s->opt.max_message_bytes}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         {.integer = (int)s->opt.max_message_bytes}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+         {.integer = (int)s->opt.max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_FRAME_SIZE, {.integer = 4 << 20}},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     s->server = grpc_server_create(&ca, NULL);
     for (size_t i = 0; i < s->n_methods; i++) {
         kiln_method *m = &s->methods[i];
-        m->handle = grpc_server_register_method(
-            s->server, m->path, NULL,
-            m->shape == SHAPE_BIDI ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-            0);
+        m->handle = grpc_server_register_method(s->server, m->path, NULL,
+                                                m->shape == SHAPE_BIDI
+                                                    ? GRPC_SRM_PAYLOAD_NONE
+                                                    : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                0);
         if (!m->handle) {
             kiln_server_destroy(s);
             return kiln_err_set(err, KILN_INTERNAL, "cannot register %s", m->path);

@@ -18,12 +18,12 @@ typedef struct kiln_method kiln_method;
 
 /* What a completion-queue event is about. */
 typedef enum tag_kind {
-    TAG_NEW_CALL,  /* a pre-posted request got a call */
-    TAG_GENERIC,   /* the generic request got a call to an unknown method */
-    TAG_CLOSE,     /* RECV_CLOSE_ON_SERVER: the call is over (cancelled says how) */
-    TAG_FINISH,    /* the final status went out */
-    TAG_RECV,      /* a streaming call's RECV_MESSAGE */
-    TAG_SEND,      /* a streaming call's SEND_MESSAGE (or initial metadata) */
+    TAG_NEW_CALL, /* a pre-posted request got a call */
+    TAG_GENERIC,  /* the generic request got a call to an unknown method */
+    TAG_CLOSE,    /* RECV_CLOSE_ON_SERVER: the call is over (cancelled says how) */
+    TAG_FINISH,   /* the final status went out */
+    TAG_RECV,     /* a streaming call's RECV_MESSAGE */
+    TAG_SEND,     /* a streaming call's SEND_MESSAGE (or initial metadata) */
 } tag_kind;
 
 typedef struct kiln_tag {
@@ -37,11 +37,11 @@ typedef enum call_shape { SHAPE_UNARY, SHAPE_SERVER_STREAM, SHAPE_BIDI } call_sh
 typedef void (*unary_fn)(kiln_call *call, grpc_byte_buffer *payload);
 
 struct kiln_method {
-    const char *name;  /* method name in the service descriptor */
+    const char *name; /* method name in the service descriptor */
     call_shape shape;
-    unary_fn unary;    /* SHAPE_UNARY */
-    char path[160];    /* "/pkg.Service/Method", from the descriptor */
-    void *handle;      /* grpc_server_register_method */
+    unary_fn unary; /* SHAPE_UNARY */
+    char path[160]; /* "/pkg.Service/Method", from the descriptor */
+    void *handle;   /* grpc_server_register_method */
 };
 
 /* A pending request for one method on one queue; re-posted after each call. */
@@ -72,9 +72,9 @@ struct kiln_call {
     grpc_metadata_array md;
     atomic_int refs; /* outstanding tags + the handler's own */
     kiln_tag close_tag, finish_tag, recv_tag, send_tag;
-    int cancelled_flag;       /* written by RECV_CLOSE_ON_SERVER */
-    atomic_bool closed;       /* RECV_CLOSE came back */
-    atomic_bool replied;      /* unary: the one reply was started */
+    int cancelled_flag;  /* written by RECV_CLOSE_ON_SERVER */
+    atomic_bool closed;  /* RECV_CLOSE came back */
+    atomic_bool replied; /* unary: the one reply was started */
     grpc_slice status_details;
     grpc_metadata trailing[1];
     grpc_byte_buffer *send_bb;
