@@ -100,10 +100,10 @@ FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models examples run pystubs test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib $(SERVER_BIN) tests
+all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -114,6 +114,21 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN)
 
 models: $(MODEL_FILES)
+
+# The example repository served by default (--model-repository=examples/models): the built
+# plugins go into its version directories (git-ignored), from the default configuration.
+EXAMPLE_SO := $(EXAMPLE_MODELS:%=examples/models/%/1/model.so)
+examples: $(EXAMPLE_SO)
+examples/models/%/1/model.so: build/default/models/%/1/model.so
+	@mkdir -p $(@D) && cp $< $@
+build/default/models/%/1/model.so:
+	$(MAKE) --no-print-directory BUILD=build/default SAN= models
+
+# The README's run command: build, then serve the example repository on 0.0.0.0:8001.
+run:
+	$(MAKE) --no-print-directory BUILD=build/default SAN= -j$(JOBS) lib build/default/kiln-server models
+	$(MAKE) --no-print-directory examples
+	build/default/kiln-server $(RUN_FLAGS)
 
 $(BUILD)/plugins/%.so: examples/plugins/%.c examples/plugins/common.h backends/plugin/kiln_plugin.h
 	@mkdir -p $(@D)
@@ -192,7 +207,9 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
+
+$(BUILD)/obj/bench/bench_server.o: KILN_CFLAGS += -Wno-cast-qual
 
 $(BUILD)/.dir:
 	@mkdir -p $(BUILD) && touch $@
@@ -223,7 +240,15 @@ unit-test: tests
 integration-test: tests
 	tests/integration/run.sh $(BUILD)
 
-bench: $(BENCH_BIN) $(MODEL_FILES)
+# Python stubs for examples/infer_simple.py (the integration tests make their own).
+pystubs:
+	@mkdir -p $(BUILD)/py
+	protoc -I. --python_out=$(BUILD)/py --grpc_out=$(BUILD)/py \
+	    --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin proto/model_config.proto proto/grpc_service.proto
+	protoc -I/usr/share/grpc-proto/grpc/health/v1 --python_out=$(BUILD)/py --grpc_out=$(BUILD)/py \
+	    --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin health.proto
+
+bench: $(BENCH_BIN) $(MODEL_FILES) $(SERVER_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
 # Fuzz targets: clang + libFuzzer + ASan/UBSan, built from the library sources directly.
@@ -246,7 +271,7 @@ deps:
 	scripts/deps.sh
 
 clean:
-	rm -rf build compile_commands.json
+	rm -rf build compile_commands.json examples/models/*/1
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' 2>/dev/null)
 format:
@@ -269,6 +294,7 @@ help:
 	@echo "make bench            build and run the benchmarks (figures as ratios)"
 	@echo "make fuzz             build the libFuzzer targets under build/fuzz"
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
+	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"
 	@echo "make format / format-check / check / compile_commands / clean"
 	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS"
 

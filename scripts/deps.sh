@@ -9,6 +9,10 @@ PKGS=(
     # libraries
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
     libseccomp-dev libdlpack-dev libcmocka-dev libopenblas-dev
+    # the standard health proto (grpc.health.v1)
+    grpc-proto
+    # tests: an independent Python client, stubs generated at test time
+    python3-grpcio python3-numpy python3-protobuf protobuf-compiler-grpc
     # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json
     clang libclang-rt-14-dev clang-format bear
 )

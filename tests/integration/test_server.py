@@ -384,6 +384,14 @@ class TestValidation(Base):
         req, a, b = simple_request()
         req.inputs[0].parameters["shared_memory_region"].int64_param = 3
         self.err(req, contains="parameter shared_memory_region must be a string")
+        req = pb.ModelInferRequest(model_name="simple_identity")
+        req.inputs.add(name="INPUT0", datatype="BYTES", shape=[1, 1 << 62])
+        req.raw_input_contents.append(bytes_tensor(["x"]))
+        self.err(req, contains="inputs[0] 'INPUT0'")
+        req = pb.ModelInferRequest(model_name="identity_fp32")
+        req.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 1 << 62])
+        req.raw_input_contents.append(b"\0" * 16)
+        self.err(req, contains="byte size overflows")
         # the server is still fine
         self.assertEqual(len(self.s.ModelInfer(simple_request()[0]).outputs), 2)
 

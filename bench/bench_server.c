@@ -1,0 +1,567 @@
+/*
+ * bench/bench_server.c: kiln-server end to end, against baselines measured in the same run.
+ *
+ * (a) A bare gRPC C-core echo server (this binary, --echo mode, another process) answering the
+ *     same ModelInferRequest bytes with themselves, vs kiln-server's ModelInfer on `simple`,
+ *     with 1 and 64 requests in flight: QPS and p50/p99 latency, printed as ratios kiln/echo.
+ * (b) identity_fp32 with 16 MiB, 256 MiB and 1 GiB tensors: inline (raw_input_contents in,
+ *     raw_output_contents out) vs shared memory (input and output in a registered region),
+ *     end to end, against one memcpy of the same size.
+ *
+ * The load generator is a gRPC C-core client with one completion queue and N calls in flight.
+ * Usage: bench_server [build_dir] [--quick]   (--quick: 1 s per point, sizes up to 256 MiB)
+ */
+#include <fcntl.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench/bench_util.h"
+#include "common/clock.h"
+#include "proto/grpc_service.pb-c.h"
+
+extern char **environ;
+
+#define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
+#define MiB (1ull << 20)
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_server: %s\n", what);
+    exit(1);
+}
+
+/* ---------------------------------------------------------------- echo server mode */
+
+static volatile sig_atomic_t echo_stop;
+static void on_term(int sig)
+{
+    (void)sig;
+    echo_stop = 1;
+}
+
+typedef struct echo_call {
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    int cancelled;
+    grpc_slice details;
+    int phase; /* 0 = waiting for a call, 1 = replying */
+} echo_call;
+
+static int echo_server(const char *port_file)
+{
+    signal(SIGTERM, on_term);
+    grpc_init();
+    grpc_arg a[] = {{GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = INT32_MAX}}};
+    grpc_channel_args ca = {1, a};
+    grpc_server *s = grpc_server_create(&ca, NULL);
+    void *m = grpc_server_register_method(s, INFER_PATH, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s, cq, NULL);
+    grpc_server_credentials *cr = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(s, "127.0.0.1:0", cr);
+    grpc_server_credentials_release(cr);
+    grpc_server_start(s);
+    enum { SLOTS = 128 };
+    echo_call *calls = calloc(SLOTS, sizeof(*calls));
+    for (int i = 0; i < SLOTS; i++) {
+        grpc_metadata_array_init(&calls[i].md);
+        grpc_server_request_registered_call(s, m, &calls[i].call, &calls[i].deadline, &calls[i].md,
+                                            &calls[i].payload, cq, cq, &calls[i]);
+    }
+    FILE *f = fopen(port_file, "w");
+    fprintf(f, "%d\n", port);
+    fclose(f);
+    while (!echo_stop) {
+        grpc_event ev = grpc_completion_queue_next(
+            cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        echo_call *c = ev.tag;
+        if (c->phase == 0 && ev.success) { /* reply with the request's own bytes */
+            grpc_op ops[4];
+            memset(ops, 0, sizeof(ops));
+            ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+            ops[1].op = GRPC_OP_SEND_MESSAGE;
+            ops[1].data.send_message.send_message = c->payload;
+            ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+            ops[2].data.recv_close_on_server.cancelled = &c->cancelled;
+            c->details = grpc_empty_slice();
+            ops[3].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[3].data.send_status_from_server.status = GRPC_STATUS_OK;
+            ops[3].data.send_status_from_server.status_details = &c->details;
+            c->phase = 1;
+            grpc_call_start_batch(c->call, ops, 4, c, NULL);
+        } else { /* reply done: free and post again */
+            if (c->payload)
+                grpc_byte_buffer_destroy(c->payload);
+            if (c->call)
+                grpc_call_unref(c->call);
+            grpc_metadata_array_destroy(&c->md);
+            memset(c, 0, sizeof(*c));
+            grpc_metadata_array_init(&c->md);
+            grpc_server_request_registered_call(s, m, &c->call, &c->deadline, &c->md, &c->payload,
+                                                cq, cq, c);
+        }
+    }
+    grpc_completion_queue *scq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_server_shutdown_and_notify(s, scq, NULL);
+    grpc_server_cancel_all_calls(s);
+    grpc_completion_queue_pluck(scq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    grpc_server_destroy(s);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- processes */
+
+static pid_t spawn(char *const argv[])
+{
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0)
+        die("cannot start a child process");
+    return pid;
+}
+
+static int wait_port(const char *file, pid_t pid)
+{
+    for (int i = 0; i < 2000; i++) {
+        FILE *f = fopen(file, "r");
+        int port = 0;
+        if (f && fscanf(f, "%d", &port) == 1 && port > 0) {
+            fclose(f);
+            return port;
+        }
+        if (f)
+            fclose(f);
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            die("a server exited during start-up");
+        usleep(10000);
+    }
+    die("a server did not start");
+    return 0;
+}
+
+static void stop(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- client */
+
+typedef struct client {
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    void *method;
+} client;
+
+static void client_open(client *c, int port)
+{
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    grpc_arg a[] = {{GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = INT32_MAX}},
+                    {GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}}};
+    grpc_channel_args ca = {2, a};
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, cr, &ca);
+    grpc_channel_credentials_release(cr);
+    c->cq = grpc_completion_queue_create_for_next(NULL);
+    c->method = grpc_channel_register_call(c->ch, INFER_PATH, NULL, NULL);
+}
+
+static void client_close(client *c)
+{
+    grpc_channel_destroy(c->ch);
+    grpc_completion_queue_shutdown(c->cq);
+    while (grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(c->cq);
+}
+
+typedef struct inflight {
+    grpc_call *call;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send, *recv;
+    grpc_status_code status;
+    grpc_slice details;
+    uint64_t t0;
+} inflight;
+
+static void start_call(client *c, inflight *f, grpc_byte_buffer *payload)
+{
+    memset(f, 0, sizeof(*f));
+    f->call = grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                                  c->method, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    f->send = grpc_byte_buffer_copy(payload);
+    grpc_metadata_array_init(&f->init_md);
+    grpc_metadata_array_init(&f->trail_md);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = f->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &f->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &f->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &f->trail_md;
+    ops[5].data.recv_status_on_client.status = &f->status;
+    ops[5].data.recv_status_on_client.status_details = &f->details;
+    f->t0 = kiln_clock_now_ns();
+    if (grpc_call_start_batch(f->call, ops, 6, f, NULL) != GRPC_CALL_OK)
+        die("start_batch");
+}
+
+/* Finishes a call; returns its latency. Dies on a non-OK status. */
+static uint64_t end_call(inflight *f)
+{
+    uint64_t dt = kiln_clock_now_ns() - f->t0;
+    if (f->status != GRPC_STATUS_OK) {
+        fprintf(stderr, "bench_server: call failed: %d %.*s\n", f->status,
+                (int)GRPC_SLICE_LENGTH(f->details), (char *)GRPC_SLICE_START_PTR(f->details));
+        exit(1);
+    }
+    grpc_byte_buffer_destroy(f->send);
+    if (f->recv)
+        grpc_byte_buffer_destroy(f->recv);
+    grpc_slice_unref(f->details);
+    grpc_metadata_array_destroy(&f->init_md);
+    grpc_metadata_array_destroy(&f->trail_md);
+    grpc_call_unref(f->call);
+    return dt;
+}
+
+typedef struct run_result {
+    double qps, p50_us, p99_us;
+} run_result;
+
+/* Keeps `depth` calls in flight for `seconds` (after a short warm-up). */
+static run_result load(client *c, grpc_byte_buffer *payload, int depth, double seconds)
+{
+    inflight *f = calloc((size_t)depth, sizeof(*f));
+    size_t cap = 1 << 20, n = 0;
+    uint64_t *lat = malloc(cap * sizeof(*lat));
+    for (int i = 0; i < depth; i++)
+        start_call(c, &f[i], payload);
+    uint64_t warm_end = kiln_clock_now_ns() + 300 * KILN_NS_PER_MS;
+    uint64_t end = warm_end + (uint64_t)(seconds * 1e9);
+    uint64_t t_start = 0;
+    int active = depth;
+    while (active) {
+        grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        inflight *x = ev.tag;
+        uint64_t dt = end_call(x);
+        uint64_t now = kiln_clock_now_ns();
+        if (now >= warm_end && !t_start)
+            t_start = now;
+        if (t_start && now < end && n < cap)
+            lat[n++] = dt;
+        if (now < end)
+            start_call(c, x, payload);
+        else
+            active--;
+    }
+    double elapsed = (double)(kiln_clock_now_ns() - t_start) / 1e9;
+    run_result r = {n / elapsed, 0, 0};
+    qsort(lat, n, sizeof(*lat), bench_cmp_u64);
+    r.p50_us = n ? lat[n / 2] / 1e3 : 0;
+    r.p99_us = n ? lat[(size_t)(n * 0.99)] / 1e3 : 0;
+    free(lat);
+    free(f);
+    return r;
+}
+
+static grpc_byte_buffer *pack_bb(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* ModelInferRequest for `simple`: INPUT0, INPUT1 INT32 [1,16] as raw contents. */
+static grpc_byte_buffer *simple_request(void)
+{
+    static int32_t a[16], b[16];
+    for (int i = 0; i < 16; i++)
+        a[i] = i, b[i] = 1;
+    int64_t shape[2] = {1, 16};
+    Inference__ModelInferRequest__InferInputTensor in[2], *ip[2] = {&in[0], &in[1]};
+    const char *names[2] = {"INPUT0", "INPUT1"};
+    ProtobufCBinaryData raw[2] = {{64, (uint8_t *)a}, {64, (uint8_t *)b}};
+    for (int i = 0; i < 2; i++) {
+        inference__model_infer_request__infer_input_tensor__init(&in[i]);
+        in[i].name = (char *)names[i];
+        in[i].datatype = "INT32";
+        in[i].n_shape = 2;
+        in[i].shape = shape;
+    }
+    Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    r.model_name = "simple";
+    r.n_inputs = 2;
+    r.inputs = ip;
+    r.n_raw_input_contents = 2;
+    r.raw_input_contents = raw;
+    return pack_bb(&r.base);
+}
+
+/* ---------------------------------------------------------------- large tensors */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        p[n++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+static void noop_free(void *p)
+{
+    (void)p;
+}
+
+/* identity_fp32 request: inline (data != NULL) or through region `region`. */
+static grpc_byte_buffer *identity_request(size_t bytes, const void *data, const char *region)
+{
+    int64_t shape[2] = {1, (int64_t)(bytes / 4)};
+    Inference__ModelInferRequest__InferInputTensor in, *ip = &in;
+    inference__model_infer_request__infer_input_tensor__init(&in);
+    in.name = "INPUT0";
+    in.datatype = "FP32";
+    in.n_shape = 2;
+    in.shape = shape;
+    Inference__InferParameter preg = INFERENCE__INFER_PARAMETER__INIT, psize = INFERENCE__INFER_PARAMETER__INIT,
+                              poff = INFERENCE__INFER_PARAMETER__INIT;
+    Inference__ModelInferRequest__InferInputTensor__ParametersEntry ie[2];
+    Inference__ModelInferRequest__InferInputTensor__ParametersEntry *iep[2] = {&ie[0], &ie[1]};
+    Inference__ModelInferRequest__InferRequestedOutputTensor out, *op = &out;
+    Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry oe[3];
+    Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry *oep[3] = {&oe[0], &oe[1], &oe[2]};
+    inference__model_infer_request__infer_requested_output_tensor__init(&out);
+    out.name = "OUTPUT0";
+    Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    r.model_name = "identity_fp32";
+    r.n_inputs = 1;
+    r.inputs = &ip;
+    if (region) {
+        preg.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+        preg.string_param = (char *)region;
+        psize.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+        psize.int64_param = (int64_t)bytes;
+        poff.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+        poff.int64_param = (int64_t)bytes;
+        const char *keys[3] = {"shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"};
+        Inference__InferParameter *vals[3] = {&preg, &psize, &poff};
+        for (int i = 0; i < 3; i++) {
+            inference__model_infer_request__infer_requested_output_tensor__parameters_entry__init(&oe[i]);
+            oe[i].key = (char *)keys[i];
+            oe[i].value = vals[i];
+            if (i < 2) {
+                inference__model_infer_request__infer_input_tensor__parameters_entry__init(&ie[i]);
+                ie[i].key = (char *)keys[i];
+                ie[i].value = vals[i];
+            }
+        }
+        in.n_parameters = 2;
+        in.parameters = iep;
+        out.n_parameters = 3;
+        out.parameters = oep;
+        r.n_outputs = 1;
+        r.outputs = &op;
+        return pack_bb(&r.base);
+    }
+    /* inline: the small fields, then field 7 pointing at the data (no client-side copy) */
+    size_t head = inference__model_infer_request__get_packed_size(&r);
+    grpc_slice s[3];
+    s[0] = grpc_slice_malloc(head);
+    inference__model_infer_request__pack(&r, GRPC_SLICE_START_PTR(s[0]));
+    uint8_t hdr[12];
+    hdr[0] = 0x3a;
+    size_t hn = 1 + put_varint(hdr + 1, bytes);
+    s[1] = grpc_slice_from_copied_buffer((const char *)hdr, hn);
+    s[2] = grpc_slice_new((void *)data, bytes, noop_free);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(s, 3);
+    for (int i = 0; i < 3; i++)
+        grpc_slice_unref(s[i]);
+    return bb;
+}
+
+static uint64_t one_call(client *c, grpc_byte_buffer *payload)
+{
+    inflight f;
+    start_call(c, &f, payload);
+    grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    return end_call(&f);
+}
+
+static void unary_simple(client *c, const char *method, const ProtobufCMessage *m)
+{
+    grpc_call *call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                               grpc_slice_from_static_string(method), NULL,
+                                               gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    inflight f;
+    memset(&f, 0, sizeof(f));
+    f.call = call;
+    f.send = pack_bb(m);
+    grpc_metadata_array_init(&f.init_md);
+    grpc_metadata_array_init(&f.trail_md);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = f.send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &f.init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &f.recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &f.trail_md;
+    ops[5].data.recv_status_on_client.status = &f.status;
+    ops[5].data.recv_status_on_client.status_details = &f.details;
+    grpc_call_start_batch(call, ops, 6, &f, NULL);
+    grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    end_call(&f);
+}
+
+static void bench_large(client *c, bool quick)
+{
+    static const size_t sizes[] = {16 * MiB, 256 * MiB, 1024 * MiB};
+    printf("\n(b) identity_fp32 end to end, median of N calls; memcpy of the same size as baseline\n");
+    printf("%-9s %12s %12s %12s %12s %12s\n", "size", "inline (ms)", "shm (ms)", "memcpy (ms)",
+           "inline/shm", "shm/memcpy");
+    for (size_t k = 0; k < 3; k++) {
+        size_t bytes = sizes[k];
+        if (quick && bytes > 256 * MiB)
+            break;
+        int reps = bytes >= 1024 * MiB ? 3 : bytes >= 256 * MiB ? 5 : 11;
+        float *data = malloc(bytes);
+        memset(data, 1, bytes);
+        uint64_t inl[11], shm[11], cpy[11];
+        grpc_byte_buffer *req = identity_request(bytes, data, NULL);
+        one_call(c, req); /* warm-up */
+        for (int i = 0; i < reps; i++)
+            inl[i] = one_call(c, req);
+        grpc_byte_buffer_destroy(req);
+        /* shared memory: one region holding the input and the output */
+        char key[64];
+        snprintf(key, sizeof(key), "/kiln-bench-%ld-%zu", (long)getpid(), k);
+        int fd = shm_open(key, O_CREAT | O_RDWR | O_EXCL, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)(2 * bytes)) != 0)
+            die("shm_open");
+        void *region = mmap(NULL, 2 * bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        memcpy(region, data, bytes);
+        Inference__SystemSharedMemoryRegisterRequest reg = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_REQUEST__INIT;
+        reg.name = "bench";
+        reg.key = key;
+        reg.byte_size = 2 * bytes;
+        unary_simple(c, "/inference.GRPCInferenceService/SystemSharedMemoryRegister", &reg.base);
+        req = identity_request(bytes, NULL, "bench");
+        one_call(c, req);
+        for (int i = 0; i < reps; i++)
+            shm[i] = one_call(c, req);
+        grpc_byte_buffer_destroy(req);
+        if (memcmp((char *)region + bytes, data, bytes) != 0)
+            die("shm output differs from the input");
+        Inference__SystemSharedMemoryUnregisterRequest un = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
+        un.name = "bench";
+        unary_simple(c, "/inference.GRPCInferenceService/SystemSharedMemoryUnregister", &un.base);
+        munmap(region, 2 * bytes);
+        shm_unlink(key);
+        float *dst = malloc(bytes);
+        memset(dst, 0, bytes);
+        for (int i = 0; i < reps; i++) {
+            uint64_t t0 = kiln_clock_now_ns();
+            memcpy(dst, data, bytes);
+            cpy[i] = kiln_clock_now_ns() - t0;
+        }
+        free(dst);
+        free(data);
+        double mi = bench_median(inl, reps) / 1e6, ms = bench_median(shm, reps) / 1e6,
+               mc = bench_median(cpy, reps) / 1e6;
+        printf("%-9s %12.2f %12.3f %12.2f %11.0fx %11.2fx\n",
+               bytes >= 1024 * MiB ? "1 GiB" : bytes >= 256 * MiB ? "256 MiB" : "16 MiB", mi, ms,
+               mc, mi / ms, ms / mc);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 2 && strcmp(argv[1], "--echo") == 0)
+        return echo_server(argv[2]);
+    const char *build = KILN_TEST_BUILD_DIR;
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = true;
+        else
+            build = argv[i];
+    }
+    double secs = quick ? 1.0 : 3.0;
+    char self[4096], kiln[4096], repo[4096], pf_echo[64], pf_kiln[64], a1[4200], a2[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    snprintf(kiln, sizeof(kiln), "%s/kiln-server", build);
+    snprintf(repo, sizeof(repo), "--model-repository=%s/models", build);
+    snprintf(pf_echo, sizeof(pf_echo), "/tmp/kiln-bench-echo-%ld", (long)getpid());
+    snprintf(pf_kiln, sizeof(pf_kiln), "/tmp/kiln-bench-kiln-%ld", (long)getpid());
+    unlink(pf_echo);
+    unlink(pf_kiln);
+    snprintf(a1, sizeof(a1), "--port-file=%s", pf_kiln);
+    char *echo_argv[] = {self, "--echo", pf_echo, NULL};
+    char *kiln_argv[] = {kiln, "--address=127.0.0.1:0", repo, a1, "--log-level=warn", NULL};
+    (void)a2;
+    pid_t echo_pid = spawn(echo_argv);
+    pid_t kiln_pid = spawn(kiln_argv);
+    int echo_port = wait_port(pf_echo, echo_pid), kiln_port = wait_port(pf_kiln, kiln_pid);
+    grpc_init();
+    client ce, ck;
+    client_open(&ce, echo_port);
+    client_open(&ck, kiln_port);
+    grpc_byte_buffer *req = simple_request();
+    printf("(a) ModelInfer on `simple` vs a bare gRPC C-core echo of the same %zu-byte request\n",
+           grpc_byte_buffer_length(req));
+    printf("%-10s %10s %10s %10s %10s %10s %10s %9s %9s %9s\n", "in flight", "echo QPS", "p50 us",
+           "p99 us", "kiln QPS", "p50 us", "p99 us", "QPS k/e", "p50 k/e", "p99 k/e");
+    int depths[] = {1, 64};
+    for (int i = 0; i < 2; i++) {
+        run_result e = load(&ce, req, depths[i], secs), k = load(&ck, req, depths[i], secs);
+        printf("%-10d %10.0f %10.1f %10.1f %10.0f %10.1f %10.1f %9.2f %9.2f %9.2f\n", depths[i],
+               e.qps, e.p50_us, e.p99_us, k.qps, k.p50_us, k.p99_us, k.qps / e.qps,
+               k.p50_us / e.p50_us, k.p99_us / e.p99_us);
+    }
+    grpc_byte_buffer_destroy(req);
+    client_close(&ce);
+    stop(echo_pid);
+    bench_large(&ck, quick);
+    client_close(&ck);
+    stop(kiln_pid);
+    unlink(pf_echo);
+    unlink(pf_kiln);
+    grpc_shutdown();
+    return 0;
+}
