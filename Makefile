@@ -100,7 +100,7 @@ FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models examples run pystubs test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
 all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
@@ -239,6 +239,16 @@ unit-test: tests
 
 integration-test: tests
 	tests/integration/run.sh $(BUILD)
+
+# GPU checks (run on the device machine through make bundle)
+$(BUILD)/tests/gpu/cuda_shm_client: tests/gpu/cuda_shm_client.c $(LIB) | $(PROTO_H)
+	@mkdir -p $(@D)
+	@echo "CC    $@"
+	$(Q)$(CC) $(LDFLAGS) -std=c11 -D_GNU_SOURCE -O2 -g -I. -I$(GEN) -I$(CUDA_HOME)/include $< $(LIB) -o $@ \
+	    -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart $(GRPC_LIBS) $(LDLIBS)
+
+bundle:
+	scripts/bundle.sh
 
 # Python stubs for examples/infer_simple.py (the integration tests make their own).
 pystubs:

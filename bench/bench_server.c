@@ -36,7 +36,7 @@
 extern char **environ;
 
 #define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
-#define MiB (1ull << 20)
+#define MiB        (1ull << 20)
 
 static void die(const char *what)
 {
@@ -67,10 +67,12 @@ static int echo_server(const char *port_file)
 {
     signal(SIGTERM, on_term);
     grpc_init();
-    grpc_arg a[] = {{GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = INT32_MAX}}};
+    grpc_arg a[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = INT32_MAX}}};
     grpc_channel_args ca = {1, a};
     grpc_server *s = grpc_server_create(&ca, NULL);
-    void *m = grpc_server_register_method(s, INFER_PATH, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    void *m = grpc_server_register_method(s, INFER_PATH, NULL,
+                                          GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s, cq, NULL);
     grpc_server_credentials *cr = grpc_insecure_server_credentials_create();
@@ -89,7 +91,8 @@ static int echo_server(const char *port_file)
     fclose(f);
     while (!echo_stop) {
         grpc_event ev = grpc_completion_queue_next(
-            cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+            cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)),
+            NULL);
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         echo_call *c = ev.tag;
@@ -207,8 +210,9 @@ typedef struct inflight {
 static void start_call(client *c, inflight *f, grpc_byte_buffer *payload)
 {
     memset(f, 0, sizeof(*f));
-    f->call = grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                                  c->method, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    f->call =
+        grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, c->method,
+                                            gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     f->send = grpc_byte_buffer_copy(payload);
     grpc_metadata_array_init(&f->init_md);
     grpc_metadata_array_init(&f->trail_md);
@@ -267,7 +271,8 @@ static run_result load(client *c, grpc_byte_buffer *payload, int depth, double s
     uint64_t t_start = 0;
     int active = depth;
     while (active) {
-        grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         inflight *x = ev.tag;
         uint64_t dt = end_call(x);
         uint64_t now = kiln_clock_now_ns();
@@ -353,13 +358,15 @@ static grpc_byte_buffer *identity_request(size_t bytes, const void *data, const 
     in.datatype = "FP32";
     in.n_shape = 2;
     in.shape = shape;
-    Inference__InferParameter preg = INFERENCE__INFER_PARAMETER__INIT, psize = INFERENCE__INFER_PARAMETER__INIT,
+    Inference__InferParameter preg = INFERENCE__INFER_PARAMETER__INIT,
+                              psize = INFERENCE__INFER_PARAMETER__INIT,
                               poff = INFERENCE__INFER_PARAMETER__INIT;
     Inference__ModelInferRequest__InferInputTensor__ParametersEntry ie[2];
     Inference__ModelInferRequest__InferInputTensor__ParametersEntry *iep[2] = {&ie[0], &ie[1]};
     Inference__ModelInferRequest__InferRequestedOutputTensor out, *op = &out;
     Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry oe[3];
-    Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry *oep[3] = {&oe[0], &oe[1], &oe[2]};
+    Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry *oep[3] = {
+        &oe[0], &oe[1], &oe[2]};
     inference__model_infer_request__infer_requested_output_tensor__init(&out);
     out.name = "OUTPUT0";
     Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
@@ -373,10 +380,12 @@ static grpc_byte_buffer *identity_request(size_t bytes, const void *data, const 
         psize.int64_param = (int64_t)bytes;
         poff.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
         poff.int64_param = (int64_t)bytes;
-        const char *keys[3] = {"shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"};
+        const char *keys[3] = {"shared_memory_region", "shared_memory_byte_size",
+                               "shared_memory_offset"};
         Inference__InferParameter *vals[3] = {&preg, &psize, &poff};
         for (int i = 0; i < 3; i++) {
-            inference__model_infer_request__infer_requested_output_tensor__parameters_entry__init(&oe[i]);
+            inference__model_infer_request__infer_requested_output_tensor__parameters_entry__init(
+                &oe[i]);
             oe[i].key = (char *)keys[i];
             oe[i].value = vals[i];
             if (i < 2) {
@@ -450,7 +459,8 @@ static void unary_simple(client *c, const char *method, const ProtobufCMessage *
 static void bench_large(client *c, bool quick)
 {
     static const size_t sizes[] = {16 * MiB, 256 * MiB, 1024 * MiB};
-    printf("\n(b) identity_fp32 end to end, median of N calls; memcpy of the same size as baseline\n");
+    printf(
+        "\n(b) identity_fp32 end to end, median of N calls; memcpy of the same size as baseline\n");
     printf("%-9s %12s %12s %12s %12s %12s\n", "size", "inline (ms)", "shm (ms)", "memcpy (ms)",
            "inline/shm", "shm/memcpy");
     for (size_t k = 0; k < 3; k++) {
@@ -475,7 +485,8 @@ static void bench_large(client *c, bool quick)
         void *region = mmap(NULL, 2 * bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         close(fd);
         memcpy(region, data, bytes);
-        Inference__SystemSharedMemoryRegisterRequest reg = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_REQUEST__INIT;
+        Inference__SystemSharedMemoryRegisterRequest reg =
+            INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_REQUEST__INIT;
         reg.name = "bench";
         reg.key = key;
         reg.byte_size = 2 * bytes;
@@ -487,7 +498,8 @@ static void bench_large(client *c, bool quick)
         grpc_byte_buffer_destroy(req);
         if (memcmp((char *)region + bytes, data, bytes) != 0)
             die("shm output differs from the input");
-        Inference__SystemSharedMemoryUnregisterRequest un = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
+        Inference__SystemSharedMemoryUnregisterRequest un =
+            INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
         un.name = "bench";
         unary_simple(c, "/inference.GRPCInferenceService/SystemSharedMemoryUnregister", &un.base);
         munmap(region, 2 * bytes);
@@ -504,8 +516,10 @@ static void bench_large(client *c, bool quick)
         double mi = bench_median(inl, reps) / 1e6, ms = bench_median(shm, reps) / 1e6,
                mc = bench_median(cpy, reps) / 1e6;
         printf("%-9s %12.2f %12.3f %12.2f %11.0fx %11.2fx\n",
-               bytes >= 1024 * MiB ? "1 GiB" : bytes >= 256 * MiB ? "256 MiB" : "16 MiB", mi, ms,
-               mc, mi / ms, ms / mc);
+               bytes >= 1024 * MiB  ? "1 GiB"
+               : bytes >= 256 * MiB ? "256 MiB"
+                                    : "16 MiB",
+               mi, ms, mc, mi / ms, ms / mc);
     }
 }
 

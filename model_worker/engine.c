@@ -281,6 +281,17 @@ kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_d
     return control(e, model, true, done, ctx, err);
 }
 
+kiln_status kiln_engine_cuda_shm_register(kiln_engine *e, const char *name, const void *handle,
+                                          size_t handle_len, int device, uint64_t byte_size,
+                                          kiln_err *err)
+{
+    if (!e->opt.allow_shm)
+        return kiln_err_set(err, KILN_UNAVAILABLE,
+                            "this server refuses client shared memory (--allow-shm=false); send "
+                            "tensors inline");
+    return kiln_shm_register_cuda(e->shm, name, handle, handle_len, device, byte_size, err);
+}
+
 kiln_status kiln_engine_shm_register(kiln_engine *e, const char *name, const char *key,
                                      uint64_t offset, uint64_t byte_size, kiln_err *err)
 {

@@ -104,12 +104,18 @@ static kiln_status check_shape(const kiln_model_config *cfg, const kiln_model_io
 static kiln_status acquire_region(kiln_engine *e, const char *name, kiln_shm_region **out,
                                   kiln_err *err)
 {
-    if (!e->opt.allow_shm || !kiln_shm_registry_available(e->shm))
+    if (!e->opt.allow_shm)
         return kiln_err_set(err, KILN_UNAVAILABLE,
                             "shared memory region '%.128s': system shared memory is not "
                             "available on this server; send the tensor inline",
                             name);
-    return kiln_shm_acquire(e->shm, name, out, err);
+    kiln_status st = kiln_shm_acquire(e->shm, name, out, err);
+    if (st == KILN_NOT_FOUND && !kiln_shm_registry_available(e->shm))
+        return kiln_err_set(err, KILN_UNAVAILABLE,
+                            "shared memory region '%.128s': system shared memory is not "
+                            "available on this server; send the tensor inline",
+                            name);
+    return st;
 }
 
 /* Resolves input i of the request into job->inputs[k]. */

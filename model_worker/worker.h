@@ -92,6 +92,14 @@ kiln_status kiln_engine_unload(kiln_engine *e, const char *model, kiln_control_d
 kiln_status kiln_engine_shm_register(kiln_engine *e, const char *name, const char *key,
                                      uint64_t offset, uint64_t byte_size, kiln_err *err);
 
+/*
+ * Registers a client's CUDA buffer (serialized cudaIpcMemHandle_t) under `name`, in the same
+ * namespace as system regions; refused with the same switch (--allow-shm).
+ */
+kiln_status kiln_engine_cuda_shm_register(kiln_engine *e, const char *name, const void *handle,
+                                          size_t handle_len, int device, uint64_t byte_size,
+                                          kiln_err *err);
+
 /* ---------------------------------------------------------------- inference */
 
 typedef struct kiln_infer_input {

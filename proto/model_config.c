@@ -184,6 +184,7 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
         o->gpus = kiln_calloc(g->n_gpus, sizeof(int32_t));
         if (!o->gpus)
             return NOMEM(err);
+        c->n_instance_groups++; /* counted now, so kiln_model_config_free frees gpus */
         for (size_t k = 0; k < g->n_gpus; k++) {
             if (g->gpus[k] < 0)
                 return bad(err, source, "instance_group[%zu]: gpus[%zu] is %d, must be >= 0", i, k,
@@ -191,7 +192,6 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
             o->gpus[k] = g->gpus[k];
         }
         o->n_gpus = g->n_gpus;
-        c->n_instance_groups++;
     }
 
     c->params = kiln_calloc(m->n_parameters, sizeof(*c->params));

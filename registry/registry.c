@@ -30,8 +30,9 @@ struct kiln_model {
     int64_t version;
     atomic_int state; /* kiln_model_state; written under mu */
     atomic_uint_fast32_t pins;
-    uint64_t load_gen; /* bumped when a load starts; guarded by mu */
-    kiln_status error; /* last load's failure; guarded by mu */
+    uint64_t load_gen;   /* bumped when a load starts; guarded by mu */
+    uint64_t failed_gen; /* the load_gen whose load failed (waiters share that error) */
+    kiln_status error;   /* last load's failure; guarded by mu */
     char reason[KILN_ERR_MSG_MAX];
     kiln_model_config *config;
     const kiln_backend *backend;
@@ -248,6 +249,22 @@ static kiln_status make_room_locked(kiln_registry *reg, kiln_model *for_m, uint6
                                     uint64_t device, kiln_model **victims, size_t *n_victims,
                                     kiln_err *err)
 {
+    if (!over_budget_locked(reg, host, device))
+        return KILN_OK;
+    /* evict nothing unless evicting everything evictable would be enough */
+    uint64_t ev_host = 0, ev_dev = 0;
+    for (size_t i = 0; i < reg->n; i++) {
+        kiln_model *m = reg->models[i];
+        if (m != for_m && state_of(m) == KILN_MODEL_READY && atomic_load(&m->pins) == 0 &&
+            m->counted) {
+            ev_host += m->host_bytes;
+            ev_dev += m->device_bytes;
+        }
+    }
+    uint64_t hb = reg->opt.host_budget_bytes, db = reg->opt.device_budget_bytes;
+    if ((hb && reg->host_used + reg->host_reserved + host > hb + ev_host) ||
+        (db && reg->device_used + device > db + ev_dev))
+        return budget_error_locked(reg, for_m, host, device, err);
     while (over_budget_locked(reg, host, device)) {
         kiln_model *lru = NULL;
         for (size_t i = 0; i < reg->n; i++) {
@@ -342,15 +359,16 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
         pthread_mutex_lock(&reg->mu);
         goto out_fail_evicted;
     }
-    pthread_mutex_unlock(&reg->mu);
-    finish_evictions(reg, victims, n_victims, m);
-    pthread_mutex_lock(&reg->mu);
-    m->bm = bm;
+    /* count the bytes in the same critical section as the check that admitted them */
     m->host_bytes = host;
     m->device_bytes = device;
     m->counted = true;
     reg->host_used += host;
     reg->device_used += device;
+    pthread_mutex_unlock(&reg->mu);
+    finish_evictions(reg, victims, n_victims, m);
+    pthread_mutex_lock(&reg->mu);
+    m->bm = bm;
     m->load_ns = took;
     m->loaded_at_ns = now(reg);
     atomic_store(&m->last_used_ns, m->loaded_at_ns);
@@ -374,6 +392,7 @@ out_fail_evicted:
 out_fail:
     snprintf(m->reason, sizeof(m->reason), "%s", err ? err->msg : kiln_status_name(st));
     m->error = st;
+    m->failed_gen = m->load_gen;
     kiln_model_config_free(m->config);
     m->config = NULL;
     atomic_store(&m->state, KILN_MODEL_UNAVAILABLE);
@@ -460,7 +479,9 @@ kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int6
         bool was_loading = s == KILN_MODEL_LOADING;
         while (state_of(m) == s && m->load_gen == gen)
             pthread_cond_wait(&reg->cond, &reg->mu);
-        if (was_loading && state_of(m) == KILN_MODEL_UNAVAILABLE && m->load_gen == gen) {
+        /* share the load's error only if that very load failed (not a later eviction) */
+        if (was_loading && state_of(m) == KILN_MODEL_UNAVAILABLE && m->load_gen == gen &&
+            m->failed_gen == gen) {
             st = kiln_err_set(err, m->error ? m->error : KILN_UNAVAILABLE, "%s", m->reason);
             goto out_unlock;
         }
@@ -643,9 +664,11 @@ size_t kiln_registry_sweep(kiln_registry *reg)
     kiln_model **list = kiln_calloc(reg->n ? reg->n : 1, sizeof(*list));
     for (size_t i = 0; list && i < reg->n; i++) {
         kiln_model *m = reg->models[i];
+        /* pins first, then the stamp: release stamps before it drops its pin */
+        if (state_of(m) != KILN_MODEL_READY || atomic_load(&m->pins) != 0)
+            continue;
         uint64_t last = atomic_load(&m->last_used_ns);
-        if (state_of(m) == KILN_MODEL_READY && atomic_load(&m->pins) == 0 && t > last &&
-            t - last > reg->opt.idle_ttl_ns) {
+        if (t > last && t - last > reg->opt.idle_ttl_ns) {
             atomic_store(&m->state, KILN_MODEL_UNLOADING);
             list[n++] = m;
         }

@@ -94,7 +94,8 @@ typedef struct kiln_model_status {
 
 /* Registry-wide figures. */
 typedef struct kiln_registry_stats {
-    uint64_t host_bytes, device_bytes; /* held by READY and UNLOADING models */
+    uint64_t host_bytes, device_bytes; /* READY models, admitted loads, explicit unloads
+                                        * until freed (eviction victims stop counting at once) */
     uint64_t evictions;
     uint64_t loads, load_failures, unloads;
 } kiln_registry_stats;
@@ -113,11 +114,13 @@ kiln_status kiln_registry_create(const kiln_registry_options *opts, kiln_registr
 void kiln_registry_destroy(kiln_registry *reg);
 
 /*
+ * A version being unloaded or evicted is waited for, then loaded again; a load that cannot fit
+ * evicts nothing.
  * Returns a pinned handle to model `name` version `version` (0 = the highest version the
  * policy serves: the highest READY one if any, else the highest allowed, loaded now), loading
  * it if needed. Concurrent callers for the same version share one load.
  * Errors: KILN_INVALID_ARGUMENT (bad name), KILN_NOT_FOUND (no such model or version, or the
- * policy does not serve it), KILN_UNAVAILABLE (it is being unloaded), the load's own error
+ * policy does not serve it), the load's own error
  * (bad config, backend failure), KILN_RESOURCE_EXHAUSTED (budget). *out is NULL on failure.
  */
 kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int64_t version,

@@ -40,6 +40,21 @@ typedef struct thread_state {
 /* Thread-local because a signal handler has no other way to find its thread's record. */
 static _Thread_local thread_state self;
 
+/* Deletes a thread's watchdog timer when the thread exits (the key's value is the timer). */
+static pthread_key_t timer_key;
+static pthread_once_t timer_key_once = PTHREAD_ONCE_INIT;
+
+static void delete_timer(void *p)
+{
+    timer_delete(*(timer_t *)p);
+    free(p);
+}
+
+static void make_timer_key(void)
+{
+    pthread_key_create(&timer_key, delete_timer);
+}
+
 static void on_sigsys(int sig, siginfo_t *info, void *uctx)
 {
     (void)sig;
@@ -144,54 +159,24 @@ static const char *const processes[] = {"execve", "execveat", "fork", "vfork", N
 static const char *const network[] = {"socket", "socketpair", "connect", "bind",
                                       "listen", "accept",     "accept4", NULL};
 static const char *const fs_changes[] = {
-    "creat",     "unlink",    "unlinkat",    "rename",       "renameat",     "renameat2",
-    "mkdir",     "mkdirat",   "rmdir",       "link",         "linkat",       "symlink",
-    "symlinkat", "mknod",     "mknodat",     "chmod",        "fchmod",       "fchmodat",
-    "chown",     "fchown",    "lchown",      "fchownat",     "truncate",     "setxattr",
-    "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", NULL};
-static const char *const system_calls[] = {"ptrace",
-                                           "process_vm_readv",
-                                           "process_vm_writev",
-                                           "mount",
-                                           "umount2",
-                                           "unshare",
-                                           "setns",
-                                           "bpf",
-                                           "perf_event_open",
-                                           "keyctl",
-                                           "add_key",
-                                           "request_key",
-                                           "kexec_load",
-                                           "kexec_file_load",
-                                           "init_module",
-                                           "finit_module",
-                                           "delete_module",
-                                           "chroot",
-                                           "pivot_root",
-                                           "reboot",
-                                           "swapon",
-                                           "swapoff",
-                                           "setuid",
-                                           "setgid",
-                                           "setreuid",
-                                           "setregid",
-                                           "setresuid",
-                                           "setresgid",
-                                           "setgroups",
-                                           "setfsuid",
-                                           "setfsgid",
-                                           "kill",
-                                           "io_uring_setup",
-                                           "io_uring_enter",
-                                           "io_uring_register",
-                                           "userfaultfd",
-                                           "open_by_handle_at",
-                                           "name_to_handle_at",
-                                           "clock_settime",
-                                           "settimeofday",
-                                           "adjtimex",
-                                           "clock_adjtime",
-                                           NULL};
+    "creat",        "unlink",   "unlinkat", "rename",    "renameat",  "renameat2",   "mkdir",
+    "mkdirat",      "rmdir",    "link",     "linkat",    "symlink",   "symlinkat",   "mknod",
+    "mknodat",      "chmod",    "fchmod",   "fchmodat",  "chown",     "fchown",      "lchown",
+    "fchownat",     "truncate", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+    "fremovexattr", "utime",    "utimes",   "futimesat", "utimensat", NULL};
+static const char *const system_calls[] = {
+    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "unshare", "setns",
+    "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load", "kexec_file_load",
+    "init_module", "finit_module", "delete_module", "chroot", "pivot_root", "reboot", "swapon",
+    "swapoff", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
+    "setfsuid", "setfsgid", "kill", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "userfaultfd", "open_by_handle_at", "name_to_handle_at", "clock_settime", "settimeofday",
+    "adjtimex", "clock_adjtime",
+    /* other processes: signals, handles */
+    "tkill", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "kcmp", "process_madvise",
+    /* the new mount API, accounting, port I/O, names */
+    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr", "acct",
+    "iopl", "ioperm", "sethostname", "setdomainname", "quotactl", "vhangup", NULL};
 
 static int build(scmp_filter_ctx ctx, const kiln_sandbox_policy *p)
 {
@@ -218,14 +203,27 @@ static int build(scmp_filter_ctx ctx, const kiln_sandbox_policy *p)
     if ((rc = deny_all(ctx, system_calls)))
         return rc;
     /* the sandbox's own signals keep their handlers: setting one (act != NULL) is refused,
-     * reading one is fine */
+     * reading one is fine; the kernel reads the signal number as 32 bits, so compare 32 */
     static const int own[] = {SIGSYS, SIGXCPU};
     for (size_t i = 0; i < 2; i++) {
-        struct scmp_arg_cmp sig[2] = {{0, SCMP_CMP_EQ, (scmp_datum_t)own[i], 0},
+        struct scmp_arg_cmp sig[2] = {{0, SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)own[i]},
                                       {1, SCMP_CMP_NE, 0, 0}};
         if ((rc = rule(ctx, SCMP_ACT_TRAP, "rt_sigaction", 2, sig)))
             return rc;
     }
+    /* signals may be sent to this process only (glibc's raise/abort use tgkill on self) */
+    static const char *const self_only[] = {"tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"};
+    scmp_datum_t me = (scmp_datum_t)getpid();
+    for (size_t i = 0; i < 3; i++) {
+        struct scmp_arg_cmp other = {0, SCMP_CMP_NE, me, 0};
+        if ((rc = rule(ctx, SCMP_ACT_TRAP, self_only[i], 1, &other)))
+            return rc;
+    }
+    /* calls some libseccomp versions cannot name: added by their (unified) numbers */
+    static const int by_number[] = {452 /* fchmodat2 */};
+    for (size_t i = 0; i < sizeof(by_number) / sizeof(by_number[0]); i++)
+        if ((rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, by_number[i], 0)) != 0)
+            return rc;
     return 0;
 }
 
@@ -289,10 +287,16 @@ kiln_status kiln_sandbox_begin(uint64_t cpu_limit_ns, kiln_err *err)
         sev.sigev_notify = SIGEV_THREAD_ID;
         sev.sigev_signo = SIGXCPU;
         sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-        if (pthread_getcpuclockid(pthread_self(), &cid) != 0 ||
-            timer_create(cid, &sev, &self.timer) != 0)
+        pthread_once(&timer_key_once, make_timer_key);
+        timer_t *holder = malloc(sizeof(*holder));
+        if (!holder || pthread_getcpuclockid(pthread_self(), &cid) != 0 ||
+            timer_create(cid, &sev, &self.timer) != 0) {
+            free(holder);
             return kiln_err_set(err, KILN_INTERNAL, "sandbox: cannot make the CPU watchdog: %s",
                                 strerror(errno));
+        }
+        *holder = self.timer;
+        pthread_setspecific(timer_key, holder); /* timer_delete when this thread exits */
         self.timer_made = true;
     }
     /* the timer runs on this thread's CPU clock: arm it relative to now */

@@ -11,13 +11,19 @@
  *   network    socket, socketpair, connect, bind, listen, accept, accept4
  *   files      open/openat with O_WRONLY, O_RDWR, O_CREAT or O_TRUNC, creat, and the calls
  *              that change the file system (unlink*, rename*, mkdir*, rmdir, link*,
- *              symlink*, mknod*, chmod*, chown*, truncate, setxattr family)
- *   system     ptrace, process_vm_readv/writev, mount, umount2, unshare, setns, bpf,
- *              perf_event_open, keyctl, add_key, request_key, kexec_load, kexec_file_load,
- *              init_module, finit_module, delete_module, chroot, pivot_root, reboot, swapon,
- *              swapoff, setuid/setgid family, kill, io_uring_*, userfaultfd,
- *              open_by_handle_at, name_to_handle_at, clock_settime, settimeofday, adjtimex
- *   signals    changing the handler of SIGSYS or SIGXCPU (the sandbox's own signals)
+ *              symlink*, mknod*, chmod* incl. fchmodat2, chown*, truncate, setxattr family,
+ *              utime* timestamps)
+ *   system     ptrace, process_vm_readv/writev, mount and the new mount API (fsopen,
+ *              fsmount, move_mount, open_tree...), umount2, unshare, setns, bpf,
+ *              perf_event_open, keyctl, add_key, request_key, kexec_*, *_module, chroot,
+ *              pivot_root, reboot, swapon/off, setuid/setgid family, io_uring_*,
+ *              userfaultfd, open_by_handle_at, name_to_handle_at, clock/time setting, acct,
+ *              iopl/ioperm, sethostname/setdomainname, quotactl, vhangup
+ *   processes' kill, tkill, pidfd_open/getfd/send_signal, kcmp, process_madvise; tgkill and
+ *   signals    rt_(tg)sigqueueinfo aimed at another process (this process's own threads
+ *              are fine: glibc's raise and abort use them); setting the handler of SIGSYS
+ *              or SIGXCPU (the sandbox's own signals; the number is compared as 32 bits,
+ *              as the kernel reads it)
  * Answered ENOSYS without being recorded (so that libc falls back to calls the filter can
  * inspect): clone3 (glibc then uses clone, whose flags are checked) and openat2.
  *

@@ -352,19 +352,58 @@ static void repository_unload(kiln_call *c, grpc_byte_buffer *payload)
         kiln__reply_err(c, st, &e);
 }
 
+/* Every registered region of one kind (cuda: CUDA buffers, else system memory), or the one
+ * named. OUT: *info (kiln_free it), *n. KILN_NOT_FOUND for a name of the other kind. */
+static kiln_status regions_of_kind(kiln_call *c, const char *name, bool cuda, kiln_shm_info **info,
+                                   size_t *n, kiln_err *err)
+{
+    kiln_shm_registry *shm = kiln_engine_shm(c->srv->engine);
+    *info = NULL;
+    size_t total = 0;
+    kiln_status st = kiln_shm_status(shm, name, NULL, 0, &total, err);
+    if (st != KILN_OK)
+        return st;
+    kiln_shm_info *v = kiln_calloc(total ? total : 1, sizeof(*v));
+    if (!v)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    kiln_shm_status(shm, name, v, total, &total, NULL);
+    size_t k = 0;
+    for (size_t i = 0; i < total; i++)
+        if ((v[i].cuda_device >= 0) == cuda)
+            v[k++] = v[i];
+    if (name && name[0] && k == 0) {
+        kiln_free(v);
+        return kiln_err_set(err, KILN_NOT_FOUND,
+                            "%s shared memory region '%.128s' is not registered",
+                            cuda ? "CUDA" : "system", name);
+    }
+    *info = v;
+    *n = k;
+    return KILN_OK;
+}
+
+/* Unregisters the named region of one kind, or every region of that kind for "". An unknown
+ * name is not an error (as in Triton). */
+static void unregister_kind(kiln_call *c, const char *name, bool cuda)
+{
+    kiln_shm_info *info;
+    size_t n;
+    if (regions_of_kind(c, name, cuda, &info, &n, NULL) != KILN_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        kiln_shm_unregister(kiln_engine_shm(c->srv->engine), info[i].name, NULL);
+    kiln_free(info);
+}
+
 static void shm_status(kiln_call *c, grpc_byte_buffer *payload)
 {
     UNPACK(c, payload, Inference__SystemSharedMemoryStatusRequest,
            inference__system_shared_memory_status_request__descriptor, req);
-    kiln_shm_registry *shm = kiln_engine_shm(c->srv->engine);
+    kiln_shm_info *info;
     size_t n = 0;
     kiln_err e;
-    kiln_status st = kiln_shm_status(shm, req->name, NULL, 0, &n, &e);
-    kiln_shm_info *info = st == KILN_OK ? kiln_calloc(n ? n : 1, sizeof(*info)) : NULL;
-    if (st == KILN_OK && info)
-        st = kiln_shm_status(shm, req->name, info, n, &n, &e);
+    kiln_status st = regions_of_kind(c, req->name, false, &info, &n, &e);
     if (st != KILN_OK) {
-        kiln_free(info);
         kiln_textformat_free(&req->base);
         kiln__reply_err(c, st, &e);
         return;
@@ -416,59 +455,90 @@ static void shm_unregister(kiln_call *c, grpc_byte_buffer *payload)
 {
     UNPACK(c, payload, Inference__SystemSharedMemoryUnregisterRequest,
            inference__system_shared_memory_unregister_request__descriptor, req);
-    kiln_shm_registry *shm = kiln_engine_shm(c->srv->engine);
-    /* as in Triton: "" drops every region, and an unknown name is not an error */
-    if (!req->name[0])
-        kiln_shm_unregister_all(shm);
-    else
-        kiln_shm_unregister(shm, req->name, NULL);
+    unregister_kind(c, req->name, false);
     kiln_textformat_free(&req->base);
     Inference__SystemSharedMemoryUnregisterResponse r =
         INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
 }
 
-static void cuda_unavailable(kiln_call *c, grpc_byte_buffer *payload)
+static void cuda_register(kiln_call *c, grpc_byte_buffer *payload)
 {
-    (void)payload;
+    UNPACK(c, payload, Inference__CudaSharedMemoryRegisterRequest,
+           inference__cuda_shared_memory_register_request__descriptor, req);
+    kiln_err e;
     int n = 0;
     kiln_status st = kiln_cuda_device_count(&n, NULL);
-    char msg[200];
-    if (st != KILN_OK)
-        snprintf(msg, sizeof(msg),
-                 "CUDA shared memory is unavailable: this server was built "
-                 "without CUDA");
-    else if (n == 0)
-        snprintf(msg, sizeof(msg),
-                 "CUDA shared memory is unavailable: no CUDA device on this "
-                 "server");
+    if (st != KILN_OK || n == 0) {
+        kiln_textformat_free(&req->base);
+        kiln__reply(c, GRPC_STATUS_UNAVAILABLE,
+                    st != KILN_OK ? "CUDA shared memory is unavailable: this server was built "
+                                    "without CUDA"
+                                  : "CUDA shared memory is unavailable: no CUDA device on this "
+                                    "server",
+                    NULL);
+        return;
+    }
+    if (req->device_id < 0 || req->device_id > INT32_MAX)
+        st = kiln_err_set(&e, KILN_INVALID_ARGUMENT, "device_id %lld is not a device",
+                          (long long)req->device_id);
     else
-        snprintf(msg, sizeof(msg),
-                 "CUDA shared memory is not implemented yet (it comes with GPU "
-                 "execution)");
-    kiln__reply(c, n ? GRPC_STATUS_UNIMPLEMENTED : GRPC_STATUS_UNAVAILABLE, msg, NULL);
+        st = kiln_engine_cuda_shm_register(c->srv->engine, req->name, req->raw_handle.data,
+                                           req->raw_handle.len, (int)req->device_id, req->byte_size,
+                                           &e);
+    kiln_textformat_free(&req->base);
+    if (st != KILN_OK) {
+        kiln__reply_err(c, st, &e);
+        return;
+    }
+    Inference__CudaSharedMemoryRegisterResponse r =
+        INFERENCE__CUDA_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
+    kiln__reply_msg(c, &r.base);
 }
 
 static void cuda_status(kiln_call *c, grpc_byte_buffer *payload)
 {
     UNPACK(c, payload, Inference__CudaSharedMemoryStatusRequest,
            inference__cuda_shared_memory_status_request__descriptor, req);
-    bool named = req->name[0] != 0;
-    char msg[200];
-    snprintf(msg, sizeof(msg), "CUDA shared memory region '%.128s' is not registered", req->name);
+    kiln_shm_info *info;
+    size_t n = 0;
+    kiln_err e;
+    kiln_status st = regions_of_kind(c, req->name, true, &info, &n, &e);
     kiln_textformat_free(&req->base);
-    if (named) {
-        kiln__reply(c, GRPC_STATUS_NOT_FOUND, msg, NULL);
+    if (st != KILN_OK) {
+        kiln__reply_err(c, st, &e);
         return;
+    }
+    Inference__CudaSharedMemoryStatusResponse__RegionStatus *rs =
+        kiln_calloc(n ? n : 1, sizeof(*rs));
+    Inference__CudaSharedMemoryStatusResponse__RegionsEntry *re =
+        kiln_calloc(n ? n : 1, sizeof(*re));
+    Inference__CudaSharedMemoryStatusResponse__RegionsEntry **rp =
+        kiln_calloc(n ? n : 1, sizeof(*rp));
+    for (size_t i = 0; rs && re && rp && i < n; i++) {
+        inference__cuda_shared_memory_status_response__region_status__init(&rs[i]);
+        inference__cuda_shared_memory_status_response__regions_entry__init(&re[i]);
+        rs[i].name = info[i].name;
+        rs[i].device_id = (uint64_t)info[i].cuda_device;
+        rs[i].byte_size = info[i].byte_size;
+        re[i].key = info[i].name;
+        re[i].value = &rs[i];
+        rp[i] = &re[i];
     }
     Inference__CudaSharedMemoryStatusResponse r =
         INFERENCE__CUDA_SHARED_MEMORY_STATUS_RESPONSE__INIT;
+    r.n_regions = n;
+    r.regions = rp;
     kiln__reply_msg(c, &r.base);
+    kiln_free(rs), kiln_free(re), kiln_free(rp), kiln_free(info);
 }
 
 static void cuda_unregister(kiln_call *c, grpc_byte_buffer *payload)
 {
-    (void)payload;
+    UNPACK(c, payload, Inference__CudaSharedMemoryUnregisterRequest,
+           inference__cuda_shared_memory_unregister_request__descriptor, req);
+    unregister_kind(c, req->name, true);
+    kiln_textformat_free(&req->base);
     Inference__CudaSharedMemoryUnregisterResponse r =
         INFERENCE__CUDA_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
     kiln__reply_msg(c, &r.base);
@@ -506,7 +576,7 @@ void kiln__rpc_bind(kiln_method *m)
         {"SystemSharedMemoryRegister", shm_register},
         {"SystemSharedMemoryUnregister", shm_unregister},
         {"CudaSharedMemoryStatus", cuda_status},
-        {"CudaSharedMemoryRegister", cuda_unavailable},
+        {"CudaSharedMemoryRegister", cuda_register},
         {"CudaSharedMemoryUnregister", cuda_unregister},
         {"TraceSetting", unimplemented},
         {"LogSettings", unimplemented},

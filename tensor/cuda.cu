@@ -1,5 +1,7 @@
 /* tensor/cuda.cu: CUDA device memory for kiln_storage (built when nvcc is present). */
+#include <cuda.h>
 #include <cuda_runtime.h>
+#include <string.h>
 
 #include "tensor/cuda_mem.h"
 
@@ -67,5 +69,76 @@ extern "C" void kiln__cuda_free(int device, void *p)
         prev = device;
     (void)cudaSetDevice(device);
     (void)cudaFree(p);
+    (void)cudaSetDevice(prev);
+}
+
+typedef CUresult (*address_range_fn)(CUdeviceptr *base, size_t *size, CUdeviceptr ptr);
+
+extern "C" kiln_status kiln__cuda_ipc_open(const void *handle, size_t handle_len, int device,
+                                           uint64_t byte_size, void **ptr, kiln_err *err)
+{
+    *ptr = NULL;
+    if (handle_len != sizeof(cudaIpcMemHandle_t))
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "raw_handle is %zu bytes; a cudaIpcMemHandle_t is %zu", handle_len,
+                            sizeof(cudaIpcMemHandle_t));
+    int n = 0;
+    kiln_status st = kiln_cuda_device_count(&n, err);
+    if (st != KILN_OK)
+        return st;
+    if (device < 0 || device >= n)
+        return kiln_err_set(err, n ? KILN_INVALID_ARGUMENT : KILN_UNAVAILABLE,
+                            "device_id %d does not exist (%d CUDA device%s visible)", device, n,
+                            n == 1 ? "" : "s");
+    cudaIpcMemHandle_t h;
+    memcpy(&h, handle, sizeof(h));
+    int prev = 0;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e == cudaSuccess)
+        e = cudaSetDevice(device);
+    if (e == cudaSuccess)
+        e = cudaIpcOpenMemHandle(ptr, h, cudaIpcMemLazyEnablePeerAccess);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        (void)cudaSetDevice(prev);
+        *ptr = NULL;
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "the CUDA IPC handle cannot be opened: %s",
+                            cudaGetErrorString(e));
+    }
+    /* the allocation behind the handle must cover byte_size from the handle's address */
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    e = cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault, &q);
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn ||
+        ((address_range_fn)fn)(&base, &size, (CUdeviceptr)*ptr) != CUDA_SUCCESS) {
+        (void)cudaGetLastError();
+        (void)cudaIpcCloseMemHandle(*ptr);
+        (void)cudaSetDevice(prev);
+        *ptr = NULL;
+        return kiln_err_set(err, KILN_INTERNAL, "CUDA: cannot query the size of the shared buffer");
+    }
+    uint64_t avail = (uint64_t)(base + size - (CUdeviceptr)*ptr);
+    (void)cudaSetDevice(prev);
+    if (byte_size > avail) {
+        kiln__cuda_ipc_close(device, *ptr);
+        *ptr = NULL;
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "byte_size %llu passes the %llu bytes the shared CUDA buffer holds",
+                            (unsigned long long)byte_size, (unsigned long long)avail);
+    }
+    return KILN_OK;
+}
+
+extern "C" void kiln__cuda_ipc_close(int device, void *ptr)
+{
+    if (!ptr)
+        return;
+    int prev = 0;
+    if (cudaGetDevice(&prev) != cudaSuccess)
+        prev = device;
+    (void)cudaSetDevice(device);
+    (void)cudaIpcCloseMemHandle(ptr);
     (void)cudaSetDevice(prev);
 }

@@ -6,6 +6,7 @@
 #define KILN_TENSOR_CUDA_MEM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/status.h"
 
@@ -25,6 +26,24 @@ kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
 
 /* Frees memory from kiln__cuda_alloc. NULL is a no-op. */
 void kiln__cuda_free(int device, void *p);
+
+/* Bytes in a serialized cudaIpcMemHandle_t. */
+#define KILN_CUDA_IPC_HANDLE_BYTES 64
+
+/*
+ * Opens another process's device buffer from its serialized cudaIpcMemHandle_t (handle_len
+ * must be KILN_CUDA_IPC_HANDLE_BYTES) on `device`, and checks that the allocation behind it
+ * holds at least byte_size bytes from the handle's address (cuMemGetAddressRange, reached
+ * through the runtime's driver entry point, so no link to libcuda). OUT: *ptr.
+ * Errors: KILN_UNAVAILABLE (no CUDA, no such device), KILN_INVALID_ARGUMENT (bad handle
+ * length, a handle the driver refuses, byte_size past the allocation); the calling thread's
+ * current device is restored.
+ */
+kiln_status kiln__cuda_ipc_open(const void *handle, size_t handle_len, int device,
+                                uint64_t byte_size, void **ptr, kiln_err *err);
+
+/* Closes a buffer from kiln__cuda_ipc_open. */
+void kiln__cuda_ipc_close(int device, void *ptr);
 
 #ifdef __cplusplus
 }

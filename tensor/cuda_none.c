@@ -20,3 +20,16 @@ void kiln__cuda_free(int device, void *p)
     (void)device;
     (void)p;
 }
+
+kiln_status kiln__cuda_ipc_open(const void *handle, size_t handle_len, int device,
+                                uint64_t byte_size, void **ptr, kiln_err *err)
+{
+    (void)handle, (void)handle_len, (void)device, (void)byte_size;
+    *ptr = NULL;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
+void kiln__cuda_ipc_close(int device, void *ptr)
+{
+    (void)device, (void)ptr;
+}

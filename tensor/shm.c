@@ -125,7 +125,9 @@ kiln_status kiln__shm_map(kiln_shm_region *r, kiln_err *err)
 
 void kiln__shm_unmap(kiln_shm_region *r)
 {
-    if (r->map_base)
+    if (r->cuda_device >= 0)
+        kiln__cuda_ipc_close(r->cuda_device, r->data);
+    else if (r->map_base)
         munmap(r->map_base, r->map_len);
     r->map_base = NULL;
     r->data = NULL;
@@ -163,9 +165,11 @@ kiln_status kiln_shm_region_slice(kiln_shm_region *region, uint64_t offset, uint
                             " = %" PRIu64 " passes the region's %" PRIu64 " bytes",
                             region->name, offset, size, end, region->byte_size);
     kiln_ref_inc(&region->ref);
-    kiln_status st =
-        kiln__storage_new(KILN_STORAGE_SHM, (kiln_device){KILN_DEVICE_CPU, 0},
-                          region->data + offset, (size_t)size, slice_release, region, out, err);
+    kiln_device dev = region->cuda_device >= 0
+                          ? (kiln_device){KILN_DEVICE_CUDA, region->cuda_device}
+                          : (kiln_device){KILN_DEVICE_CPU, 0};
+    kiln_status st = kiln__storage_new(KILN_STORAGE_SHM, dev, region->data + offset, (size_t)size,
+                                       slice_release, region, out, err);
     if (st != KILN_OK)
         kiln__shm_region_unref(region);
     return st;

@@ -63,7 +63,8 @@ typedef struct kiln_shm_info {
     char key[KILN_SHM_KEY_MAX + 1];
     uint64_t offset;
     uint64_t byte_size;
-    uint32_t users; /* references held besides the registry's (in-flight requests, views) */
+    uint32_t users;  /* references held besides the registry's (in-flight requests, views) */
+    int cuda_device; /* -1 for system shared memory, else the CUDA device of the buffer */
 } kiln_shm_info;
 
 /* Returns KILN_OK if `key` is a valid key, else KILN_INVALID_ARGUMENT naming the rule broken. */
@@ -109,6 +110,17 @@ bool kiln_shm_registry_available(const kiln_shm_registry *reg);
  */
 kiln_status kiln_shm_register(kiln_shm_registry *reg, const char *name, const char *key,
                               uint64_t offset, uint64_t byte_size, kiln_err *err);
+
+/*
+ * Registers a client's CUDA buffer, shared as a serialized cudaIpcMemHandle_t, as region `name`
+ * (one namespace with system regions, as in Triton). The buffer is opened on `device` and must
+ * hold byte_size bytes. Views of it are CUDA tensors. Errors: as kiln_shm_register for names;
+ * KILN_UNAVAILABLE without CUDA or a GPU; KILN_INVALID_ARGUMENT for a bad handle, device or
+ * size. The quota counts host mappings only.
+ */
+kiln_status kiln_shm_register_cuda(kiln_shm_registry *reg, const char *name, const void *handle,
+                                   size_t handle_len, int device, uint64_t byte_size,
+                                   kiln_err *err);
 
 /*
  * Removes `name`; its mapping goes when its last user does. KILN_NOT_FOUND if not registered.

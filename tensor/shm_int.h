@@ -24,6 +24,7 @@ struct kiln_shm_region {
     unsigned char *data;            /* map_base + (offset % page) */
     atomic_uint_fast64_t last_used; /* registry clock, for the idle TTL */
     atomic_bool registered;         /* false once unregistered: no more stamps */
+    int cuda_device;                /* >= 0: a client's CUDA buffer (data is a device pointer) */
 };
 
 /* Opens r->key and maps [r->offset, +r->byte_size). Errors name the region, not the key. */

@@ -89,7 +89,8 @@ void kiln__shm_region_unref(kiln_shm_region *r)
         return;
     kiln_shm_registry *reg = r->reg;
     kiln__shm_unmap(r);
-    atomic_fetch_sub(&reg->mapped, r->byte_size);
+    if (r->cuda_device < 0)
+        atomic_fetch_sub(&reg->mapped, r->byte_size);
     kiln_free(r);
     registry_unref(reg);
 }
@@ -142,6 +143,7 @@ kiln_status kiln_shm_register(kiln_shm_registry *reg, const char *name, const ch
     r->offset = offset;
     r->byte_size = byte_size;
     r->reg = reg;
+    r->cuda_device = -1;
     atomic_init(&r->last_used, now(reg));
     atomic_init(&r->registered, true);
 
@@ -176,6 +178,49 @@ out_unlock_free:
     pthread_mutex_unlock(&reg->mu);
     kiln_free(r);
     return st;
+}
+
+kiln_status kiln_shm_register_cuda(kiln_shm_registry *reg, const char *name, const void *handle,
+                                   size_t handle_len, int device, uint64_t byte_size, kiln_err *err)
+{
+    kiln_status st = kiln_shm_name_validate(name, err);
+    if (st != KILN_OK)
+        return st;
+    if (byte_size == 0)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "CUDA shared memory region '%s': byte_size must be > 0", name);
+    kiln_shm_region *r = kiln_calloc(1, sizeof(*r));
+    if (!r)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for region '%s'", name);
+    kiln_ref_init(&r->ref);
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    r->byte_size = byte_size;
+    r->reg = reg;
+    r->cuda_device = device;
+    atomic_init(&r->last_used, now(reg));
+    atomic_init(&r->registered, true);
+    pthread_mutex_lock(&reg->mu);
+    if (find_locked(reg, name, NULL)) {
+        st = kiln_err_set(err, KILN_ALREADY_EXISTS,
+                          "shared memory region '%s' is already registered", name);
+    } else {
+        void *p = NULL;
+        st = kiln__cuda_ipc_open(handle, handle_len, device, byte_size, &p, err);
+        if (st != KILN_OK)
+            kiln_err_prefix(err, st, "CUDA shared memory region '%s'", name);
+        r->data = p;
+    }
+    if (st != KILN_OK) {
+        pthread_mutex_unlock(&reg->mu);
+        kiln_free(r);
+        return st;
+    }
+    kiln_ref_inc(&reg->ref);
+    r->next = reg->head;
+    reg->head = r;
+    reg->count++;
+    pthread_mutex_unlock(&reg->mu);
+    return KILN_OK;
 }
 
 kiln_status kiln_shm_unregister(kiln_shm_registry *reg, const char *name, kiln_err *err)
@@ -308,6 +353,7 @@ kiln_status kiln_shm_status(kiln_shm_registry *reg, const char *name, kiln_shm_i
             i->offset = r->offset;
             i->byte_size = r->byte_size;
             i->users = (uint32_t)(kiln_ref_get(&r->ref) - 1);
+            i->cuda_device = r->cuda_device;
         }
         found++;
     }

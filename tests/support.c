@@ -76,7 +76,8 @@ void kiln_test_log_restore(void)
 
 const char *kiln_test_build_dir(void)
 {
-    return KILN_TEST_BUILD_DIR;
+    const char *env = getenv("KILN_TEST_BUILD_DIR"); /* a bundle run elsewhere (GPU machine) */
+    return env && env[0] ? env : KILN_TEST_BUILD_DIR;
 }
 
 kiln_model_config *kiln_test_config(const char *text)
@@ -91,7 +92,7 @@ kiln_model_config *kiln_test_config(const char *text)
 kiln_model_config *kiln_test_model_config(const char *sub, const char *model)
 {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/%s/%s/config.pbtxt", KILN_TEST_BUILD_DIR, sub, model);
+    snprintf(path, sizeof(path), "%s/%s/%s/config.pbtxt", kiln_test_build_dir(), sub, model);
     kiln_err e;
     kiln_model_config *c = NULL;
     if (kiln_model_config_load(path, path, &c, &e) != KILN_OK)

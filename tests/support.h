@@ -34,7 +34,8 @@ void kiln_test_log_restore(void);
 
 #include "proto/model_config.h"
 
-/* The build directory of this test binary (models under models/, test-models/, plugins/). */
+/* The build directory of this test binary (models under models/, test-models/, plugins/);
+ * the environment variable KILN_TEST_BUILD_DIR overrides it (a bundle on another machine). */
 const char *kiln_test_build_dir(void);
 
 /* Parses config text or fails the test. */

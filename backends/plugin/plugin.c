@@ -310,10 +310,10 @@ static kiln_status plugin_execute(kiln_backend_model *m, kiln_batch *batch, kiln
         if (!t->storage)
             continue; /* absent optional input: data NULL */
         if (t->device.kind != KILN_DEVICE_CPU) {
-            kiln_free(block);
+            kiln_free(block); /* the name comes from the config, not from the block */
             return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                                 "%s: input '%s' is in CUDA memory; plugins take CPU tensors",
-                                m->name, p->name);
+                                m->name, c->inputs[i].name);
         }
         p->dl.data = t->data;
         p->dl.device = (DLDevice){kDLCPU, 0};

@@ -200,6 +200,9 @@ static void validation_errors_name_the_field(void **state)
          "instance_group { kind: KIND_CPU gpus: 0 }",
          "instance_group[0]: gpus are only valid with KIND_GPU"},
         {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "instance_group { kind: KIND_GPU gpus: [0, -1] }",
+         "instance_group[0]: gpus[1] is -1, must be >= 0"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
          "default_model_filename: '../x.so'",
          "must be a file name, not a path"},
         {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "

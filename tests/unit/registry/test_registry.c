@@ -410,6 +410,11 @@ static void pinned_models_are_never_evicted(void **state)
     kiln_model_release(c);
     assert_status(kiln_registry_get_or_load(f->reg, "huge", 0, &h, &e), KILN_RESOURCE_EXHAUSTED, &e,
                   "needs 500 bytes of host memory; the budget is 200");
+    /* and it evicted nothing on its way to failing */
+    assert_ok(kiln_registry_status(f->reg, "b", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY);
+    assert_ok(kiln_registry_status(f->reg, "c", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY);
 }
 
 static void device_budget_evicts_too(void **state)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "backends/backend.h"
@@ -241,6 +242,45 @@ static void sandbox_keeps_its_signal_handlers(void **state)
     signal(SIGUSR1, SIG_DFL);
 }
 
+static void *escape_attempts(void *arg)
+{
+    long *r = arg;
+    kiln_err e;
+    kiln_sandbox_enter(NULL, &e);
+    kiln_sandbox_begin(0, &e);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    /* the kernel reads 32 bits of the signal number: high bits must not slip past the rule */
+    r[0] = syscall(SYS_rt_sigaction, (1UL << 32) | SIGSYS, &sa, NULL, 8) == 0 ? 0 : errno;
+    r[1] = syscall(SYS_tgkill, 1, 1, 0) == 0 ? 0 : errno; /* another process */
+    r[2] = syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), 0) == 0 ? 0 : errno; /* ourselves */
+    r[3] = syscall(SYS_pidfd_open, 1, 0) >= 0 ? 0 : errno;
+    r[5] = syscall(452 /* fchmodat2 */, AT_FDCWD, "/proc/self/exe", 0777, 0) == 0 ? 0 : errno;
+    kiln_sandbox_report rep;
+    kiln_sandbox_end(&rep);
+    r[4] = rep.violations;
+    return NULL;
+}
+
+static void no_escape_by_side_doors(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* TSan intercepts signal calls itself */
+#endif
+    long r[6];
+    pthread_t t;
+    pthread_create(&t, NULL, escape_attempts, r);
+    pthread_join(t, NULL);
+    assert_int_equal(r[0], EPERM);
+    assert_int_equal(r[1], EPERM);
+    assert_int_equal(r[2], 0);
+    assert_int_equal(r[3], EPERM);
+    assert_int_equal(r[5], EPERM);
+    assert_int_equal(r[4], 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +289,7 @@ int main(void)
         cmocka_unit_test(policy_relaxations),
         cmocka_unit_test(cpu_watchdog_stops_a_runaway_model),
         cmocka_unit_test(sandbox_keeps_its_signal_handlers),
+        cmocka_unit_test(no_escape_by_side_doors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
