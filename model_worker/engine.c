@@ -21,40 +21,36 @@ void kiln_engine_options_default(kiln_engine_options *o)
 
 /* ---------------------------------------------------------------- the job queue */
 
-kiln_status kiln__engine_post(kiln_engine *e, kiln_job *job, kiln_err *err)
+kiln_status kiln__engine_post(kiln_engine *e, kiln_job *job, bool control, kiln_err *err)
 {
     pthread_mutex_lock(&e->mu);
     if (e->stopping || e->draining) {
         pthread_mutex_unlock(&e->mu);
         return kiln_err_set(err, KILN_UNAVAILABLE, "the server is shutting down");
     }
-    if (e->queued >= e->opt.queue_limit) {
-        size_t n = e->queued;
-        pthread_mutex_unlock(&e->mu);
-        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED,
-                            "the execution queue is full (%zu jobs waiting, limit %zu)", n,
-                            e->opt.queue_limit);
-    }
+    job_queue *q = control ? &e->control : &e->exec;
     job->next = NULL;
-    if (e->tail)
-        e->tail->next = job;
+    if (q->tail)
+        q->tail->next = job;
     else
-        e->head = job;
-    e->tail = job;
-    e->queued++;
-    pthread_cond_signal(&e->cond);
+        q->head = job;
+    q->tail = job;
+    q->queued++;
+    pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->mu);
     return KILN_OK;
 }
 
 typedef struct thread_arg {
     kiln_engine *e;
-    int index;
+    int index; /* -1: the control thread */
 } thread_arg;
 
 static void *exec_main(void *arg)
 {
-    kiln_engine *e = ((thread_arg *)arg)->e;
+    thread_arg *ta = arg;
+    kiln_engine *e = ta->e;
+    job_queue *q = ta->index < 0 ? &e->control : &e->exec;
     kiln_err err;
     kiln_status st = KILN_OK;
     if (e->opt.sandbox)
@@ -71,24 +67,23 @@ static void *exec_main(void *arg)
         return NULL;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->head && !e->stopping)
+        while (!q->head && !e->stopping)
             pthread_cond_wait(&e->cond, &e->mu);
-        kiln_job *job = e->head;
+        kiln_job *job = q->head;
         if (!job) { /* stopping and drained */
             pthread_mutex_unlock(&e->mu);
             return NULL;
         }
-        e->head = job->next;
-        if (!e->head)
-            e->tail = NULL;
-        e->queued--;
-        e->running++;
+        q->head = job->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->queued--;
+        q->running++;
         pthread_mutex_unlock(&e->mu);
         job->run(job); /* the job frees itself */
         pthread_mutex_lock(&e->mu);
-        e->running--;
-        if (!e->running && !e->queued)
-            pthread_cond_broadcast(&e->cond);
+        q->running--;
+        pthread_cond_broadcast(&e->cond);
         pthread_mutex_unlock(&e->mu);
     }
 }
@@ -104,6 +99,8 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
         e->opt.exec_threads = 1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cond, NULL);
+    pthread_mutex_init(&e->sched_mu, NULL);
+    pthread_cond_init(&e->sched_cond, NULL);
     kiln_status st;
     kiln_registry_options ro = {.repository = opts->repository,
                                 .host_budget_bytes = opts->host_budget_bytes,
@@ -115,14 +112,16 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
                            .disable = opts->shm_disable_probe || !opts->allow_shm};
     if ((st = kiln_shm_registry_create(&so, &e->shm, err)) != KILN_OK)
         goto out_fail;
-    e->threads = kiln_calloc((size_t)e->opt.exec_threads, sizeof(pthread_t));
-    e->args = kiln_calloc((size_t)e->opt.exec_threads, sizeof(thread_arg));
+    /* the execution threads, then one control thread (index -1) */
+    int total = e->opt.exec_threads + 1;
+    e->threads = kiln_calloc((size_t)total, sizeof(pthread_t));
+    e->args = kiln_calloc((size_t)total, sizeof(thread_arg));
     if (!e->threads || !e->args) {
         st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for threads");
         goto out_fail;
     }
-    for (int i = 0; i < e->opt.exec_threads; i++) {
-        ((thread_arg *)e->args)[i] = (thread_arg){e, i};
+    for (int i = 0; i < total; i++) {
+        ((thread_arg *)e->args)[i] = (thread_arg){e, i < e->opt.exec_threads ? i : -1};
         if (pthread_create(&e->threads[i], NULL, exec_main, &((thread_arg *)e->args)[i]) != 0) {
             st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "cannot start execution thread %d", i);
             goto out_fail;
@@ -144,6 +143,8 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     }
     if (!e->opt.sandbox)
         KILN_LOGW(NULL, "sandbox disabled: model code runs without the seccomp filter");
+    if ((st = kiln__sched_start(e, err)) != KILN_OK)
+        goto out_fail;
     *out = e;
     return KILN_OK;
 
@@ -154,9 +155,15 @@ out_fail:
 
 void kiln_engine_drain(kiln_engine *e)
 {
+    /* no new requests; the queued ones still run */
+    pthread_mutex_lock(&e->sched_mu);
+    e->sched_draining = true;
+    while (e->pending)
+        pthread_cond_wait(&e->sched_cond, &e->sched_mu);
+    pthread_mutex_unlock(&e->sched_mu);
     pthread_mutex_lock(&e->mu);
     e->draining = true;
-    while (e->queued || e->running)
+    while (e->exec.queued || e->exec.running || e->control.queued || e->control.running)
         pthread_cond_wait(&e->cond, &e->mu);
     pthread_mutex_unlock(&e->mu);
 }
@@ -165,6 +172,7 @@ void kiln_engine_destroy(kiln_engine *e)
 {
     if (!e)
         return;
+    kiln__sched_stop(e); /* answers or runs what is queued first */
     pthread_mutex_lock(&e->mu);
     e->stopping = true;
     pthread_cond_broadcast(&e->cond);
@@ -178,6 +186,8 @@ void kiln_engine_destroy(kiln_engine *e)
     kiln_shm_registry_destroy(e->shm);
     pthread_cond_destroy(&e->cond);
     pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->sched_cond);
+    pthread_mutex_destroy(&e->sched_mu);
     kiln_free(e);
 }
 
@@ -250,7 +260,7 @@ static kiln_status control(kiln_engine *e, const char *model, bool unload, kiln_
     c->ctx = ctx;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cond, NULL);
-    kiln_status st = kiln__engine_post(e, &c->job, err);
+    kiln_status st = kiln__engine_post(e, &c->job, true, err);
     if (st != KILN_OK || done) {
         if (st != KILN_OK)
             kiln_free(c);

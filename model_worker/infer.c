@@ -13,21 +13,10 @@
 #include "model_worker/worker_int.h"
 #include "sandbox/sandbox.h"
 
-typedef struct infer_job {
-    kiln_job job;
-    kiln_engine *e;
-    kiln_infer_request *req;
-    kiln_model *model;            /* pinned until the job ends */
-    const kiln_model_config *cfg; /* valid only while `model` is pinned */
-    size_t n_inputs;              /* cfg->n_inputs, kept for job_free after the pin moves */
-    uint32_t batch_size;
-    kiln_tensor *inputs; /* config order */
-    kiln_output_slot *slots;
-    uint32_t n_slots;
-    uint64_t enqueued_ns;
-} infer_job;
+/* The validation state of one request: a pending request being filled in. */
+typedef kiln_pending infer_job;
 
-static void job_free(infer_job *j)
+void kiln__pending_free(kiln_pending *j)
 {
     if (!j)
         return;
@@ -144,7 +133,7 @@ static kiln_status take_input(infer_job *j, size_t i, kiln_err *err)
     kiln_shape s;
     kiln_status st;
     if ((st = kiln_shape_set(&s, in->shape, in->rank, err)) != KILN_OK ||
-        (st = check_shape(cfg, io, &s, &j->batch_size, err)) != KILN_OK)
+        (st = check_shape(cfg, io, &s, &j->rows, err)) != KILN_OK)
         return kiln_err_prefix(err, st, "inputs[%zu] '%s'", i, name);
     uint64_t numel;
     if ((st = kiln_shape_numel(&s, &numel, err)) != KILN_OK)
@@ -242,66 +231,23 @@ static kiln_status take_outputs(infer_job *j, kiln_err *err)
     return KILN_OK;
 }
 
-static int should_stop(void *ctx)
+void kiln__pending_finish(kiln_pending *j, kiln_status st, const kiln_err *err)
 {
-    infer_job *j = ctx;
-    return kiln_sandbox_stop_requested() || atomic_load(&j->req->cancelled);
-}
-
-static void run_infer(kiln_job *job)
-{
-    infer_job *j = (infer_job *)job;
     kiln_infer_request *req = j->req;
-    kiln_err err;
-    kiln_err_clear(&err);
-    uint64_t start = kiln_clock_now_ns();
-    uint64_t queue_ns = start - j->enqueued_ns;
-    kiln_status st = KILN_OK;
-    if (atomic_load(&req->cancelled)) {
-        st = kiln_err_set(&err, KILN_CANCELLED, "the request was cancelled while queued");
-        kiln_model_record(j->model, j->batch_size ? j->batch_size : 1, false, queue_ns, 0);
-        req->done(req->done_ctx, NULL, st, &err);
-        job_free(j);
-        return;
-    }
-    kiln_batch b = {.batch_size = j->batch_size,
-                    .n_inputs = (uint32_t)j->cfg->n_inputs,
-                    .inputs = j->inputs,
-                    .n_outputs = j->n_slots,
-                    .outputs = j->slots,
-                    .should_stop = should_stop,
-                    .stop_ctx = j};
-    const kiln_engine_options *o = &j->e->opt;
-    st = kiln_sandbox_begin(o->cpu_limit_ns, &err);
-    if (st == KILN_OK) {
-        st = kiln_model_backend(j->model)->execute(kiln_model_backend_model(j->model), &b, &err);
-        kiln_sandbox_report rep;
-        kiln_sandbox_end(&rep);
-        kiln_err serr;
-        kiln_status sst = kiln_sandbox_check(&rep, kiln_model_name(j->model), req->request_id,
-                                             o->cpu_limit_ns, &serr);
-        if (sst != KILN_OK) { /* a violation outranks whatever the model said */
-            kiln_batch_release_outputs(&b);
-            st = sst;
-            err = serr;
-        }
-    }
-    uint64_t compute_ns = kiln_clock_now_ns() - start;
-    kiln_model_record(j->model, j->batch_size ? j->batch_size : 1, st == KILN_OK, queue_ns,
-                      compute_ns);
     if (st != KILN_OK) {
-        req->done(req->done_ctx, NULL, st, &err);
-        job_free(j);
+        req->done(req->done_ctx, NULL, st, err);
+        kiln__pending_free(j);
         return;
     }
     kiln_infer_response *res = kiln_calloc(1, sizeof(*res));
-    kiln_infer_output *outs = kiln_calloc(j->n_slots, sizeof(*outs));
+    kiln_infer_output *outs = kiln_calloc(j->n_slots ? j->n_slots : 1, sizeof(*outs));
     if (!res || !outs) {
         kiln_free(res);
         kiln_free(outs);
-        st = kiln_err_set(&err, KILN_RESOURCE_EXHAUSTED, "out of memory for the response");
-        req->done(req->done_ctx, NULL, st, &err);
-        job_free(j);
+        kiln_err e;
+        kiln_err_set(&e, KILN_RESOURCE_EXHAUSTED, "out of memory for the response");
+        req->done(req->done_ctx, NULL, KILN_RESOURCE_EXHAUSTED, &e);
+        kiln__pending_free(j);
         return;
     }
     res->model_name = kiln_model_name(j->model);
@@ -309,18 +255,18 @@ static void run_infer(kiln_job *job)
     res->n_outputs = j->n_slots;
     res->outputs = outs;
     res->copied_in_bytes = req->copied_in_bytes;
+    res->copied_out_bytes = j->copied_out;
     for (uint32_t i = 0; i < j->n_slots; i++) {
         outs[i].name = j->cfg->outputs[j->slots[i].index].name;
         outs[i].tensor = j->slots[i].result; /* moved */
         memset(&j->slots[i].result, 0, sizeof(j->slots[i].result));
         outs[i].in_shm = j->slots[i].buffer != NULL;
     }
-    /* names point into the config, which lives while the model is pinned: keep the pin until
-     * the response is released */
+    /* the output names point into the config: keep the pin until the response goes */
     res->pin = j->model;
     j->model = NULL;
     req->done(req->done_ctx, res, KILN_OK, NULL);
-    job_free(j);
+    kiln__pending_free(j);
 }
 
 kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err *err)
@@ -340,7 +286,6 @@ kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err 
         release_request_data(req);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     }
-    j->job.run = run_infer;
     j->e = e;
     j->req = req;
     j->model = m;
@@ -361,11 +306,15 @@ kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err 
     /* the views hold what they need; the request's own references go now */
     release_request_data(req);
     if (st == KILN_OK) {
+        j->rows = j->cfg->max_batch_size > 0 ? j->rows : 1;
         j->enqueued_ns = kiln_clock_now_ns();
-        st = kiln__engine_post(e, &j->job, err);
+        j->deadline_ns = req->deadline_ns;
+        if (j->cfg->default_timeout_us)
+            j->queue_deadline_ns = j->enqueued_ns + j->cfg->default_timeout_us * KILN_NS_PER_US;
+        st = kiln__sched_enqueue(e, j, err);
     }
     if (st != KILN_OK)
-        job_free(j);
+        kiln__pending_free(j);
     return st;
 }
 

@@ -33,12 +33,21 @@ typedef struct flag {
 
 static flag flags[] = {
     {"address", F_STR, "0.0.0.0:8001", "gRPC listen address (host:port; port 0 picks one)", NULL},
+    {"unix-socket", F_STR, "",
+     "also listen on this Unix socket path (plaintext, co-located clients)", NULL},
+    {"tls-cert", F_STR, "", "server certificate chain (PEM): serve --address over TLS", NULL},
+    {"tls-key", F_STR, "", "server private key (PEM) for --tls-cert", NULL},
+    {"tls-client-ca", F_STR, "", "CA (PEM) that client certificates must chain to: mutual TLS",
+     NULL},
+    {"health-address", F_STR, "",
+     "also serve grpc.health.v1 alone, in plaintext, here (for probes)", NULL},
+    {"health-port-file", F_STR, "", "write the health port to this file once serving", NULL},
     {"model-repository", F_STR, "examples/models", "model repository directory", NULL},
     {"load", F_STR, "all", "models to load at start: all, none, or NAME[,NAME...]", NULL},
     {"exec-threads", F_INT, "2", "sandboxed execution threads", NULL},
     {"grpc-threads", F_INT, "0", "completion-queue threads (0 = one per core)", NULL},
-    {"queue-limit", F_INT, "1024", "jobs waiting for an execution thread before RESOURCE_EXHAUSTED",
-     NULL},
+    {"queue-limit", F_INT, "1024",
+     "requests waiting per model (when its config sets no max_queue_size)", NULL},
     {"host-memory-budget", F_BYTES, "0",
      "bytes of host memory for loaded models (0 = no limit; K/M/G suffixes)", NULL},
     {"device-memory-budget", F_BYTES, "0",
@@ -182,6 +191,18 @@ static uint64_t num_flag(const char *name)
     return (uint64_t)n * mul;
 }
 
+/* Writes a port number to `path` atomically (a reader never sees half a file). */
+static void write_port(const char *path, int port)
+{
+    if (!path || !path[0])
+        return;
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, path) != 0)
+        KILN_LOGE(NULL, "cannot write the port file %s: %s", path, strerror(errno));
+}
+
 /* Loads the models named by --load through the execution threads. */
 static int initial_loads(kiln_engine *e, const char *load)
 {
@@ -263,30 +284,35 @@ int main(int argc, char **argv)
     kiln_server_options so = {.address = str_flag("address"),
                               .cq_threads = (int)num_flag("grpc-threads"),
                               .max_message_bytes = (int64_t)max_msg,
-                              .version = KILN_VERSION};
-    kiln_server *server;
-    if (kiln_server_create(&so, engine, &server, &err) != KILN_OK) {
+                              .version = KILN_VERSION,
+                              .tls_cert_file = str_flag("tls-cert"),
+                              .tls_key_file = str_flag("tls-key"),
+                              .tls_client_ca_file = str_flag("tls-client-ca"),
+                              .unix_socket = str_flag("unix-socket")};
+    kiln_server *server = NULL, *health = NULL;
+    kiln_server_options ho = {.address = str_flag("health-address"),
+                              .cq_threads = 1,
+                              .requests_per_method = 4,
+                              .version = KILN_VERSION,
+                              .health_only = true};
+    if (kiln_server_create(&so, engine, &server, &err) != KILN_OK ||
+        (ho.address[0] && kiln_server_create(&ho, engine, &health, &err) != KILN_OK) ||
+        kiln_server_start(server, &err) != KILN_OK ||
+        (health && kiln_server_start(health, &err) != KILN_OK)) {
         KILN_LOGE(NULL, "cannot start: %s", err.msg);
-        kiln_engine_destroy(engine);
-        return 1;
-    }
-    if (kiln_server_start(server, &err) != KILN_OK) {
-        KILN_LOGE(NULL, "cannot start: %s", err.msg);
+        kiln_server_destroy(health);
         kiln_server_destroy(server);
         kiln_engine_destroy(engine);
         return 1;
     }
     int failed = initial_loads(engine, str_flag("load"));
     kiln_server_set_serving(server, true);
+    if (health)
+        kiln_server_set_serving(health, true);
     int port = kiln_server_port(server);
-    const char *pf = str_flag("port-file");
-    if (pf[0]) {
-        char tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", pf);
-        FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, pf) != 0)
-            KILN_LOGE(NULL, "cannot write --port-file %s: %s", pf, strerror(errno));
-    }
+    write_port(str_flag("port-file"), port);
+    if (health)
+        write_port(str_flag("health-port-file"), kiln_server_port(health));
     KILN_LOGI(NULL,
               "serving on %s (port %d), repository %s, %d model load failure%s, ready in %.1f ms",
               so.address, port, eo.repository, failed, failed == 1 ? "" : "s",
@@ -300,10 +326,17 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
+    if (health)
+        kiln_server_set_serving(health, false); /* probes see NOT_SERVING while draining */
     kiln_server_shutdown(server, grace_ns);
     kiln_engine_drain(engine); /* work in progress answers while the queues still run */
     kiln_server_stop(server);
+    if (health) {
+        kiln_server_shutdown(health, 0);
+        kiln_server_stop(health);
+    }
     kiln_engine_destroy(engine); /* unloads models */
+    kiln_server_destroy(health);
     kiln_server_destroy(server);
     KILN_LOGI(NULL, "stopped");
     return 0;

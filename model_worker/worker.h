@@ -43,7 +43,8 @@ typedef struct kiln_engine_options {
     uint64_t device_budget_bytes; /* 0 = unlimited */
     uint64_t model_idle_ttl_ns;   /* 0 = off */
     int exec_threads;             /* sandboxed execution threads (>= 1) */
-    size_t queue_limit;           /* jobs waiting for a thread; past it: RESOURCE_EXHAUSTED */
+    size_t queue_limit;           /* requests waiting per model when its config sets no
+                                   * max_queue_size; past it: RESOURCE_EXHAUSTED */
     uint64_t max_tensor_bytes;    /* one input or output; past it: RESOURCE_EXHAUSTED */
     uint64_t cpu_limit_ns;        /* per request; 0 = no watchdog */
     bool sandbox;                 /* false only for debugging: model code runs unfiltered */
@@ -159,10 +160,22 @@ struct kiln_infer_request {
     size_t n_outputs; /* 0 = every output of the model */
     kiln_infer_output_req *outputs;
     uint64_t copied_in_bytes; /* the transport's copies so far */
+    uint64_t deadline_ns;     /* the client's deadline (kiln_clock_now_ns time), 0 = none */
     kiln_infer_done done;
     void *done_ctx;
-    atomic_bool cancelled; /* set by the transport when the client goes away */
+    atomic_bool cancelled;           /* set when this request is no longer wanted */
+    const atomic_bool *cancelled_by; /* or a flag the transport sets (its call's), may be NULL */
 };
+
+/* True once the request was cancelled (directly or through cancelled_by). */
+static inline bool kiln_infer_request_cancelled(const kiln_infer_request *r)
+{
+    return atomic_load(&r->cancelled) || (r->cancelled_by && atomic_load(r->cancelled_by));
+}
+
+/* Wakes the scheduler so it drops cancelled requests now (the transport calls it when a call
+ * is cancelled). */
+void kiln_engine_poke(kiln_engine *e);
 
 /*
  * Validates and queues a request (see the header comment). On error, the inputs' data

@@ -16,26 +16,86 @@ struct kiln_job {
     kiln_job *next;
 };
 
+/* A validated request waiting in its model's queue (or running in a batch). */
+typedef struct kiln_pending kiln_pending;
+struct kiln_pending {
+    kiln_pending *next;
+    kiln_engine *e;
+    kiln_infer_request *req;
+    kiln_model *model; /* pinned until the request is answered */
+    const kiln_model_config *cfg;
+    size_t n_inputs;
+    kiln_tensor *inputs; /* config order; absent optional inputs have storage NULL */
+    uint32_t rows;       /* rows in the batch dim (1 when the model has none) */
+    uint32_t n_slots;
+    kiln_output_slot *slots; /* requested outputs; buffer = the client's region window */
+    uint64_t enqueued_ns;
+    uint64_t deadline_ns;       /* the client's (bounds queueing and execution); 0 = none */
+    uint64_t queue_deadline_ns; /* the model's queue policy timeout (queueing only); 0 = none */
+    uint64_t copied_out;
+};
+
+/* The waiting requests of one model version, and which of its instances are busy. */
+typedef struct model_queue model_queue;
+struct model_queue {
+    model_queue *next;
+    kiln_model *model;
+    kiln_pending *head, *tail;
+    size_t len;
+    uint32_t busy; /* bit i: instance i runs a batch */
+};
+
+/* A job queue and the threads that serve it. */
+typedef struct job_queue {
+    kiln_job *head, *tail;
+    size_t queued;
+    size_t running; /* jobs being run by a thread */
+} job_queue;
+
 struct kiln_engine {
     kiln_engine_options opt;
     kiln_registry *registry;
     kiln_shm_registry *shm;
-    pthread_mutex_t mu; /* guards the queue and start-up fields */
+    pthread_mutex_t mu; /* guards both job queues and the start-up fields */
     pthread_cond_t cond;
-    kiln_job *head, *tail;
-    size_t queued;
-    size_t running; /* jobs being run by a thread */
+    job_queue exec;    /* batches, served by the execution threads */
+    job_queue control; /* loads and unloads, served by the control thread, so that an unload
+                        * waiting for pins never holds up the batches that release them */
     bool draining;
+    bool sched_draining; /* guarded by sched_mu */
     bool stopping;
     pthread_t *threads;
     void *args;
     int n_threads, started;
     kiln_status start_status;
     kiln_err start_err;
+    /* scheduling: one queue per model version, one scheduler thread */
+    pthread_mutex_t sched_mu;
+    pthread_cond_t sched_cond;
+    model_queue *queues; /* guarded by sched_mu */
+    size_t pending;      /* requests in all queues and batches; guarded by sched_mu */
+    bool sched_stop;
+    pthread_t scheduler;
+    bool scheduler_started;
 };
 
-/* Queues a job. KILN_RESOURCE_EXHAUSTED when the queue is full, KILN_UNAVAILABLE when
- * stopping; on error the job is not queued (and not freed). */
-kiln_status kiln__engine_post(kiln_engine *e, kiln_job *job, kiln_err *err);
+/* Queues a validated request on its model. KILN_RESOURCE_EXHAUSTED when that model's queue is
+ * full (nothing is taken then). */
+kiln_status kiln__sched_enqueue(kiln_engine *e, kiln_pending *p, kiln_err *err);
+
+/* Starts/stops the scheduler thread (stop answers what is still queued with UNAVAILABLE). */
+kiln_status kiln__sched_start(kiln_engine *e, kiln_err *err);
+void kiln__sched_stop(kiln_engine *e);
+
+/* Answers a request: with the outputs in slots (moved out) when st is OK, else with err.
+ * Releases the pending request. */
+void kiln__pending_finish(kiln_pending *p, kiln_status st, const kiln_err *err);
+
+/* Frees a pending request that was never queued or answered (its callback is not called). */
+void kiln__pending_free(kiln_pending *p);
+
+/* Queues a batch job (control = false) or a model-control job. KILN_UNAVAILABLE when stopping;
+ * on error the job is not queued (and not freed). */
+kiln_status kiln__engine_post(kiln_engine *e, kiln_job *job, bool control, kiln_err *err);
 
 #endif /* KILN_MODEL_WORKER_WORKER_INT_H */

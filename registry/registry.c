@@ -36,14 +36,59 @@ struct kiln_model {
     char reason[KILN_ERR_MSG_MAX];
     kiln_model_config *config;
     const kiln_backend *backend;
-    kiln_backend_model *bm;
+    kiln_instances inst; /* the loaded instances (inst.n == 0 when not loaded) */
     uint64_t host_bytes, device_bytes;
     bool counted;     /* its bytes are in the registry's totals */
     uint64_t lru_seq; /* order of last pin or load, for LRU (unique, unlike coarse times) */
     uint64_t load_ns, loaded_at_ns;
     atomic_uint_fast64_t last_used_ns, inference_count, execution_count, success_count,
         failure_count, queue_ns, compute_ns;
+    /* executions by batch size (index = rows; larger batches in the last slot) */
+    atomic_uint_fast64_t batch_count[KILN_BATCH_STATS], batch_ns[KILN_BATCH_STATS];
 };
+
+/* ---------------------------------------------------------------- instances */
+
+static uint32_t instance_count(const kiln_model_config *c)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < c->n_instance_groups; i++)
+        n += (uint64_t)c->instance_groups[i].count;
+    return n ? (n > UINT32_MAX ? UINT32_MAX : (uint32_t)n) : 1;
+}
+
+static void unload_all(const kiln_backend *b, kiln_instances *inst)
+{
+    for (uint32_t i = 0; i < inst->n; i++)
+        b->unload(inst->bm[i]);
+    inst->n = 0;
+}
+
+/* Loads every instance the config asks for; all or nothing. */
+static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, kiln_instances *inst,
+                            uint64_t *host, uint64_t *device, kiln_err *err)
+{
+    uint32_t want = instance_count(args->config);
+    inst->n = 0;
+    *host = *device = 0;
+    if (want > KILN_MAX_INSTANCES)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "model '%s': instance_group asks for %u instances, limit is %d",
+                            args->model_name, want, KILN_MAX_INSTANCES);
+    for (uint32_t i = 0; i < want; i++) {
+        kiln_status st = b->load(args, &inst->bm[i], err);
+        if (st != KILN_OK) {
+            unload_all(b, inst);
+            return st;
+        }
+        inst->n++;
+        uint64_t h = 0, d = 0;
+        b->memory(inst->bm[i], &h, &d);
+        *host += h;
+        *device += d;
+    }
+    return KILN_OK;
+}
 
 struct kiln_registry {
     char *repo;
@@ -118,9 +163,8 @@ kiln_status kiln_registry_create(const kiln_registry_options *opts, kiln_registr
 /* Frees what a load made. REQUIRES: the model is not READY (no one can reach bm). */
 static void free_loaded(kiln_model *m)
 {
-    if (m->bm)
-        m->backend->unload(m->bm);
-    m->bm = NULL;
+    if (m->inst.n)
+        unload_all(m->backend, &m->inst);
     kiln_model_config_free(m->config);
     m->config = NULL;
 }
@@ -292,9 +336,10 @@ static void finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
                   "evicting version %" PRId64 " (least recently used, unpinned) to make room for "
                   "'%s' version %" PRId64,
                   v->version, for_m->name, for_m->version);
-        v->backend->unload(v->bm);
+        kiln_instances gone = v->inst;
+        unload_all(v->backend, &gone);
         pthread_mutex_lock(&reg->mu);
-        v->bm = NULL;
+        v->inst.n = 0;
         kiln_model_config_free(v->config);
         v->config = NULL;
         snprintf(v->reason, sizeof(v->reason), "evicted to make room for '%s' version %" PRId64,
@@ -340,11 +385,9 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     n_victims = 0;
     uint64_t t0 = kiln_clock_now_ns();
     kiln_load_args args = {m->name, mdir, vdir, m->version, m->config, reg->opt.device};
-    kiln_backend_model *bm = NULL;
-    st = m->backend->load(&args, &bm, err);
+    kiln_instances inst;
     uint64_t host = 0, device = 0;
-    if (st == KILN_OK)
-        m->backend->memory(bm, &host, &device);
+    st = load_all(m->backend, &args, &inst, &host, &device, err);
     uint64_t took = kiln_clock_now_ns() - t0;
 
     pthread_mutex_lock(&reg->mu);
@@ -355,7 +398,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     st = make_room_locked(reg, m, host, device, victims, &n_victims, err);
     if (st != KILN_OK) {
         pthread_mutex_unlock(&reg->mu);
-        m->backend->unload(bm);
+        unload_all(m->backend, &inst);
         pthread_mutex_lock(&reg->mu);
         goto out_fail_evicted;
     }
@@ -368,7 +411,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     pthread_mutex_unlock(&reg->mu);
     finish_evictions(reg, victims, n_victims, m);
     pthread_mutex_lock(&reg->mu);
-    m->bm = bm;
+    m->inst = inst;
     m->load_ns = took;
     m->loaded_at_ns = now(reg);
     atomic_store(&m->last_used_ns, m->loaded_at_ns);
@@ -602,12 +645,12 @@ static void unload_marked_locked(kiln_registry *reg, kiln_model **list, size_t n
         kiln_model *m = list[i];
         while (atomic_load(&m->pins) > 0)
             pthread_cond_wait(&reg->cond, &reg->mu);
-        kiln_backend_model *bm = m->bm;
+        kiln_instances gone = m->inst;
         kiln_model_config *cfg = m->config;
-        m->bm = NULL;
+        m->inst.n = 0;
         m->config = NULL;
         pthread_mutex_unlock(&reg->mu);
-        m->backend->unload(bm);
+        unload_all(m->backend, &gone);
         kiln_model_config_free(cfg);
         KILN_LOGI(&(kiln_log_ctx){.model = m->name}, "unloaded version %" PRId64 " (%s)",
                   m->version, reason);
@@ -767,6 +810,25 @@ kiln_status kiln_registry_status(kiln_registry *reg, const char *name, int64_t v
     return KILN_OK;
 }
 
+kiln_status kiln_registry_batch_stats(kiln_registry *reg, const char *name, int64_t version,
+                                      uint64_t *counts, uint64_t *ns, kiln_err *err)
+{
+    pthread_mutex_lock(&reg->mu);
+    kiln_model *found = NULL;
+    for (size_t i = 0; i < reg->n && !found; i++)
+        if (strcmp(reg->models[i]->name, name) == 0 && reg->models[i]->version == version)
+            found = reg->models[i];
+    for (size_t b = 0; found && b < KILN_BATCH_STATS; b++) {
+        counts[b] = atomic_load(&found->batch_count[b]);
+        ns[b] = atomic_load(&found->batch_ns[b]);
+    }
+    pthread_mutex_unlock(&reg->mu);
+    if (!found)
+        return kiln_err_set(err, KILN_NOT_FOUND, "model '%s' version %" PRId64 " has no record",
+                            name, version);
+    return KILN_OK;
+}
+
 void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out)
 {
     pthread_mutex_lock(&reg->mu);
@@ -801,7 +863,17 @@ const kiln_backend *kiln_model_backend(const kiln_model *m)
 
 kiln_backend_model *kiln_model_backend_model(const kiln_model *m)
 {
-    return m->bm;
+    return m->inst.n ? m->inst.bm[0] : NULL;
+}
+
+uint32_t kiln_model_instance_count(const kiln_model *m)
+{
+    return m->inst.n;
+}
+
+kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i)
+{
+    return i < m->inst.n ? m->inst.bm[i] : NULL;
 }
 
 void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
@@ -813,4 +885,9 @@ void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queu
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&m->queue_ns, queue_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->compute_ns, compute_ns, memory_order_relaxed);
+    if (success) {
+        size_t b = rows < KILN_BATCH_STATS ? (size_t)rows : KILN_BATCH_STATS - 1;
+        atomic_fetch_add_explicit(&m->batch_count[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->batch_ns[b], compute_ns, memory_order_relaxed);
+    }
 }

@@ -46,6 +46,13 @@ extern "C" {
 typedef struct kiln_registry kiln_registry;
 typedef struct kiln_model kiln_model;
 
+/* Instances of one loaded version (the config's instance_group counts; default 1). */
+#define KILN_MAX_INSTANCES 16
+typedef struct kiln_instances {
+    uint32_t n;
+    kiln_backend_model *bm[KILN_MAX_INSTANCES];
+} kiln_instances;
+
 typedef enum kiln_model_state {
     KILN_MODEL_UNAVAILABLE = 0, /* not loaded; the reason says why */
     KILN_MODEL_LOADING,
@@ -162,15 +169,28 @@ kiln_status kiln_registry_status(kiln_registry *reg, const char *name, int64_t v
 
 void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out);
 
+/* Executions by batch size: counts[b] and ns[b] for b rows (the last slot gathers larger
+ * batches). Arrays of KILN_BATCH_STATS entries. KILN_NOT_FOUND without a record. */
+#define KILN_BATCH_STATS 257
+kiln_status kiln_registry_batch_stats(kiln_registry *reg, const char *name, int64_t version,
+                                      uint64_t *counts, uint64_t *ns, kiln_err *err);
+
 /* ---------------------------------------------------------------- a pinned model */
 
 const char *kiln_model_name(const kiln_model *m);
 int64_t kiln_model_version(const kiln_model *m);
 const kiln_model_config *kiln_model_get_config(const kiln_model *m);
 const kiln_backend *kiln_model_backend(const kiln_model *m);
+/* Instance 0 (NULL when not loaded). */
 kiln_backend_model *kiln_model_backend_model(const kiln_model *m);
 
-/* Adds one executed batch of `rows` requests to the statistics. Thread-safe (atomics). */
+/* The loaded instances: each has its own backend state and executes one batch at a time.
+ * Stable while the model is pinned. */
+uint32_t kiln_model_instance_count(const kiln_model *m);
+kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i);
+
+/* Adds one executed batch of `rows` rows to the statistics (and, on success, to the count of
+ * executions of that batch size). Thread-safe (atomics). */
 void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
                        uint64_t compute_ns);
 

@@ -11,6 +11,8 @@ PKGS=(
     libseccomp-dev libdlpack-dev libcmocka-dev libopenblas-dev
     # the standard health proto (grpc.health.v1)
     grpc-proto
+    # TLS tests make their certificates with openssl
+    openssl
     # tests: an independent Python client, stubs generated at test time
     python3-grpcio python3-numpy python3-protobuf protobuf-compiler-grpc
     # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include <grpc/support/time.h>
 #include "proto/grpc_service.pb-c.h"
 #include "proto/textformat.h"
 #include "server/server_int.h"
@@ -625,6 +627,16 @@ static kiln_status submit(kiln_call *c, grpc_byte_buffer *bb, bool stream, kiln_
     if (st == KILN_OK) {
         ic->req.done = on_infer_done;
         ic->req.done_ctx = ic;
+        ic->req.cancelled_by = &c->cancelled;
+        /* the client's deadline, from gRPC's monotonic clock into Kiln's */
+        if (gpr_time_cmp(c->deadline, gpr_inf_future(c->deadline.clock_type)) != 0) {
+            gpr_timespec left =
+                gpr_time_sub(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
+                             gpr_now(GPR_CLOCK_MONOTONIC));
+            int64_t ns = (int64_t)left.tv_sec * 1000000000 + left.tv_nsec;
+            uint64_t now = kiln_clock_now_ns();
+            ic->req.deadline_ns = ns > 0 ? now + (uint64_t)ns : now;
+        }
         st = kiln_engine_infer(c->srv->engine, &ic->req, err);
     }
     if (st != KILN_OK)

@@ -258,6 +258,41 @@ static void model_statistics(kiln_call *c, grpc_byte_buffer *payload)
         mp[k] = o;
         k++;
     }
+    /* executions by batch size */
+    Inference__InferBatchStatistics **bs_ptrs = NULL;
+    Inference__InferBatchStatistics *bs = NULL;
+    Inference__StatisticDuration *bd = NULL;
+    size_t n_bs_total = 0;
+    uint64_t *counts = kiln_calloc(KILN_BATCH_STATS, sizeof(uint64_t));
+    uint64_t *nss = kiln_calloc(KILN_BATCH_STATS, sizeof(uint64_t));
+    if (counts && nss && k) {
+        bs = kiln_calloc(k * KILN_BATCH_STATS, sizeof(*bs));
+        bd = kiln_calloc(k * KILN_BATCH_STATS, sizeof(*bd));
+        bs_ptrs = kiln_calloc(k * KILN_BATCH_STATS, sizeof(*bs_ptrs));
+    }
+    for (size_t m = 0; bs && bd && bs_ptrs && m < k; m++) {
+        int64_t ver = strtoll(ms[m].version, NULL, 10);
+        if (kiln_registry_batch_stats(reg_of(c), ms[m].name, ver, counts, nss, NULL) != KILN_OK)
+            continue;
+        size_t first = n_bs_total;
+        for (size_t b = 1; b < KILN_BATCH_STATS; b++) {
+            if (!counts[b])
+                continue;
+            Inference__InferBatchStatistics *x = &bs[n_bs_total];
+            Inference__StatisticDuration *d2 = &bd[n_bs_total];
+            inference__infer_batch_statistics__init(x);
+            inference__statistic_duration__init(d2);
+            x->batch_size = b;
+            d2->count = counts[b];
+            d2->ns = nss[b];
+            x->compute_infer = d2;
+            bs_ptrs[n_bs_total++] = x;
+        }
+        ms[m].n_batch_stats = n_bs_total - first;
+        ms[m].batch_stats = bs_ptrs + first;
+    }
+    kiln_free(counts);
+    kiln_free(nss);
     if (req->name[0] && k == 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "no statistics for model '%.128s'%s%.32s: it is not loaded",
@@ -270,6 +305,7 @@ static void model_statistics(kiln_call *c, grpc_byte_buffer *payload)
         kiln__reply_msg(c, &r.base);
     }
     kiln_free(ms), kiln_free(mp), kiln_free(is), kiln_free(d), kiln_free(vs);
+    kiln_free(bs), kiln_free(bd), kiln_free(bs_ptrs);
     kiln_free(all);
     kiln_textformat_free(&req->base);
 }

@@ -5,6 +5,7 @@
  */
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,15 +40,18 @@ static call_shape shape_of(const ProtobufCServiceDescriptor *svc, const char *me
 
 static kiln_status build_methods(kiln_server *s, kiln_err *err)
 {
-    const ProtobufCServiceDescriptor *svcs[] = {&inference__grpcinference_service__descriptor,
-                                                &grpc__health__v1__health__descriptor};
+    const ProtobufCServiceDescriptor *all[] = {&grpc__health__v1__health__descriptor,
+                                               &inference__grpcinference_service__descriptor};
+    /* a health-only server registers only the health service */
+    size_t n_svcs = s->opt.health_only ? 1 : 2;
+    const ProtobufCServiceDescriptor *const *svcs = all;
     size_t n = 0;
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < n_svcs; i++)
         n += svcs[i]->n_methods;
     s->methods = kiln_calloc(n, sizeof(kiln_method));
     if (!s->methods)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < n_svcs; i++) {
         for (unsigned k = 0; k < svcs[i]->n_methods; k++) {
             kiln_method *m = &s->methods[s->n_methods++];
             m->name = svcs[i]->methods[k].name;
@@ -73,7 +77,8 @@ static kiln_call *call_new(kiln_server *s, listener *l)
     c->call = l->call;
     c->cq = l->cq;
     c->deadline = l->deadline;
-    c->md = l->md;
+    c->md = l->md; /* the call owns the metadata now: the listener must not free it */
+    grpc_metadata_array_init(&l->md);
     c->close_tag = (kiln_tag){TAG_CLOSE, c};
     c->finish_tag = (kiln_tag){TAG_FINISH, c};
     c->recv_tag = (kiln_tag){TAG_RECV, c};
@@ -435,6 +440,10 @@ static void *cq_main(void *arg)
             break;
         case TAG_CLOSE: {
             kiln_call *c = t->owner;
+            if (c->cancelled_flag) {
+                atomic_store(&c->cancelled, true);
+                kiln_engine_poke(c->srv->engine); /* drop its queued work now */
+            }
             atomic_store(&c->closed, true);
             if (c->method->shape == SHAPE_SERVER_STREAM)
                 kiln__health_watch_closed(c);
@@ -481,6 +490,65 @@ static void *housekeeping(void *arg)
 }
 
 /* ---------------------------------------------------------------- lifecycle */
+
+/* Reads a whole PEM file into a NUL-terminated buffer (kiln_free it). */
+static kiln_status read_pem(const char *path, const char *what, char **out, kiln_err *err)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "%s %s cannot be read: %s", what, path,
+                            strerror(errno));
+    char *buf = kiln_malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    buf[n] = '\0';
+    if (!strstr(buf, "-----BEGIN ")) {
+        kiln_free(buf);
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "%s %s is not a PEM file", what, path);
+    }
+    *out = buf;
+    return KILN_OK;
+}
+
+/* Insecure credentials, or TLS / mutual TLS from the options' PEM files. */
+static kiln_status make_credentials(const kiln_server_options *o, grpc_server_credentials **out,
+                                    kiln_err *err)
+{
+    bool tls = o->tls_cert_file && o->tls_cert_file[0];
+    bool key = o->tls_key_file && o->tls_key_file[0];
+    bool ca = o->tls_client_ca_file && o->tls_client_ca_file[0];
+    if (!tls && !key && !ca) {
+        *out = grpc_insecure_server_credentials_create();
+        return KILN_OK;
+    }
+    if (!tls || !key)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "TLS needs both --tls-cert and --tls-key (a client CA alone is not "
+                            "enough)");
+    char *cert = NULL, *pkey = NULL, *roots = NULL;
+    kiln_status st = read_pem(o->tls_cert_file, "--tls-cert", &cert, err);
+    if (st == KILN_OK)
+        st = read_pem(o->tls_key_file, "--tls-key", &pkey, err);
+    if (st == KILN_OK && ca)
+        st = read_pem(o->tls_client_ca_file, "--tls-client-ca", &roots, err);
+    if (st == KILN_OK) {
+        grpc_ssl_pem_key_cert_pair pair = {pkey, cert};
+        *out = grpc_ssl_server_credentials_create_ex(
+            roots, &pair, 1,
+            ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+        if (!*out)
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT, "TLS credentials were refused by gRPC");
+    }
+    kiln_free(cert);
+    kiln_free(pkey);
+    kiln_free(roots);
+    return st;
+}
 
 kiln_status kiln_server_create(const kiln_server_options *opts, kiln_engine *engine,
                                kiln_server **out, kiln_err *err)
@@ -542,13 +610,31 @@ kiln_status kiln_server_create(const kiln_server_options *opts, kiln_engine *eng
         s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(s->server, s->cqs[i], NULL);
     }
-    grpc_server_credentials *cr = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *cr = NULL;
+    if ((st = make_credentials(&s->opt, &cr, err)) != KILN_OK) {
+        kiln_server_destroy(s);
+        return st;
+    }
     s->port = grpc_server_add_http2_port(s->server, s->opt.address, cr);
     grpc_server_credentials_release(cr);
     if (s->port == 0) {
         st = kiln_err_set(err, KILN_UNAVAILABLE, "cannot listen on %s", s->opt.address);
         kiln_server_destroy(s);
         return st;
+    }
+    if (s->opt.unix_socket && s->opt.unix_socket[0]) {
+        char target[4200];
+        snprintf(target, sizeof(target), "unix:%s", s->opt.unix_socket);
+        unlink(s->opt.unix_socket); /* a stale socket from an earlier run */
+        grpc_server_credentials *uc = grpc_insecure_server_credentials_create();
+        int ok = grpc_server_add_http2_port(s->server, target, uc);
+        grpc_server_credentials_release(uc);
+        if (!ok) {
+            st = kiln_err_set(err, KILN_UNAVAILABLE, "cannot listen on the Unix socket %s",
+                              s->opt.unix_socket);
+            kiln_server_destroy(s);
+            return st;
+        }
     }
     *out = s;
     return KILN_OK;

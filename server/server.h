@@ -35,11 +35,19 @@ typedef struct kiln_server_options {
     int requests_per_method;   /* pre-posted per method per queue; 0 = 16 */
     int64_t max_message_bytes; /* receive and send limit; 0 = 2 GiB - 1 */
     const char *version;       /* reported by ServerMetadata */
+    /* TLS: a server certificate chain and key (PEM files) turn TLS on for `address`; with a
+     * client CA as well, clients must present a certificate it signed (mutual TLS). */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_client_ca_file;
+    const char *unix_socket; /* also listen on this Unix socket path (plaintext); NULL = no */
+    bool health_only;        /* serve grpc.health.v1 only (a plaintext probe port) */
 } kiln_server_options;
 
 /*
  * Creates the server and binds the address (so kiln_server_port is known before start).
- * KILN_UNAVAILABLE if the address cannot be bound, KILN_INTERNAL for gRPC setup failures.
+ * KILN_UNAVAILABLE if the address cannot be bound, KILN_INVALID_ARGUMENT for TLS files that
+ * cannot be read (or a key without a certificate), KILN_INTERNAL for gRPC setup failures.
  */
 kiln_status kiln_server_create(const kiln_server_options *opts, kiln_engine *engine,
                                kiln_server **out, kiln_err *err);

@@ -72,9 +72,10 @@ struct kiln_call {
     grpc_metadata_array md;
     atomic_int refs; /* outstanding tags + the handler's own */
     kiln_tag close_tag, finish_tag, recv_tag, send_tag;
-    int cancelled_flag;  /* written by RECV_CLOSE_ON_SERVER */
-    atomic_bool closed;  /* RECV_CLOSE came back */
-    atomic_bool replied; /* unary: the one reply was started */
+    int cancelled_flag;    /* written by RECV_CLOSE_ON_SERVER */
+    atomic_bool closed;    /* RECV_CLOSE came back */
+    atomic_bool cancelled; /* ... and said the call was cancelled (deadline, client gone) */
+    atomic_bool replied;   /* unary: the one reply was started */
     grpc_slice status_details;
     grpc_metadata trailing[1];
     grpc_byte_buffer *send_bb;

@@ -102,7 +102,8 @@ int main(int argc, char **argv)
     grpc_channel_credentials_release(cr);
     cq = grpc_completion_queue_create_for_next(NULL);
 
-    Inference__CudaSharedMemoryRegisterRequest reg = INFERENCE__CUDA_SHARED_MEMORY_REGISTER_REQUEST__INIT;
+    Inference__CudaSharedMemoryRegisterRequest reg =
+        INFERENCE__CUDA_SHARED_MEMORY_REGISTER_REQUEST__INIT;
     reg.name = "gpu0";
     reg.raw_handle.data = (uint8_t *)&h;
     reg.raw_handle.len = sizeof(h);
@@ -116,22 +117,28 @@ int main(int argc, char **argv)
     reg.name = "too-big";
     reg.byte_size = 2 * bytes;
     st = call(R, &reg.base, det, sizeof(det), NULL);
-    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "passes the"), "a size past the allocation is refused", det);
+    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "passes the"),
+          "a size past the allocation is refused", det);
     reg.name = "bad-handle";
     reg.byte_size = bytes;
     reg.raw_handle.len = 10;
     st = call(R, &reg.base, det, sizeof(det), NULL);
-    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "raw_handle is 10 bytes"), "a short handle is refused", det);
+    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "raw_handle is 10 bytes"),
+          "a short handle is refused", det);
     reg.raw_handle.len = sizeof(h);
     reg.device_id = 99;
     st = call(R, &reg.base, det, sizeof(det), NULL);
-    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "device_id 99 does not exist"), "a missing device is refused", det);
+    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "device_id 99 does not exist"),
+          "a missing device is refused", det);
 
-    Inference__CudaSharedMemoryStatusRequest sreq = INFERENCE__CUDA_SHARED_MEMORY_STATUS_REQUEST__INIT;
+    Inference__CudaSharedMemoryStatusRequest sreq =
+        INFERENCE__CUDA_SHARED_MEMORY_STATUS_REQUEST__INIT;
     grpc_slice out;
-    st = call("/inference.GRPCInferenceService/CudaSharedMemoryStatus", &sreq.base, det, sizeof(det), &out);
+    st = call("/inference.GRPCInferenceService/CudaSharedMemoryStatus", &sreq.base, det,
+              sizeof(det), &out);
     Inference__CudaSharedMemoryStatusResponse *sr =
-        inference__cuda_shared_memory_status_response__unpack(NULL, GRPC_SLICE_LENGTH(out), GRPC_SLICE_START_PTR(out));
+        inference__cuda_shared_memory_status_response__unpack(NULL, GRPC_SLICE_LENGTH(out),
+                                                              GRPC_SLICE_START_PTR(out));
     int listed = sr && sr->n_regions == 1 && strcmp(sr->regions[0]->key, "gpu0") == 0 &&
                  sr->regions[0]->value->byte_size == bytes && sr->regions[0]->value->device_id == 0;
     check(st == GRPC_STATUS_OK && listed, "status lists gpu0 (device 0, 1 MiB)", det);
@@ -141,19 +148,23 @@ int main(int argc, char **argv)
 
     /* a plugin model cannot take a CUDA input: a clear error, not a crash */
     int64_t shape[2] = {1, 16};
-    Inference__InferParameter preg = INFERENCE__INFER_PARAMETER__INIT, psz = INFERENCE__INFER_PARAMETER__INIT;
+    Inference__InferParameter preg = INFERENCE__INFER_PARAMETER__INIT,
+                              psz = INFERENCE__INFER_PARAMETER__INIT;
     preg.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
     preg.string_param = "gpu0";
     psz.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
     psz.int64_param = 64;
-    Inference__ModelInferRequest__InferInputTensor__ParametersEntry pe[2], *pp[2] = {&pe[0], &pe[1]};
+    Inference__ModelInferRequest__InferInputTensor__ParametersEntry pe[2],
+        *pp[2] = {&pe[0], &pe[1]};
     for (int i = 0; i < 2; i++)
         inference__model_infer_request__infer_input_tensor__parameters_entry__init(&pe[i]);
     pe[0].key = "shared_memory_region";
     pe[0].value = &preg;
     pe[1].key = "shared_memory_byte_size";
     pe[1].value = &psz;
-    Inference__ModelInferRequest__InferInputTensor in = INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT, *ip = &in;
+    Inference__ModelInferRequest__InferInputTensor
+        in = INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT,
+        *ip = &in;
     in.name = "INPUT0";
     in.datatype = "FP32";
     in.n_shape = 2;
@@ -165,15 +176,21 @@ int main(int argc, char **argv)
     ir.n_inputs = 1;
     ir.inputs = &ip;
     st = call("/inference.GRPCInferenceService/ModelInfer", &ir.base, det, sizeof(det), NULL);
-    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "CUDA memory"), "a plugin given a CUDA input says why", det);
+    check(st == GRPC_STATUS_INVALID_ARGUMENT && strstr(det, "CUDA memory"),
+          "a plugin given a CUDA input says why", det);
 
-    Inference__CudaSharedMemoryUnregisterRequest ur = INFERENCE__CUDA_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
+    Inference__CudaSharedMemoryUnregisterRequest ur =
+        INFERENCE__CUDA_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
     ur.name = "gpu0";
-    st = call("/inference.GRPCInferenceService/CudaSharedMemoryUnregister", &ur.base, det, sizeof(det), NULL);
+    st = call("/inference.GRPCInferenceService/CudaSharedMemoryUnregister", &ur.base, det,
+              sizeof(det), NULL);
     check(st == GRPC_STATUS_OK, "unregister", det);
-    st = call("/inference.GRPCInferenceService/CudaSharedMemoryStatus", &sreq.base, det, sizeof(det), &out);
-    sr = inference__cuda_shared_memory_status_response__unpack(NULL, GRPC_SLICE_LENGTH(out), GRPC_SLICE_START_PTR(out));
-    check(st == GRPC_STATUS_OK && sr && sr->n_regions == 0, "status is empty after unregister", det);
+    st = call("/inference.GRPCInferenceService/CudaSharedMemoryStatus", &sreq.base, det,
+              sizeof(det), &out);
+    sr = inference__cuda_shared_memory_status_response__unpack(NULL, GRPC_SLICE_LENGTH(out),
+                                                               GRPC_SLICE_START_PTR(out));
+    check(st == GRPC_STATUS_OK && sr && sr->n_regions == 0, "status is empty after unregister",
+          det);
     if (sr)
         inference__cuda_shared_memory_status_response__free_unpacked(sr, NULL);
     grpc_slice_unref(out);

@@ -14,7 +14,8 @@ protoc -I"$root" --python_out="$py" --grpc_out="$py" \
 protoc -I/usr/share/grpc-proto/grpc/health/v1 --python_out="$py" --grpc_out="$py" \
     --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin health.proto || exit 1
 out=$(mktemp)
-KILN_BUILD="$build" KILN_PY="$py" /usr/bin/python3 "$root/tests/integration/test_server.py" -v \
+KILN_BUILD="$build" KILN_PY="$py" PYTHONPATH="$py:$root/tests/integration" \
+    /usr/bin/python3 -m unittest discover -s "$root/tests/integration" -p 'test_*.py' -v \
     2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$out" | tail -n 1)

@@ -1,0 +1,209 @@
+/*
+ * Unit tests: the engine and its scheduler, driven directly (no gRPC): many threads submit
+ * requests at once (TSan watches), batching happens and every answer is right; a full queue;
+ * a request cancelled while queued never runs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "model_worker/worker.h"
+#include "tests/support.h"
+
+typedef struct call {
+    kiln_infer_request req;
+    kiln_infer_input in[2];
+    int64_t shape[2];
+    int32_t base;
+    atomic_int done;
+    kiln_status st;
+    char msg[KILN_ERR_MSG_MAX];
+    int wrong;
+} call;
+
+static atomic_int answered;
+
+static void on_done(void *ctx, kiln_infer_response *res, kiln_status st, const kiln_err *err)
+{
+    call *c = ctx;
+    c->st = st;
+    if (st == KILN_OK) {
+        const int32_t *sum = res->outputs[0].tensor.data;
+        for (int i = 0; i < 16; i++)
+            if (sum[i] != c->base + i + 1)
+                c->wrong++;
+    } else {
+        snprintf(c->msg, sizeof(c->msg), "%s", err ? err->msg : "");
+    }
+    kiln_infer_response_release(res);
+    atomic_store(&c->done, 1);
+    atomic_fetch_add(&answered, 1);
+}
+
+static void prepare(call *c, const char *model, int32_t base)
+{
+    memset(c, 0, sizeof(*c));
+    c->base = base;
+    c->shape[0] = 1;
+    c->shape[1] = 16;
+    for (int k = 0; k < 2; k++) {
+        kiln_storage *s;
+        kiln_err e;
+        assert_ok(kiln_storage_create_heap(64, &s, &e), &e);
+        int32_t *p = kiln_storage_data(s);
+        for (int i = 0; i < 16; i++)
+            p[i] = k == 0 ? base + i : 1;
+        c->in[k] = (kiln_infer_input){.name = k ? "INPUT1" : "INPUT0", .datatype = "INT32",
+                                      .shape = c->shape, .rank = 2, .data = s, .data_size = 64};
+    }
+    c->req.model = model;
+    c->req.version = "";
+    c->req.n_inputs = 2;
+    c->req.inputs = c->in;
+    c->req.done = on_done;
+    c->req.done_ctx = c;
+}
+
+static kiln_engine *engine(void)
+{
+    kiln_engine_options o;
+    kiln_engine_options_default(&o);
+    char repo[1024];
+    snprintf(repo, sizeof(repo), "%s/models", kiln_test_build_dir());
+    o.repository = repo;
+    o.exec_threads = 2;
+    kiln_engine *e;
+    kiln_err err;
+    assert_ok(kiln_engine_create(&o, &e, &err), &err);
+    assert_ok(kiln_engine_load(e, "simple", NULL, NULL, &err), &err);
+    return e;
+}
+
+enum { THREADS = 4, PER = 200 };
+static kiln_engine *shared;
+
+static void *submitter(void *arg)
+{
+    call *calls = arg;
+    for (int i = 0; i < PER; i++) {
+        kiln_err e;
+        if (kiln_engine_infer(shared, &calls[i].req, &e) != KILN_OK) {
+            calls[i].st = e.code;
+            atomic_store(&calls[i].done, 1);
+            atomic_fetch_add(&answered, 1);
+        }
+    }
+    return NULL;
+}
+
+static void many_threads_batch_and_answer_right(void **state)
+{
+    (void)state;
+    kiln_log_set_level(KILN_LOG_ERROR);
+    shared = engine();
+    call *calls = calloc(THREADS * PER, sizeof(*calls));
+    for (int i = 0; i < THREADS * PER; i++)
+        prepare(&calls[i], "simple", i * 3);
+    atomic_store(&answered, 0);
+    pthread_t t[THREADS];
+    for (int k = 0; k < THREADS; k++)
+        pthread_create(&t[k], NULL, submitter, calls + k * PER);
+    for (int k = 0; k < THREADS; k++)
+        pthread_join(t[k], NULL);
+    for (int i = 0; i < 10000 && atomic_load(&answered) < THREADS * PER; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&answered), THREADS * PER);
+    for (int i = 0; i < THREADS * PER; i++) {
+        if (calls[i].st != KILN_OK)
+            fail_msg("call %d: %s %s", i, kiln_status_name(calls[i].st), calls[i].msg);
+        assert_int_equal(calls[i].wrong, 0);
+    }
+    kiln_model_status s;
+    kiln_err e;
+    assert_ok(kiln_registry_status(kiln_engine_registry(shared), "simple", 1, &s, &e), &e);
+    assert_int_equal(s.stats.success_count, THREADS * PER);
+    assert_true(s.stats.execution_count <= THREADS * PER);
+    printf("engine: %d requests in %llu executions\n", THREADS * PER,
+           (unsigned long long)s.stats.execution_count);
+    kiln_engine_drain(shared);
+    kiln_engine_destroy(shared);
+    free(calls);
+}
+
+static void cancelled_while_queued_never_runs(void **state)
+{
+    (void)state;
+    /* a slow model (one instance, 200 ms per batch, no batching) in a repository of our own */
+    char repo[] = "/tmp/kiln-engine-XXXXXX";
+    assert_non_null(mkdtemp(repo));
+    char p[512];
+    snprintf(p, sizeof(p), "%s/slow", repo);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/slow/1", repo);
+    mkdir(p, 0700);
+    char so[1024];
+    snprintf(so, sizeof(so), "%s/plugins/identity.so", kiln_test_build_dir());
+    snprintf(p, sizeof(p), "%s/slow/1/model.so", repo);
+    assert_int_equal(symlink(so, p), 0);
+    snprintf(p, sizeof(p), "%s/slow/config.pbtxt", repo);
+    FILE *f = fopen(p, "w");
+    fputs("backend: 'plugin' max_batch_size: 4 input { name: 'INPUT0' data_type: TYPE_INT32 "
+          "dims: [16] } output { name: 'OUTPUT0' data_type: TYPE_INT32 dims: [16] } "
+          "parameters { key: 'execute_delay_ms' value { string_value: '200' } } "
+          "dynamic_batching { default_queue_policy { max_queue_size: 1 } }",
+          f);
+    fclose(f);
+    kiln_engine_options o;
+    kiln_engine_options_default(&o);
+    o.repository = repo;
+    kiln_engine *e;
+    kiln_err err;
+    assert_status(kiln_engine_create(&o, &e, &err), KILN_OK, &err, NULL);
+    assert_ok(kiln_engine_load(e, "slow", NULL, NULL, &err), &err);
+    call a, b, c;
+    prepare(&a, "slow", 0);
+    prepare(&b, "slow", 0);
+    prepare(&c, "slow", 0);
+    a.req.n_inputs = b.req.n_inputs = c.req.n_inputs = 1;
+    kiln_storage_unref(a.in[1].data), kiln_storage_unref(b.in[1].data), kiln_storage_unref(c.in[1].data);
+    atomic_store(&answered, 0);
+    assert_ok(kiln_engine_infer(e, &a.req, &err), &err); /* runs */
+    usleep(50000);
+    assert_ok(kiln_engine_infer(e, &b.req, &err), &err); /* waits */
+    assert_status(kiln_engine_infer(e, &c.req, &err), KILN_RESOURCE_EXHAUSTED, &err,
+                  "model 'slow' queue is full (1 requests waiting, max_queue_size 1)");
+    atomic_store(&b.req.cancelled, true);
+    kiln_engine_poke(e);
+    for (int i = 0; i < 5000 && atomic_load(&answered) < 2; i++)
+        usleep(1000);
+    assert_int_equal(a.st, KILN_OK);
+    assert_int_equal(b.st, KILN_CANCELLED);
+    assert_non_null(strstr(b.msg, "cancelled while it was queued"));
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(kiln_engine_registry(e), "slow", 1, &s, &err), &err);
+    assert_int_equal(s.stats.execution_count, 1);
+    kiln_engine_drain(e);
+    kiln_engine_destroy(e);
+    snprintf(p, sizeof(p), "rm -rf %s", repo);
+    assert_int_equal(system(p), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(many_threads_batch_and_answer_right),
+        cmocka_unit_test(cancelled_while_queued_never_runs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
