@@ -2,11 +2,16 @@
  * bench/bench_server.c: kiln-server end to end, against baselines measured in the same run.
  *
  * (a) A bare gRPC C-core echo server (this binary, --echo mode, another process) answering the
- *     same ModelInferRequest bytes with themselves, vs kiln-server's ModelInfer on `simple`,
- *     with 1 and 64 requests in flight: QPS and p50/p99 latency, printed as ratios kiln/echo.
+ *     same ModelInferRequest bytes with themselves, vs kiln-server's ModelInfer on `simple`
+ *     without the batcher (`simple_nobatch`: no batching delay, so this is the per-request
+ *     overhead), with 1 and 64 requests in flight: QPS and p50/p99, as ratios kiln/echo.
  * (b) identity_fp32 with 16 MiB, 256 MiB and 1 GiB tensors: inline (raw_input_contents in,
  *     raw_output_contents out) vs shared memory (input and output in a registered region),
  *     end to end, against one memcpy of the same size.
+ *
+ * (c) `simple` and `identity_fp32` (1x256 FP32) at 1, 8, 64 and 256 in flight, with the
+ *     dynamic batcher on (max_queue_delay 100 us) and off, and the echo server at the same
+ *     depth: throughput and p50/p99, with the ratios batching on/off and kiln/echo.
  *
  * The load generator is a gRPC C-core client with one completion queue and N calls in flight.
  * Usage: bench_server [build_dir] [--quick]   (--quick: 1 s per point, sizes up to 256 MiB)
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -348,8 +354,10 @@ static void noop_free(void *p)
     (void)p;
 }
 
-/* identity_fp32 request: inline (data != NULL) or through region `region`. */
-static grpc_byte_buffer *identity_request(size_t bytes, const void *data, const char *region)
+/* An identity model's request of shape [1, bytes/4]: inline (data != NULL) or through region
+ * `region`. */
+static grpc_byte_buffer *identity_request(const char *model, size_t bytes, const void *data,
+                                          const char *region)
 {
     int64_t shape[2] = {1, (int64_t)(bytes / 4)};
     Inference__ModelInferRequest__InferInputTensor in, *ip = &in;
@@ -370,7 +378,7 @@ static grpc_byte_buffer *identity_request(size_t bytes, const void *data, const 
     inference__model_infer_request__infer_requested_output_tensor__init(&out);
     out.name = "OUTPUT0";
     Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    r.model_name = "identity_fp32";
+    r.model_name = (char *)model;
     r.n_inputs = 1;
     r.inputs = &ip;
     if (region) {
@@ -471,7 +479,7 @@ static void bench_large(client *c, bool quick)
         float *data = malloc(bytes);
         memset(data, 1, bytes);
         uint64_t inl[11], shm[11], cpy[11];
-        grpc_byte_buffer *req = identity_request(bytes, data, NULL);
+        grpc_byte_buffer *req = identity_request("identity_fp32", bytes, data, NULL);
         one_call(c, req); /* warm-up */
         for (int i = 0; i < reps; i++)
             inl[i] = one_call(c, req);
@@ -491,7 +499,7 @@ static void bench_large(client *c, bool quick)
         reg.key = key;
         reg.byte_size = 2 * bytes;
         unary_simple(c, "/inference.GRPCInferenceService/SystemSharedMemoryRegister", &reg.base);
-        req = identity_request(bytes, NULL, "bench");
+        req = identity_request("identity_fp32", bytes, NULL, "bench");
         one_call(c, req);
         for (int i = 0; i < reps; i++)
             shm[i] = one_call(c, req);
@@ -523,6 +531,99 @@ static void bench_large(client *c, bool quick)
     }
 }
 
+/* A repository with each example model twice: batching on (as shipped) and off. */
+static void make_repo(const char *build, char *repo, size_t cap)
+{
+    snprintf(repo, cap, "/tmp/kiln-bench-repo-XXXXXX");
+    if (!mkdtemp(repo))
+        die("mkdtemp");
+    static const struct {
+        const char *name, *plugin, *body;
+    } models[] = {
+        {"simple", "simple",
+         "max_batch_size: 8 input [ { name: 'INPUT0' data_type: TYPE_INT32 dims: [16] }, "
+         "{ name: 'INPUT1' data_type: TYPE_INT32 dims: [16] } ] output [ { name: "
+         "'OUTPUT0' data_type: TYPE_INT32 dims: [16] }, { name: 'OUTPUT1' "
+         "data_type: TYPE_INT32 dims: [16] } ]"},
+        {"identity_fp32", "identity",
+         "max_batch_size: 64 input [ { name: 'INPUT0' data_type: "
+         "TYPE_FP32 dims: [-1] } ] output [ { name: 'OUTPUT0' "
+         "data_type: TYPE_FP32 dims: [-1] } ]"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        for (int batching = 0; batching < 2; batching++) {
+            char dir[512], path[600], so[1024];
+            snprintf(dir, sizeof(dir), "%s/%s%s", repo, models[i].name, batching ? "" : "_nobatch");
+            mkdir(dir, 0700);
+            snprintf(path, sizeof(path), "%s/1", dir);
+            mkdir(path, 0700);
+            snprintf(path, sizeof(path), "%s/1/model.so", dir);
+            snprintf(so, sizeof(so), "%s/plugins/%s.so", build, models[i].plugin);
+            if (symlink(so, path) != 0)
+                die("symlink");
+            snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
+            FILE *f = fopen(path, "w");
+            fprintf(f, "backend: 'plugin' %s %s\n", models[i].body,
+                    batching ? "dynamic_batching { max_queue_delay_microseconds: 100 }" : "");
+            fclose(f);
+        }
+    }
+}
+
+/* identity_fp32 request of shape [1, n] inline (small payloads for the throughput table). */
+static grpc_byte_buffer *small_identity(const char *model, size_t n)
+{
+    static float data[4096];
+    return identity_request(model, n * sizeof(float), data, NULL);
+}
+
+static grpc_byte_buffer *simple_for(const char *model)
+{
+    grpc_byte_buffer *bb = simple_request();
+    if (strcmp(model, "simple") == 0)
+        return bb;
+    /* same request, other model name: rebuild with protobuf-c */
+    grpc_byte_buffer_reader rd;
+    grpc_byte_buffer_reader_init(&rd, bb);
+    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    Inference__ModelInferRequest *m =
+        inference__model_infer_request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    grpc_byte_buffer_destroy(bb);
+    char *old = m->model_name;
+    m->model_name = (char *)model;
+    grpc_byte_buffer *out = pack_bb(&m->base);
+    m->model_name = old;
+    inference__model_infer_request__free_unpacked(m, NULL);
+    return out;
+}
+
+static void bench_batching(client *ck, client *ce, double secs)
+{
+    static const int depths[] = {1, 8, 64, 256};
+    printf("\n(c) throughput and latency with the dynamic batcher on and off; echo at the same "
+           "depth\n");
+    printf("%-14s %6s | %9s %8s %8s | %9s %8s %8s | %7s | %9s %7s\n", "model", "depth", "on QPS",
+           "p50 us", "p99 us", "off QPS", "p50 us", "p99 us", "on/off", "echo QPS", "on/echo");
+    const char *names[] = {"simple", "identity_fp32"};
+    for (int mi = 0; mi < 2; mi++) {
+        char off_name[64];
+        snprintf(off_name, sizeof(off_name), "%s_nobatch", names[mi]);
+        grpc_byte_buffer *on = mi == 0 ? simple_for(names[mi]) : small_identity(names[mi], 256);
+        grpc_byte_buffer *off = mi == 0 ? simple_for(off_name) : small_identity(off_name, 256);
+        for (size_t d = 0; d < 4; d++) {
+            run_result a = load(ck, on, depths[d], secs), b = load(ck, off, depths[d], secs);
+            run_result e = load(ce, on, depths[d], secs);
+            printf("%-14s %6d | %9.0f %8.0f %8.0f | %9.0f %8.0f %8.0f | %6.2fx | %9.0f %6.2fx\n",
+                   names[mi], depths[d], a.qps, a.p50_us, a.p99_us, b.qps, b.p50_us, b.p99_us,
+                   a.qps / b.qps, e.qps, a.qps / e.qps);
+        }
+        grpc_byte_buffer_destroy(on);
+        grpc_byte_buffer_destroy(off);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 2 && strcmp(argv[1], "--echo") == 0)
@@ -540,7 +641,9 @@ int main(int argc, char **argv)
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     self[n > 0 ? n : 0] = '\0';
     snprintf(kiln, sizeof(kiln), "%s/kiln-server", build);
-    snprintf(repo, sizeof(repo), "--model-repository=%s/models", build);
+    char repo_dir[256];
+    make_repo(build, repo_dir, sizeof(repo_dir));
+    snprintf(repo, sizeof(repo), "--model-repository=%s", repo_dir);
     snprintf(pf_echo, sizeof(pf_echo), "/tmp/kiln-bench-echo-%ld", (long)getpid());
     snprintf(pf_kiln, sizeof(pf_kiln), "/tmp/kiln-bench-kiln-%ld", (long)getpid());
     unlink(pf_echo);
@@ -556,8 +659,9 @@ int main(int argc, char **argv)
     client ce, ck;
     client_open(&ce, echo_port);
     client_open(&ck, kiln_port);
-    grpc_byte_buffer *req = simple_request();
-    printf("(a) ModelInfer on `simple` vs a bare gRPC C-core echo of the same %zu-byte request\n",
+    grpc_byte_buffer *req = simple_for("simple_nobatch");
+    printf("(a) ModelInfer on `simple` (batcher off) vs a bare gRPC C-core echo of the same "
+           "%zu-byte request\n",
            grpc_byte_buffer_length(req));
     printf("%-10s %10s %10s %10s %10s %10s %10s %9s %9s %9s\n", "in flight", "echo QPS", "p50 us",
            "p99 us", "kiln QPS", "p50 us", "p99 us", "QPS k/e", "p50 k/e", "p99 k/e");
@@ -569,6 +673,7 @@ int main(int argc, char **argv)
                k.p50_us / e.p50_us, k.p99_us / e.p99_us);
     }
     grpc_byte_buffer_destroy(req);
+    bench_batching(&ck, &ce, quick ? 0.5 : 1.5);
     client_close(&ce);
     stop(echo_pid);
     bench_large(&ck, quick);
@@ -576,6 +681,10 @@ int main(int argc, char **argv)
     stop(kiln_pid);
     unlink(pf_echo);
     unlink(pf_kiln);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", repo_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_server: could not remove %s\n", repo_dir);
     grpc_shutdown();
     return 0;
 }

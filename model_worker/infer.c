@@ -309,8 +309,13 @@ kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err 
         j->rows = j->cfg->max_batch_size > 0 ? j->rows : 1;
         j->enqueued_ns = kiln_clock_now_ns();
         j->deadline_ns = req->deadline_ns;
-        if (j->cfg->default_timeout_us)
-            j->queue_deadline_ns = j->enqueued_ns + j->cfg->default_timeout_us * KILN_NS_PER_US;
+        uint64_t timeout_us = j->cfg->default_timeout_us;
+        if (req->timeout_us && j->cfg->allow_timeout_override)
+            timeout_us = req->timeout_us;
+        /* a timeout too long to represent is no timeout */
+        if (timeout_us && !j->cfg->queue_timeout_delays &&
+            timeout_us <= (UINT64_MAX - j->enqueued_ns) / KILN_NS_PER_US)
+            j->queue_deadline_ns = j->enqueued_ns + timeout_us * KILN_NS_PER_US;
         st = kiln__sched_enqueue(e, j, err);
     }
     if (st != KILN_OK)

@@ -20,6 +20,7 @@
  * cancelled while its batch ran gets its error, and its rows are dropped.
  */
 #include <inttypes.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,11 @@
 #include "sandbox/sandbox.h"
 
 /* ---------------------------------------------------------------- queueing */
+
+typedef struct finished finished;
+static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
+                            uint64_t *wake);
+static void answer_all(finished *done);
 
 static model_queue *queue_for_locked(kiln_engine *e, kiln_model *m)
 {
@@ -73,8 +79,14 @@ kiln_status kiln__sched_enqueue(kiln_engine *e, kiln_pending *p, kiln_err *err)
     q->tail = p;
     q->len++;
     e->pending++;
-    pthread_cond_signal(&e->sched_cond);
+    /* start it here if it can run now; else the scheduler thread times it */
+    finished *done = NULL;
+    uint64_t wake = 0;
+    dispatch_locked(e, q, kiln_clock_now_ns(), &done, &wake);
+    if (q->head || wake)
+        pthread_cond_signal(&e->sched_cond);
     pthread_mutex_unlock(&e->sched_mu);
+    answer_all(done);
     return KILN_OK;
 }
 
@@ -191,8 +203,7 @@ static uint32_t tensor_rows(const kiln_tensor *t, bool batched)
  * Gathers input k of the batch's requests into one tensor. No copy when the pieces already
  * lie back to back in memory; else one copy (counted for each request).
  */
-static kiln_status gather(batch_job *b, size_t k, kiln_tensor *out, uint64_t *copied,
-                          kiln_err *err)
+static kiln_status gather(batch_job *b, size_t k, kiln_tensor *out, uint64_t *copied, kiln_err *err)
 {
     kiln_tensor *first = &b->reqs[0]->inputs[k];
     kiln_shape shape = first->shape;
@@ -297,10 +308,12 @@ static kiln_status split(batch_job *b, kiln_pending *p, kiln_output_slot *bslots
             st = kiln_tensor_view_for_write(dst->buffer, dst->offset, t->dtype, &shape, len,
                                             &dst->result, err);
         } else { /* a view of the batch output: no copy */
-            st = kiln_tensor_view_for_write(t->storage, (size_t)((const unsigned char *)t->data -
-                                                                 (const unsigned char *)kiln_storage_data(t->storage)) +
-                                                            off,
-                                            t->dtype, &shape, len, &dst->result, err);
+            st = kiln_tensor_view_for_write(
+                t->storage,
+                (size_t)((const unsigned char *)t->data -
+                         (const unsigned char *)kiln_storage_data(t->storage)) +
+                    off,
+                t->dtype, &shape, len, &dst->result, err);
         }
         if (st != KILN_OK)
             return st;
@@ -350,8 +363,13 @@ static void release_instance(batch_job *b)
     pthread_mutex_lock(&e->sched_mu);
     b->q->busy &= ~(1u << b->instance);
     e->pending -= b->n;
+    /* the next batch of this model can start from here */
+    finished *done = NULL;
+    uint64_t wake = 0;
+    dispatch_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
     pthread_cond_broadcast(&e->sched_cond);
     pthread_mutex_unlock(&e->sched_mu);
+    answer_all(done);
 }
 
 static void run_batch(kiln_job *job)
@@ -375,8 +393,11 @@ static void run_batch(kiln_job *job)
     kiln_err_clear(&err);
     kiln_status st = KILN_OK;
     uint64_t *copied = kiln_calloc(b->n, sizeof(*copied));
-    kiln_tensor *inputs = b->n == 1 ? p0->inputs : kiln_calloc(p0->n_inputs ? p0->n_inputs : 1, sizeof(kiln_tensor));
-    kiln_output_slot *slots = b->n == 1 ? p0->slots : kiln_calloc(p0->n_slots ? p0->n_slots : 1, sizeof(kiln_output_slot));
+    kiln_tensor *inputs =
+        b->n == 1 ? p0->inputs : kiln_calloc(p0->n_inputs ? p0->n_inputs : 1, sizeof(kiln_tensor));
+    kiln_output_slot *slots =
+        b->n == 1 ? p0->slots
+                  : kiln_calloc(p0->n_slots ? p0->n_slots : 1, sizeof(kiln_output_slot));
     if (!copied || !inputs || !slots)
         st = kiln_err_set(&err, KILN_RESOURCE_EXHAUSTED, "out of memory forming a batch");
     for (size_t k = 0; st == KILN_OK && b->n > 1 && k < p0->n_inputs; k++)
@@ -451,12 +472,12 @@ static void run_batch(kiln_job *job)
 /* ---------------------------------------------------------------- the scheduler thread */
 
 /* A request answered outside the lock. */
-typedef struct finished {
+struct finished {
     kiln_pending *p;
     kiln_status st;
     kiln_err err;
-    struct finished *next;
-} finished;
+    finished *next;
+};
 
 /* Removes queued requests that expired or were cancelled. REQUIRES: sched_mu. */
 static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
@@ -492,66 +513,87 @@ static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, finished
     }
 }
 
+/*
+ * Starts as many batches of q as it has free instances and ready batches. Requests that could
+ * not be handed over are added to *done; *wake gets the next time a batch may become ready.
+ * REQUIRES: sched_mu. Called by the scheduler thread, and directly by the thread that queues a
+ * request or finishes a batch, so a batch that can run now does not wait for a thread switch.
+ */
+static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
+                            uint64_t *wake)
+{
+    uint32_t n_inst = kiln_model_instance_count(q->model);
+    while (q->head) {
+        uint32_t inst = 0;
+        while (inst < n_inst && (q->busy & (1u << inst)))
+            inst++;
+        if (inst >= n_inst)
+            return;
+        uint32_t cap =
+            q->head->cfg->max_batch_size > 0 ? (uint32_t)q->head->cfg->max_batch_size : 1;
+        kiln_pending **reqs = kiln_calloc(cap, sizeof(*reqs));
+        batch_job *b = kiln_calloc(1, sizeof(*b));
+        uint64_t w = 0;
+        uint32_t n = reqs && b ? form_batch_locked(q, now, reqs, cap, &w) : 0;
+        if (!n) {
+            kiln_free(reqs);
+            kiln_free(b);
+            if (w && (!*wake || w < *wake))
+                *wake = w;
+            return;
+        }
+        *b = (batch_job){
+            .job = {.run = run_batch}, .e = e, .q = q, .instance = inst, .n = n, .reqs = reqs};
+        q->busy |= 1u << inst;
+        kiln_err err;
+        if (kiln__engine_post(e, &b->job, false, &err) != KILN_OK) {
+            /* the pool refuses (stopping): answer the batch's requests */
+            q->busy &= ~(1u << inst);
+            e->pending -= n;
+            for (uint32_t i = 0; i < n; i++) {
+                finished *f = kiln_calloc(1, sizeof(*f));
+                if (f) {
+                    f->p = reqs[i];
+                    f->st = err.code;
+                    f->err = err;
+                    f->next = *done;
+                    *done = f;
+                }
+            }
+            kiln_free(reqs);
+            kiln_free(b);
+            return;
+        }
+    }
+}
+
+/* Answers finished requests (outside sched_mu). */
+static void answer_all(finished *done)
+{
+    while (done) {
+        finished *n = done->next;
+        kiln__pending_finish(done->p, done->st, &done->err);
+        kiln_free(done);
+        done = n;
+    }
+}
+
 static void *scheduler_main(void *arg)
 {
     kiln_engine *e = arg;
+    /* batching delays are tens of microseconds: do not let the kernel stretch our waits */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     pthread_mutex_lock(&e->sched_mu);
     for (;;) {
         uint64_t now = kiln_clock_now_ns(), wake = 0;
         finished *done = NULL;
         for (model_queue *q = e->queues; q; q = q->next) {
             expire_locked(e, q, now, &done, &wake);
-            uint32_t n_inst = kiln_model_instance_count(q->model);
-            while (q->head) {
-                uint32_t inst = 0;
-                while (inst < n_inst && (q->busy & (1u << inst)))
-                    inst++;
-                if (inst >= n_inst)
-                    break;
-                uint32_t cap = q->head->cfg->max_batch_size > 0 ? (uint32_t)q->head->cfg->max_batch_size : 1;
-                kiln_pending **reqs = kiln_calloc(cap, sizeof(*reqs));
-                batch_job *b = kiln_calloc(1, sizeof(*b));
-                uint64_t w = 0;
-                uint32_t n = reqs && b ? form_batch_locked(q, now, reqs, cap, &w) : 0;
-                if (!n) {
-                    kiln_free(reqs);
-                    kiln_free(b);
-                    if (w && (!wake || w < wake))
-                        wake = w;
-                    break;
-                }
-                *b = (batch_job){.job = {.run = run_batch}, .e = e, .q = q, .instance = inst,
-                                 .n = n, .reqs = reqs};
-                q->busy |= 1u << inst;
-                kiln_err err;
-                if (kiln__engine_post(e, &b->job, false, &err) != KILN_OK) {
-                    /* the pool refuses (stopping): answer the batch's requests here */
-                    q->busy &= ~(1u << inst);
-                    e->pending -= n;
-                    for (uint32_t i = 0; i < n; i++) {
-                        finished *f = kiln_calloc(1, sizeof(*f));
-                        if (f) {
-                            f->p = reqs[i];
-                            f->st = err.code;
-                            f->err = err;
-                            f->next = done;
-                            done = f;
-                        }
-                    }
-                    kiln_free(reqs);
-                    kiln_free(b);
-                    break;
-                }
-            }
+            dispatch_locked(e, q, now, &done, &wake);
         }
         if (done) {
             pthread_mutex_unlock(&e->sched_mu);
-            while (done) {
-                finished *n = done->next;
-                kiln__pending_finish(done->p, done->st, &done->err);
-                kiln_free(done);
-                done = n;
-            }
+            answer_all(done);
             pthread_mutex_lock(&e->sched_mu);
             continue; /* look again: answering took time */
         }
@@ -563,7 +605,8 @@ static void *scheduler_main(void *arg)
             pthread_cond_timedwait(&e->sched_cond, &e->sched_mu, &ts);
         } else {
             /* cancellations are noticed at the next event or within 50 ms */
-            uint64_t rt = kiln_clock_wall_ns() + (e->pending ? 50 * KILN_NS_PER_MS : 1000 * KILN_NS_PER_MS);
+            uint64_t rt =
+                kiln_clock_wall_ns() + (e->pending ? 50 * KILN_NS_PER_MS : 1000 * KILN_NS_PER_MS);
             struct timespec ts = {(time_t)(rt / KILN_NS_PER_S), (long)(rt % KILN_NS_PER_S)};
             pthread_cond_timedwait(&e->sched_cond, &e->sched_mu, &ts);
         }

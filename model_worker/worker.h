@@ -161,6 +161,8 @@ struct kiln_infer_request {
     kiln_infer_output_req *outputs;
     uint64_t copied_in_bytes; /* the transport's copies so far */
     uint64_t deadline_ns;     /* the client's deadline (kiln_clock_now_ns time), 0 = none */
+    uint64_t timeout_us;      /* the request's queue timeout ("timeout" parameter), 0 = none;
+                                 used only where the model's queue policy allows overrides */
     kiln_infer_done done;
     void *done_ctx;
     atomic_bool cancelled;           /* set when this request is no longer wanted */

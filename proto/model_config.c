@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 #include "proto/model_config.pb-c.h"
 #include "proto/textformat.h"
 
@@ -165,7 +166,14 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
             c->default_timeout_us = db->default_queue_policy->default_timeout_microseconds;
             c->max_queue_size = db->default_queue_policy->max_queue_size;
             c->allow_timeout_override = db->default_queue_policy->allow_timeout_override;
+            c->queue_timeout_delays = db->default_queue_policy->timeout_action ==
+                                      INFERENCE__MODEL_QUEUE_POLICY__TIMEOUT_ACTION__DELAY;
         }
+        if (db->priority_levels)
+            KILN_LOGW(NULL,
+                      "%s: dynamic_batching.priority_levels is not supported; requests are "
+                      "served in arrival order under default_queue_policy",
+                      source ? source : "model config");
     }
 
     c->instance_groups = kiln_calloc(m->n_instance_group, sizeof(*c->instance_groups));

@@ -88,7 +88,8 @@ typedef struct kiln_model_config {
     uint64_t max_queue_delay_us;
     uint64_t default_timeout_us; /* queue policy; 0 = none */
     uint32_t max_queue_size;     /* queue policy; 0 = the server default */
-    bool allow_timeout_override;
+    bool allow_timeout_override; /* a request's "timeout" parameter replaces default_timeout_us */
+    bool queue_timeout_delays;   /* timeout_action DELAY: a timed-out request stays queued */
 
     size_t n_instance_groups; /* 0 = one instance, KIND_AUTO */
     kiln_instance_group *instance_groups;

@@ -407,6 +407,30 @@ static kiln_status shm_params(Inference__InferParameter *const *unused, size_t n
     return KILN_OK;
 }
 
+/* Reads the request-level parameters Kiln acts on: "timeout" (queue timeout, microseconds). */
+static kiln_status request_params(const Inference__ModelInferRequest *m, uint64_t *timeout_us,
+                                  kiln_err *err)
+{
+    *timeout_us = 0;
+    for (size_t i = 0; i < m->n_parameters; i++) {
+        const Inference__ModelInferRequest__ParametersEntry *e = m->parameters[i];
+        if (strcmp(e->key, "timeout") != 0)
+            continue;
+        const Inference__InferParameter *v = e->value;
+        int choice = v ? (int)v->parameter_choice_case : 0;
+        if (choice == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
+            v->int64_param >= 0)
+            *timeout_us = (uint64_t)v->int64_param;
+        else if (choice == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM)
+            *timeout_us = v->uint64_param;
+        else
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "parameters 'timeout' must be a non-negative integer "
+                                "(microseconds)");
+    }
+    return KILN_OK;
+}
+
 static kiln_status assemble(infer_call *ic, kiln_err *err)
 {
     Inference__ModelInferRequest *m = ic->d.msg;
@@ -422,6 +446,9 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     r->inputs = ic->inputs;
     r->outputs = ic->outputs;
+    kiln_status pst = request_params(m, &r->timeout_us, err);
+    if (pst != KILN_OK)
+        return pst;
     if (ic->d.n_raw && ic->d.n_raw != m->n_inputs)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "raw_input_contents has %zu entries for %zu inputs (one per input, "

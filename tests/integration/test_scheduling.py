@@ -43,6 +43,12 @@ class TestScheduling(Base):
             "slow": slow_config("slow", 300, "default_queue_policy { max_queue_size: 2 }"),
             "slow_timeout": slow_config("slow_timeout", 300,
                                         "default_queue_policy { default_timeout_microseconds: 100000 }"),
+            "slow_override": slow_config("slow_override", 300,
+                                         "default_queue_policy { default_timeout_microseconds: 100000 "
+                                         "allow_timeout_override: true }"),
+            "slow_delay": slow_config("slow_delay", 300,
+                                      "default_queue_policy { default_timeout_microseconds: 100000 "
+                                      "timeout_action: DELAY }"),
             "slow_deadline": slow_config("slow_deadline", 300),
             "slow_cancel": slow_config("slow_cancel", 300),
             "pair": slow_config("pair", 200, extra="instance_group [ { count: 2 kind: KIND_CPU } ]"),
@@ -83,19 +89,26 @@ class TestScheduling(Base):
         print(f"\n  32 clients x 20 requests: {executions} executions, average batch "
               f"{inferences / executions:.2f}, batch sizes {dict(sorted(sizes.items()))}")
 
+    def outcomes(self, futures):
+        out = []
+        for f in futures:
+            try:
+                f.result()
+                out.append("OK")
+            except grpc.RpcError as e:
+                out.append(e.code())
+        return out
+
     def test_queue_full(self):
         futures = []
         for i in range(6):
             futures.append(self.s.ModelInfer.future(fp32_request("slow", i), timeout=30))
             time.sleep(0.02)
-        codes = []
+        codes = self.outcomes(futures)
         for f in futures:
-            try:
-                f.result()
-                codes.append("OK")
-            except grpc.RpcError as e:
-                codes.append(e.code())
-                self.assertIn("model 'slow' queue is full (2 requests waiting, max_queue_size 2)", e.details())
+            if f.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.assertIn("model 'slow' queue is full (2 requests waiting, max_queue_size 2)",
+                              f.details())
         self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
         self.assertIn("OK", codes)
         self.assertEqual(set(codes) - {"OK", grpc.StatusCode.RESOURCE_EXHAUSTED}, set())
@@ -105,16 +118,55 @@ class TestScheduling(Base):
         futures = [self.s.ModelInfer.future(fp32_request("slow_timeout", 0), timeout=30)]
         time.sleep(0.05)
         futures += [self.s.ModelInfer.future(fp32_request("slow_timeout", i), timeout=30) for i in (1, 2)]
-        outcomes = []
-        for f in futures:
-            try:
-                f.result()
-                outcomes.append("OK")
-            except grpc.RpcError as e:
-                outcomes.append(e.code())
-                self.assertIn("queue timeout (queue policy) passed while it was queued", e.details())
+        outcomes = self.outcomes(futures)
         self.assertIn("OK", outcomes)
         self.assertIn(grpc.StatusCode.DEADLINE_EXCEEDED, outcomes)
+        for f in futures:
+            if f.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self.assertIn("queue timeout (queue policy) passed while it was queued", f.details())
+
+    def test_queue_timeout_override(self):
+        # allow_timeout_override: the request's "timeout" parameter (us) replaces the default
+        first = self.s.ModelInfer.future(fp32_request("slow_override", 0), timeout=30)
+        time.sleep(0.05)
+        long = fp32_request("slow_override", 1)
+        long.parameters["timeout"].int64_param = 10_000_000
+        default = fp32_request("slow_override", 2)
+        got = self.outcomes([first, self.s.ModelInfer.future(long, timeout=30),
+                             self.s.ModelInfer.future(default, timeout=30)])
+        self.assertEqual(got, ["OK", "OK", grpc.StatusCode.DEADLINE_EXCEEDED])
+        # without allow_timeout_override the parameter is ignored: the default still applies
+        first = self.s.ModelInfer.future(fp32_request("slow_timeout", 0), timeout=30)
+        time.sleep(0.05)
+        long = fp32_request("slow_timeout", 1)
+        long.parameters["timeout"].int64_param = 10_000_000
+        got = self.outcomes([first, self.s.ModelInfer.future(long, timeout=30)])
+        self.assertEqual(got, ["OK", grpc.StatusCode.DEADLINE_EXCEEDED])
+
+    def test_queue_timeout_bad_parameter(self):
+        for bad in ("string_param", "bool_param"):
+            req = fp32_request("slow_override", 1)
+            if bad == "string_param":
+                req.parameters["timeout"].string_param = "10s"
+            else:
+                req.parameters["timeout"].bool_param = True
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.s.ModelInfer(req, timeout=30)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("parameters 'timeout' must be a non-negative integer (microseconds)",
+                          ctx.exception.details())
+        req = fp32_request("slow_override", 1)
+        req.parameters["timeout"].int64_param = -5
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.s.ModelInfer(req, timeout=30)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_queue_timeout_action_delay(self):
+        # DELAY: requests past the queue timeout stay queued and run
+        first = self.s.ModelInfer.future(fp32_request("slow_delay", 0), timeout=30)
+        time.sleep(0.05)
+        rest = [self.s.ModelInfer.future(fp32_request("slow_delay", i), timeout=30) for i in (1, 2)]
+        self.assertEqual(self.outcomes([first] + rest), ["OK", "OK", "OK"])
 
     def test_deadline_while_queued_never_runs(self):
         first = self.s.ModelInfer.future(fp32_request("slow_deadline", 1), timeout=30)

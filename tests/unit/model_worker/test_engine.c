@@ -64,8 +64,12 @@ static void prepare(call *c, const char *model, int32_t base)
         int32_t *p = kiln_storage_data(s);
         for (int i = 0; i < 16; i++)
             p[i] = k == 0 ? base + i : 1;
-        c->in[k] = (kiln_infer_input){.name = k ? "INPUT1" : "INPUT0", .datatype = "INT32",
-                                      .shape = c->shape, .rank = 2, .data = s, .data_size = 64};
+        c->in[k] = (kiln_infer_input){.name = k ? "INPUT1" : "INPUT0",
+                                      .datatype = "INT32",
+                                      .shape = c->shape,
+                                      .rank = 2,
+                                      .data = s,
+                                      .data_size = 64};
     }
     c->req.model = model;
     c->req.version = "";
@@ -176,7 +180,8 @@ static void cancelled_while_queued_never_runs(void **state)
     prepare(&b, "slow", 0);
     prepare(&c, "slow", 0);
     a.req.n_inputs = b.req.n_inputs = c.req.n_inputs = 1;
-    kiln_storage_unref(a.in[1].data), kiln_storage_unref(b.in[1].data), kiln_storage_unref(c.in[1].data);
+    kiln_storage_unref(a.in[1].data), kiln_storage_unref(b.in[1].data),
+        kiln_storage_unref(c.in[1].data);
     atomic_store(&answered, 0);
     assert_ok(kiln_engine_infer(e, &a.req, &err), &err); /* runs */
     usleep(50000);

@@ -113,6 +113,31 @@ static void defaults_and_alternate_syntax(void **state)
     kiln_model_config_free(c);
 }
 
+/* The queue policy's fields reach the config; DELAY and overrides are flags. */
+static void queue_policy(void **state)
+{
+    (void)state;
+    kiln_model_config *c =
+        parse_ok("input { name: 'x' data_type: TYPE_FP32 dims: [ 2 ] } "
+                 "output { name: 'y' data_type: TYPE_FP32 dims: [ 2 ] } "
+                 "max_batch_size: 4 dynamic_batching { default_queue_policy { "
+                 "default_timeout_microseconds: 2500 allow_timeout_override: true "
+                 "max_queue_size: 7 timeout_action: DELAY } }");
+    assert_int_equal(c->default_timeout_us, 2500);
+    assert_int_equal(c->max_queue_size, 7);
+    assert_true(c->allow_timeout_override);
+    assert_true(c->queue_timeout_delays);
+    kiln_model_config_free(c);
+    c = parse_ok("input { name: 'x' data_type: TYPE_FP32 dims: [ 2 ] } "
+                 "output { name: 'y' data_type: TYPE_FP32 dims: [ 2 ] } "
+                 "max_batch_size: 4 dynamic_batching { priority_levels: 2 "
+                 "default_queue_policy { default_timeout_microseconds: 10 } }");
+    assert_int_equal(c->default_timeout_us, 10);
+    assert_false(c->allow_timeout_override);
+    assert_false(c->queue_timeout_delays); /* REJECT is the default */
+    kiln_model_config_free(c);
+}
+
 /* Syntax and type errors carry source:line:col and name the field. */
 static void syntax_errors_have_positions(void **state)
 {
@@ -295,6 +320,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_triton_simple),
         cmocka_unit_test(defaults_and_alternate_syntax),
+        cmocka_unit_test(queue_policy),
         cmocka_unit_test(syntax_errors_have_positions),
         cmocka_unit_test(validation_errors_name_the_field),
         cmocka_unit_test(generic_over_any_message),
