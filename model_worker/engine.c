@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "model_worker/worker_int.h"
 #include "sandbox/sandbox.h"
@@ -100,7 +101,7 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cond, NULL);
     pthread_mutex_init(&e->sched_mu, NULL);
-    pthread_cond_init(&e->sched_cond, NULL);
+    kiln_cond_init_monotonic(&e->sched_cond);
     kiln_status st;
     kiln_registry_options ro = {.repository = opts->repository,
                                 .host_budget_bytes = opts->host_budget_bytes,

@@ -599,17 +599,9 @@ static void *scheduler_main(void *arg)
         }
         if (e->sched_stop && !e->pending)
             break;
-        if (wake) {
-            uint64_t rt = kiln_clock_wall_ns() + (wake > now ? wake - now : 0);
-            struct timespec ts = {(time_t)(rt / KILN_NS_PER_S), (long)(rt % KILN_NS_PER_S)};
-            pthread_cond_timedwait(&e->sched_cond, &e->sched_mu, &ts);
-        } else {
-            /* cancellations are noticed at the next event or within 50 ms */
-            uint64_t rt =
-                kiln_clock_wall_ns() + (e->pending ? 50 * KILN_NS_PER_MS : 1000 * KILN_NS_PER_MS);
-            struct timespec ts = {(time_t)(rt / KILN_NS_PER_S), (long)(rt % KILN_NS_PER_S)};
-            pthread_cond_timedwait(&e->sched_cond, &e->sched_mu, &ts);
-        }
+        /* cancellations are noticed at the next event or within 50 ms */
+        uint64_t idle = now + (e->pending ? 50 * KILN_NS_PER_MS : 1000 * KILN_NS_PER_MS);
+        kiln_cond_wait_until(&e->sched_cond, &e->sched_mu, wake && wake < idle ? wake : idle);
     }
     pthread_mutex_unlock(&e->sched_mu);
     return NULL;

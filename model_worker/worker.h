@@ -144,9 +144,12 @@ typedef struct kiln_infer_response {
 typedef struct kiln_infer_request kiln_infer_request;
 
 /*
- * Called exactly once on an execution thread. On success res holds the outputs and belongs
- * to the callee until it calls kiln_infer_response_release(res) (it may keep the output
- * tensors alive longer by sharing them first). On failure res is NULL and err says why.
+ * Called exactly once for each request kiln_engine_infer accepted, possibly before that call
+ * returns: on the execution thread that ran the request's batch, on the scheduler's thread
+ * (expired or cancelled while queued) or, while the engine stops, on a thread that was queuing
+ * work. Never under an engine lock. On success res holds the outputs and belongs to the callee
+ * until it calls kiln_infer_response_release(res) (it may keep the output tensors alive longer
+ * by sharing them first). On failure res is NULL and err says why.
  */
 typedef void (*kiln_infer_done)(void *ctx, kiln_infer_response *res, kiln_status st,
                                 const kiln_err *err);

@@ -470,14 +470,7 @@ static void *housekeeping(void *arg)
     kiln_server *s = arg;
     pthread_mutex_lock(&s->watch_mu);
     while (!s->hk_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&s->hk_cond, &s->watch_mu, &ts);
+        kiln_cond_wait_until(&s->hk_cond, &s->watch_mu, kiln_clock_now_ns() + 100 * KILN_NS_PER_MS);
         if (s->hk_stop)
             break;
         pthread_mutex_unlock(&s->watch_mu);
@@ -568,7 +561,7 @@ kiln_status kiln_server_create(const kiln_server_options *opts, kiln_engine *eng
     if (s->opt.max_message_bytes <= 0)
         s->opt.max_message_bytes = INT32_MAX;
     pthread_mutex_init(&s->watch_mu, NULL);
-    pthread_cond_init(&s->hk_cond, NULL);
+    kiln_cond_init_monotonic(&s->hk_cond);
     atomic_store(&s->serving, false);
     kiln_status st = build_methods(s, err);
     if (st != KILN_OK) {
