@@ -121,8 +121,6 @@ EXAMPLE_SO := $(EXAMPLE_MODELS:%=examples/models/%/1/model.so)
 examples: $(EXAMPLE_SO)
 examples/models/%/1/model.so: build/default/models/%/1/model.so
 	@mkdir -p $(@D) && cp $< $@
-build/default/models/%/1/model.so:
-	$(MAKE) --no-print-directory BUILD=build/default SAN= models
 
 # The README's run command: build, then serve the example repository on 0.0.0.0:8001.
 run:

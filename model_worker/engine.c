@@ -159,6 +159,7 @@ void kiln_engine_drain(kiln_engine *e)
     /* no new requests; the queued ones still run */
     pthread_mutex_lock(&e->sched_mu);
     e->sched_draining = true;
+    pthread_cond_broadcast(&e->sched_cond); /* partial batches stop waiting for more rows */
     while (e->pending)
         pthread_cond_wait(&e->sched_cond, &e->sched_mu);
     pthread_mutex_unlock(&e->sched_mu);

@@ -306,7 +306,8 @@ kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err 
     /* the views hold what they need; the request's own references go now */
     release_request_data(req);
     if (st == KILN_OK) {
-        j->rows = j->cfg->max_batch_size > 0 ? j->rows : 1;
+        /* a request whose inputs are all optional and absent still counts as one row */
+        j->rows = j->cfg->max_batch_size > 0 && j->rows ? j->rows : 1;
         j->enqueued_ns = kiln_clock_now_ns();
         j->deadline_ns = req->deadline_ns;
         uint64_t timeout_us = j->cfg->default_timeout_us;

@@ -32,10 +32,29 @@
 
 /* ---------------------------------------------------------------- queueing */
 
-typedef struct finished finished;
-static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
-                            uint64_t *wake);
-static void answer_all(finished *done);
+static void service_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
+                           uint64_t *wake);
+static void answer_all(kiln_pending *done);
+
+/* Counts n requests out of the engine; drain waits for the count to reach 0. REQUIRES: sched_mu. */
+static void pending_done_locked(kiln_engine *e, size_t n)
+{
+    e->pending -= n;
+    if (!e->pending)
+        pthread_cond_broadcast(&e->sched_cond);
+}
+
+/*
+ * Chains p (already out of its queue) onto *done with its answer, to be given by answer_all
+ * once sched_mu is dropped. Needs no memory, so an answer is never lost. REQUIRES: sched_mu.
+ */
+static void answer_later(kiln_pending **done, kiln_pending *p, kiln_status st, const kiln_err *err)
+{
+    p->answer_st = st;
+    p->answer_err = *err;
+    p->next = *done;
+    *done = p;
+}
 
 static model_queue *queue_for_locked(kiln_engine *e, kiln_model *m)
 {
@@ -80,11 +99,11 @@ kiln_status kiln__sched_enqueue(kiln_engine *e, kiln_pending *p, kiln_err *err)
     q->len++;
     e->pending++;
     /* start it here if it can run now; else the scheduler thread times it */
-    finished *done = NULL;
+    kiln_pending *done = NULL;
     uint64_t wake = 0;
-    dispatch_locked(e, q, kiln_clock_now_ns(), &done, &wake);
+    service_locked(e, q, kiln_clock_now_ns(), &done, &wake);
     if (q->head || wake)
-        pthread_cond_signal(&e->sched_cond);
+        pthread_cond_broadcast(&e->sched_cond);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
     return KILN_OK;
@@ -135,12 +154,13 @@ typedef struct batch_job {
 } batch_job;
 
 /*
- * Takes a batch from q's queue if one should run now. Returns the number of requests taken
- * into out (0 if none); *wake is when to look again (0 = no timed wake needed).
+ * Takes a batch from q's queue if one should run now (flush: the server is stopping, so do not
+ * wait for more rows). Returns the number of requests taken into out (0 if none); *wake is when
+ * to look again (0 = no timed wake needed).
  * REQUIRES: sched_mu.
  */
-static uint32_t form_batch_locked(model_queue *q, uint64_t now, kiln_pending **out, uint32_t cap,
-                                  uint64_t *wake)
+static uint32_t form_batch_locked(model_queue *q, uint64_t now, bool flush, kiln_pending **out,
+                                  uint32_t cap, uint64_t *wake)
 {
     *wake = 0;
     kiln_pending *first = q->head;
@@ -162,7 +182,7 @@ static uint32_t form_batch_locked(model_queue *q, uint64_t now, kiln_pending **o
         }
         bool full = rows == max || preferred(c, rows);
         uint64_t delay = c->max_queue_delay_us * KILN_NS_PER_US;
-        if (!full && delay && now < first->enqueued_ns + delay) {
+        if (!full && !flush && delay && now < first->enqueued_ns + delay) {
             *wake = first->enqueued_ns + delay;
             return 0; /* wait a little for more requests */
         }
@@ -362,11 +382,11 @@ static void release_instance(batch_job *b)
     kiln_engine *e = b->e;
     pthread_mutex_lock(&e->sched_mu);
     b->q->busy &= ~(1u << b->instance);
-    e->pending -= b->n;
+    pending_done_locked(e, b->n);
     /* the next batch of this model can start from here */
-    finished *done = NULL;
+    kiln_pending *done = NULL;
     uint64_t wake = 0;
-    dispatch_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
+    service_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
     pthread_cond_broadcast(&e->sched_cond);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
@@ -449,7 +469,8 @@ static void run_batch(kiln_job *job)
         } else if (rst == KILN_OK && b->n > 1) {
             rst = split(b, p, slots, rows, row, &rerr);
         }
-        p->req->copied_in_bytes += copied[i];
+        if (copied)
+            p->req->copied_in_bytes += copied[i];
         row += p->rows;
         kiln__pending_finish(p, rst, rst == KILN_OK ? NULL : &rerr);
     }
@@ -471,16 +492,8 @@ static void run_batch(kiln_job *job)
 
 /* ---------------------------------------------------------------- the scheduler thread */
 
-/* A request answered outside the lock. */
-struct finished {
-    kiln_pending *p;
-    kiln_status st;
-    kiln_err err;
-    finished *next;
-};
-
 /* Removes queued requests that expired or were cancelled. REQUIRES: sched_mu. */
-static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
+static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
                           uint64_t *wake)
 {
     for (kiln_pending **pp = &q->head, *prev = NULL; *pp;) {
@@ -501,15 +514,8 @@ static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, finished
         if (q->tail == p)
             q->tail = prev;
         q->len--;
-        e->pending--;
-        finished *f = kiln_calloc(1, sizeof(*f));
-        if (f) {
-            f->p = p;
-            f->st = st;
-            f->err = err;
-            f->next = *done;
-            *done = f;
-        }
+        pending_done_locked(e, 1);
+        answer_later(done, p, st, &err);
     }
 }
 
@@ -519,11 +525,13 @@ static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, finished
  * REQUIRES: sched_mu. Called by the scheduler thread, and directly by the thread that queues a
  * request or finishes a batch, so a batch that can run now does not wait for a thread switch.
  */
-static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finished **done,
+static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
                             uint64_t *wake)
 {
-    uint32_t n_inst = kiln_model_instance_count(q->model);
+    bool flush = e->sched_stop || e->sched_draining;
     while (q->head) {
+        /* read while queued requests pin the model, so no unload changes it meanwhile */
+        uint32_t n_inst = kiln_model_instance_count(q->model);
         uint32_t inst = 0;
         while (inst < n_inst && (q->busy & (1u << inst)))
             inst++;
@@ -534,7 +542,7 @@ static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finish
         kiln_pending **reqs = kiln_calloc(cap, sizeof(*reqs));
         batch_job *b = kiln_calloc(1, sizeof(*b));
         uint64_t w = 0;
-        uint32_t n = reqs && b ? form_batch_locked(q, now, reqs, cap, &w) : 0;
+        uint32_t n = reqs && b ? form_batch_locked(q, now, flush, reqs, cap, &w) : 0;
         if (!n) {
             kiln_free(reqs);
             kiln_free(b);
@@ -549,17 +557,9 @@ static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finish
         if (kiln__engine_post(e, &b->job, false, &err) != KILN_OK) {
             /* the pool refuses (stopping): answer the batch's requests */
             q->busy &= ~(1u << inst);
-            e->pending -= n;
-            for (uint32_t i = 0; i < n; i++) {
-                finished *f = kiln_calloc(1, sizeof(*f));
-                if (f) {
-                    f->p = reqs[i];
-                    f->st = err.code;
-                    f->err = err;
-                    f->next = *done;
-                    *done = f;
-                }
-            }
+            pending_done_locked(e, n);
+            for (uint32_t i = 0; i < n; i++)
+                answer_later(done, reqs[i], err.code, &err);
             kiln_free(reqs);
             kiln_free(b);
             return;
@@ -567,13 +567,20 @@ static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, finish
     }
 }
 
-/* Answers finished requests (outside sched_mu). */
-static void answer_all(finished *done)
+/* Expires, then starts what can run. REQUIRES: sched_mu. */
+static void service_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
+                           uint64_t *wake)
+{
+    expire_locked(e, q, now, done, wake);
+    dispatch_locked(e, q, now, done, wake);
+}
+
+/* Answers the requests chained by answer_later (outside sched_mu). */
+static void answer_all(kiln_pending *done)
 {
     while (done) {
-        finished *n = done->next;
-        kiln__pending_finish(done->p, done->st, &done->err);
-        kiln_free(done);
+        kiln_pending *n = done->next;
+        kiln__pending_finish(done, done->answer_st, &done->answer_err);
         done = n;
     }
 }
@@ -586,11 +593,9 @@ static void *scheduler_main(void *arg)
     pthread_mutex_lock(&e->sched_mu);
     for (;;) {
         uint64_t now = kiln_clock_now_ns(), wake = 0;
-        finished *done = NULL;
-        for (model_queue *q = e->queues; q; q = q->next) {
-            expire_locked(e, q, now, &done, &wake);
-            dispatch_locked(e, q, now, &done, &wake);
-        }
+        kiln_pending *done = NULL;
+        for (model_queue *q = e->queues; q; q = q->next)
+            service_locked(e, q, now, &done, &wake);
         if (done) {
             pthread_mutex_unlock(&e->sched_mu);
             answer_all(done);

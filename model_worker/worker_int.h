@@ -33,6 +33,9 @@ struct kiln_pending {
     uint64_t deadline_ns;       /* the client's (bounds queueing and execution); 0 = none */
     uint64_t queue_deadline_ns; /* the model's queue policy timeout (queueing only); 0 = none */
     uint64_t copied_out;
+    /* an answer decided under sched_mu and given after it is dropped (no allocation needed) */
+    kiln_status answer_st;
+    kiln_err answer_err;
 };
 
 /* The waiting requests of one model version, and which of its instances are busy. */

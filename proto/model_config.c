@@ -148,6 +148,12 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
         if (m->max_batch_size == 0)
             return bad(err, source, "dynamic_batching needs max_batch_size > 0");
         c->dynamic_batching = true;
+        if (db->max_queue_delay_microseconds > KILN_MAX_QUEUE_DELAY_US)
+            return bad(err, source,
+                       "dynamic_batching.max_queue_delay_microseconds is %" PRIu64
+                       ", must be at most %" PRIu64 " (60 s)",
+                       (uint64_t)db->max_queue_delay_microseconds,
+                       (uint64_t)KILN_MAX_QUEUE_DELAY_US);
         c->max_queue_delay_us = db->max_queue_delay_microseconds;
         c->preferred_batch_sizes = kiln_calloc(db->n_preferred_batch_size, sizeof(int32_t));
         if (!c->preferred_batch_sizes)

@@ -10,9 +10,9 @@
  * max_batch_size >= 0; at least one input and one output; names non-empty and unique across
  * inputs and outputs; data_type not TYPE_INVALID; dims >= -1, rank (plus the batch dim when
  * max_batch_size > 0) <= KILN_MAX_RANK; dynamic_batching only with max_batch_size > 0,
- * preferred sizes in 1..max_batch_size; instance_group count >= 0 (0 means 1), gpus >= 0 and
- * only for KIND_GPU/KIND_AUTO; version_policy latest num_versions >= 1 (0 means 1), specific
- * versions >= 1.
+ * preferred sizes in 1..max_batch_size, max_queue_delay_microseconds <= 60 s; instance_group count
+ * >= 0 (0 means 1), gpus >= 0 and only for KIND_GPU/KIND_AUTO; version_policy latest num_versions
+ * >= 1 (0 means 1), specific versions >= 1.
  *
  * Ownership: kiln_model_config_parse returns a config the caller frees with
  * kiln_model_config_free (NULL is a no-op). All strings and arrays belong to it.
@@ -31,6 +31,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The longest batching delay a config may ask for (60 s). */
+#define KILN_MAX_QUEUE_DELAY_US UINT64_C(60000000)
 
 typedef struct kiln_model_io {
     char *name;
@@ -85,7 +88,7 @@ typedef struct kiln_model_config {
     bool dynamic_batching;
     size_t n_preferred_batch_sizes;
     int32_t *preferred_batch_sizes;
-    uint64_t max_queue_delay_us;
+    uint64_t max_queue_delay_us; /* at most KILN_MAX_QUEUE_DELAY_US */
     uint64_t default_timeout_us; /* queue policy; 0 = none */
     uint32_t max_queue_size;     /* queue policy; 0 = the server default */
     bool allow_timeout_override; /* a request's "timeout" parameter replaces default_timeout_us */

@@ -1,7 +1,8 @@
 /*
  * Unit tests: the engine and its scheduler, driven directly (no gRPC): many threads submit
  * requests at once (TSan watches), batching happens and every answer is right; a full queue;
- * a request cancelled while queued never runs.
+ * a request cancelled while queued, or expired on arrival, never runs; drain flushes a partial
+ * batch instead of waiting out its delay.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "model_worker/worker.h"
 #include "tests/support.h"
@@ -145,11 +147,10 @@ static void many_threads_batch_and_answer_right(void **state)
     free(calls);
 }
 
-static void cancelled_while_queued_never_runs(void **state)
+/* A repository in `repo` (a mkdtemp template) with one model "slow": the identity plugin with
+ * one INT32 [16] input and output, max_batch_size 4, and `extra` config text. */
+static void slow_repo(char *repo, const char *extra)
 {
-    (void)state;
-    /* a slow model (one instance, 200 ms per batch, no batching) in a repository of our own */
-    char repo[] = "/tmp/kiln-engine-XXXXXX";
     assert_non_null(mkdtemp(repo));
     char p[512];
     snprintf(p, sizeof(p), "%s/slow", repo);
@@ -162,12 +163,15 @@ static void cancelled_while_queued_never_runs(void **state)
     assert_int_equal(symlink(so, p), 0);
     snprintf(p, sizeof(p), "%s/slow/config.pbtxt", repo);
     FILE *f = fopen(p, "w");
-    fputs("backend: 'plugin' max_batch_size: 4 input { name: 'INPUT0' data_type: TYPE_INT32 "
-          "dims: [16] } output { name: 'OUTPUT0' data_type: TYPE_INT32 dims: [16] } "
-          "parameters { key: 'execute_delay_ms' value { string_value: '200' } } "
-          "dynamic_batching { default_queue_policy { max_queue_size: 1 } }",
-          f);
+    fprintf(f,
+            "backend: 'plugin' max_batch_size: 4 input { name: 'INPUT0' data_type: TYPE_INT32 "
+            "dims: [16] } output { name: 'OUTPUT0' data_type: TYPE_INT32 dims: [16] } %s",
+            extra);
     fclose(f);
+}
+
+static kiln_engine *slow_engine(const char *repo)
+{
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.repository = repo;
@@ -175,13 +179,44 @@ static void cancelled_while_queued_never_runs(void **state)
     kiln_err err;
     assert_status(kiln_engine_create(&o, &e, &err), KILN_OK, &err, NULL);
     assert_ok(kiln_engine_load(e, "slow", NULL, NULL, &err), &err);
+    return e;
+}
+
+static void remove_repo(const char *repo)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "rm -rf %s", repo);
+    assert_int_equal(system(p), 0);
+}
+
+/* One INT32 [1,16] input, for the identity model. */
+static void prepare_one(call *c, int32_t base)
+{
+    prepare(c, "slow", base);
+    c->req.n_inputs = 1;
+    kiln_storage_unref(c->in[1].data);
+}
+
+static void wait_answered(int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&answered) < n; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&answered), n);
+}
+
+static void cancelled_while_queued_never_runs(void **state)
+{
+    (void)state;
+    /* a slow model (one instance, 200 ms per batch) */
+    char repo[] = "/tmp/kiln-engine-XXXXXX";
+    slow_repo(repo, "parameters { key: 'execute_delay_ms' value { string_value: '200' } } "
+                    "dynamic_batching { default_queue_policy { max_queue_size: 1 } }");
+    kiln_engine *e = slow_engine(repo);
+    kiln_err err;
     call a, b, c;
-    prepare(&a, "slow", 0);
-    prepare(&b, "slow", 0);
-    prepare(&c, "slow", 0);
-    a.req.n_inputs = b.req.n_inputs = c.req.n_inputs = 1;
-    kiln_storage_unref(a.in[1].data), kiln_storage_unref(b.in[1].data),
-        kiln_storage_unref(c.in[1].data);
+    prepare_one(&a, 0);
+    prepare_one(&b, 0);
+    prepare_one(&c, 0);
     atomic_store(&answered, 0);
     assert_ok(kiln_engine_infer(e, &a.req, &err), &err); /* runs */
     usleep(50000);
@@ -200,8 +235,61 @@ static void cancelled_while_queued_never_runs(void **state)
     assert_int_equal(s.stats.execution_count, 1);
     kiln_engine_drain(e);
     kiln_engine_destroy(e);
-    snprintf(p, sizeof(p), "rm -rf %s", repo);
-    assert_int_equal(system(p), 0);
+    remove_repo(repo);
+}
+
+/* A request whose deadline has passed when it is queued gets DEADLINE_EXCEEDED, even though an
+ * instance is free to run it at once. */
+static void expired_on_arrival_never_runs(void **state)
+{
+    (void)state;
+    char repo[] = "/tmp/kiln-engine-XXXXXX";
+    slow_repo(repo, "");
+    kiln_engine *e = slow_engine(repo);
+    kiln_err err;
+    call a;
+    prepare_one(&a, 0);
+    a.req.deadline_ns = kiln_clock_now_ns() - 1;
+    atomic_store(&answered, 0);
+    assert_ok(kiln_engine_infer(e, &a.req, &err), &err);
+    wait_answered(1);
+    assert_int_equal(a.st, KILN_DEADLINE_EXCEEDED);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(kiln_engine_registry(e), "slow", 1, &s, &err), &err);
+    assert_int_equal(s.stats.execution_count, 0);
+    kiln_engine_drain(e);
+    kiln_engine_destroy(e);
+    remove_repo(repo);
+}
+
+static void *drainer(void *arg)
+{
+    kiln_engine_drain(arg);
+    return NULL;
+}
+
+/* Drain runs a partial batch that was waiting (a 50 s batching delay) for more rows, instead of
+ * waiting out the delay. */
+static void drain_flushes_waiting_batches(void **state)
+{
+    (void)state;
+    char repo[] = "/tmp/kiln-engine-XXXXXX";
+    slow_repo(repo, "dynamic_batching { max_queue_delay_microseconds: 50000000 }");
+    kiln_engine *e = slow_engine(repo);
+    kiln_err err;
+    call a;
+    prepare_one(&a, 7);
+    atomic_store(&answered, 0);
+    assert_ok(kiln_engine_infer(e, &a.req, &err), &err);
+    usleep(20000);
+    assert_int_equal(atomic_load(&answered), 0); /* waiting for more rows */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, drainer, e), 0);
+    wait_answered(1);
+    assert_int_equal(a.st, KILN_OK);
+    pthread_join(t, NULL);
+    kiln_engine_destroy(e);
+    remove_repo(repo);
 }
 
 int main(void)
@@ -209,6 +297,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(many_threads_batch_and_answer_right),
         cmocka_unit_test(cancelled_while_queued_never_runs),
+        cmocka_unit_test(expired_on_arrival_never_runs),
+        cmocka_unit_test(drain_flushes_waiting_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

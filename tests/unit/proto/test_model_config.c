@@ -177,6 +177,8 @@ static void syntax_errors_have_positions(void **state)
         {"name: 'a\\q'", "unknown escape '\\q'"},
         {"max_batch_size: 8 dynamic_batching { preferred_batch_size: 0x10 }",
          "preferred_batch_size[0] is 16, must be in 1..8"},
+        {"max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 60000001 }",
+         "max_queue_delay_microseconds is 60000001, must be at most 60000000 (60 s)"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kiln_err e;
