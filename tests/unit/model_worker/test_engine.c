@@ -182,11 +182,22 @@ static kiln_engine *slow_engine(const char *repo)
     return e;
 }
 
-static void remove_repo(const char *repo)
+/* Drains and destroys e, then removes its repository. */
+static void stop_slow(kiln_engine *e, const char *repo)
 {
+    kiln_engine_drain(e);
+    kiln_engine_destroy(e);
     char p[512];
     snprintf(p, sizeof(p), "rm -rf %s", repo);
     assert_int_equal(system(p), 0);
+}
+
+static uint64_t slow_executions(kiln_engine *e)
+{
+    kiln_model_status s;
+    kiln_err err;
+    assert_ok(kiln_registry_status(kiln_engine_registry(e), "slow", 1, &s, &err), &err);
+    return s.stats.execution_count;
 }
 
 /* One INT32 [1,16] input, for the identity model. */
@@ -230,12 +241,8 @@ static void cancelled_while_queued_never_runs(void **state)
     assert_int_equal(a.st, KILN_OK);
     assert_int_equal(b.st, KILN_CANCELLED);
     assert_non_null(strstr(b.msg, "cancelled while it was queued"));
-    kiln_model_status s;
-    assert_ok(kiln_registry_status(kiln_engine_registry(e), "slow", 1, &s, &err), &err);
-    assert_int_equal(s.stats.execution_count, 1);
-    kiln_engine_drain(e);
-    kiln_engine_destroy(e);
-    remove_repo(repo);
+    assert_int_equal(slow_executions(e), 1);
+    stop_slow(e, repo);
 }
 
 /* A request whose deadline has passed when it is queued gets DEADLINE_EXCEEDED, even though an
@@ -254,12 +261,8 @@ static void expired_on_arrival_never_runs(void **state)
     assert_ok(kiln_engine_infer(e, &a.req, &err), &err);
     wait_answered(1);
     assert_int_equal(a.st, KILN_DEADLINE_EXCEEDED);
-    kiln_model_status s;
-    assert_ok(kiln_registry_status(kiln_engine_registry(e), "slow", 1, &s, &err), &err);
-    assert_int_equal(s.stats.execution_count, 0);
-    kiln_engine_drain(e);
-    kiln_engine_destroy(e);
-    remove_repo(repo);
+    assert_int_equal(slow_executions(e), 0);
+    stop_slow(e, repo);
 }
 
 static void *drainer(void *arg)
@@ -288,8 +291,7 @@ static void drain_flushes_waiting_batches(void **state)
     wait_answered(1);
     assert_int_equal(a.st, KILN_OK);
     pthread_join(t, NULL);
-    kiln_engine_destroy(e);
-    remove_repo(repo);
+    stop_slow(e, repo); /* drained already: a second drain returns at once */
 }
 
 int main(void)
