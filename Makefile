@@ -54,7 +54,7 @@ SERVER_BIN := $(BUILD)/kiln-server
 
 # Generated protocol code (protoc-c) lives under $(GEN); nothing generated is hand-edited.
 GEN := $(BUILD)/gen
-PROTOS := proto/model_config.proto proto/grpc_service.proto
+PROTOS := proto/model_config.proto proto/grpc_service.proto proto/onnx.proto
 HEALTH_PROTO := /usr/share/grpc-proto/grpc/health/v1/health.proto
 PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc/health/v1/health.pb-c.c
 PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h) $(GEN)/grpc/health/v1/health.pb-c.h

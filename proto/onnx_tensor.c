@@ -1,0 +1,236 @@
+/*
+ * proto/onnx_tensor.c: ONNX TensorProto -> kiln_tensor (initializers and tensor attributes).
+ *
+ * The data comes from raw_data (little-endian, packed), from the typed repeated field the
+ * format assigns to the data type, or from an external file next to the model. Whatever the
+ * source, its size must match dims x element size exactly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "proto/onnx.pb-c.h"
+#include "proto/onnx_int.h"
+
+kiln_dtype kiln__onnx_dtype(int32_t t)
+{
+    switch (t) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return KILN_DTYPE_FP32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return KILN_DTYPE_UINT8;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return KILN_DTYPE_INT8;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return KILN_DTYPE_UINT16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: return KILN_DTYPE_INT16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return KILN_DTYPE_INT32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return KILN_DTYPE_INT64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return KILN_DTYPE_BOOL;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return KILN_DTYPE_FP16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return KILN_DTYPE_FP64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: return KILN_DTYPE_UINT32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: return KILN_DTYPE_UINT64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return KILN_DTYPE_BF16;
+    default: return KILN_DTYPE_INVALID; /* STRING, COMPLEX*, UNDEFINED, unknown */
+    }
+}
+
+/* "[2,3]" for messages. */
+static const char *dims_text(const Onnx__TensorProto *tp, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    len += (size_t)snprintf(buf, cap, "[");
+    for (size_t i = 0; i < tp->n_dims && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRId64, i ? "," : "", tp->dims[i]);
+    if (len < cap)
+        snprintf(buf + len, cap - len, "]");
+    return buf;
+}
+
+/* True if `loc` is a relative path without "." / ".." components or empty components. */
+static bool plain_relative(const char *loc)
+{
+    if (!loc[0] || loc[0] == '/')
+        return false;
+    for (const char *p = loc; *p;) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
+/* Parses a non-negative decimal into *out. */
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Reads `bytes` of external data for tp into dst. */
+static kiln_status read_external(const kiln_onnx_ctx *c, const char *what,
+                                 const Onnx__TensorProto *tp, void *dst, uint64_t bytes,
+                                 kiln_err *err)
+{
+    const char *loc = NULL, *off_s = NULL, *len_s = NULL;
+    for (size_t i = 0; i < tp->n_external_data; i++) {
+        const Onnx__StringStringEntryProto *e = tp->external_data[i];
+        if (strcmp(e->key, "location") == 0)
+            loc = e->value;
+        else if (strcmp(e->key, "offset") == 0)
+            off_s = e->value;
+        else if (strcmp(e->key, "length") == 0)
+            len_s = e->value;
+    }
+    if (!c->dir)
+        return kiln__onnx_bad(err, c, "%s: external data is not allowed here", what);
+    if (!loc)
+        return kiln__onnx_bad(err, c, "%s: external data without a 'location'", what);
+    if (!plain_relative(loc))
+        return kiln__onnx_bad(err, c,
+                              "%s: external data location '%s' must be a relative path inside "
+                              "the model's directory (no '..', no absolute path)",
+                              what, loc);
+    uint64_t off = 0, len = bytes;
+    if (off_s && !parse_u64(off_s, &off))
+        return kiln__onnx_bad(err, c, "%s: external data offset '%s' is not a number", what,
+                              off_s);
+    if (len_s && !parse_u64(len_s, &len))
+        return kiln__onnx_bad(err, c, "%s: external data length '%s' is not a number", what,
+                              len_s);
+    if (len != bytes)
+        return kiln__onnx_bad(err, c,
+                              "%s: external data length is %" PRIu64 " bytes, its dims and "
+                              "type need %" PRIu64,
+                              what, len, bytes);
+    char path[PATH_MAX], real[PATH_MAX], real_dir[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", c->dir, loc) >= sizeof(path))
+        return kiln__onnx_bad(err, c, "%s: external data path is too long", what);
+    if (!realpath(c->dir, real_dir) || !realpath(path, real))
+        return kiln__onnx_bad(err, c, "%s: external data file '%s' cannot be opened: %s", what,
+                              loc, strerror(errno));
+    size_t dl = strlen(real_dir);
+    if (strncmp(real, real_dir, dl) != 0 || real[dl] != '/')
+        return kiln__onnx_bad(err, c,
+                              "%s: external data file '%s' lies outside the model's directory",
+                              what, loc);
+    int fd = open(real, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kiln__onnx_bad(err, c, "%s: external data file '%s' cannot be opened: %s", what,
+                              loc, strerror(errno));
+    struct stat sb;
+    kiln_status st = KILN_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = kiln__onnx_bad(err, c, "%s: external data '%s' is not a regular file", what, loc);
+    else if (off > (uint64_t)sb.st_size || bytes > (uint64_t)sb.st_size - off)
+        st = kiln__onnx_bad(err, c,
+                            "%s: external data '%s' has %lld bytes, the tensor needs %" PRIu64
+                            " at offset %" PRIu64,
+                            what, loc, (long long)sb.st_size, bytes, off);
+    for (uint64_t done = 0; st == KILN_OK && done < bytes;) {
+        ssize_t n = pread(fd, (char *)dst + done, bytes - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            st = kiln__onnx_bad(err, c, "%s: reading external data '%s' failed: %s", what, loc,
+                                n < 0 ? strerror(errno) : "file shrank");
+        else
+            done += (uint64_t)n;
+    }
+    close(fd);
+    return st;
+}
+
+/* Copies n typed values into dst as dtype dt (narrowing int32_data/uint64_data as ONNX says). */
+static void copy_typed(kiln_dtype dt, const Onnx__TensorProto *tp, void *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (dt) {
+        case KILN_DTYPE_FP32: ((float *)dst)[i] = tp->float_data[i]; break;
+        case KILN_DTYPE_FP64: ((double *)dst)[i] = tp->double_data[i]; break;
+        case KILN_DTYPE_INT64: ((int64_t *)dst)[i] = tp->int64_data[i]; break;
+        case KILN_DTYPE_INT32: ((int32_t *)dst)[i] = tp->int32_data[i]; break;
+        case KILN_DTYPE_INT16: ((int16_t *)dst)[i] = (int16_t)tp->int32_data[i]; break;
+        case KILN_DTYPE_UINT16:
+        case KILN_DTYPE_FP16:
+        case KILN_DTYPE_BF16: ((uint16_t *)dst)[i] = (uint16_t)tp->int32_data[i]; break;
+        case KILN_DTYPE_INT8: ((int8_t *)dst)[i] = (int8_t)tp->int32_data[i]; break;
+        case KILN_DTYPE_UINT8: ((uint8_t *)dst)[i] = (uint8_t)tp->int32_data[i]; break;
+        case KILN_DTYPE_BOOL: ((uint8_t *)dst)[i] = tp->int32_data[i] != 0; break;
+        case KILN_DTYPE_UINT32: ((uint32_t *)dst)[i] = (uint32_t)tp->uint64_data[i]; break;
+        case KILN_DTYPE_UINT64: ((uint64_t *)dst)[i] = tp->uint64_data[i]; break;
+        default: break;
+        }
+    }
+}
+
+/* The number of values in the typed field that holds dtype dt. */
+static size_t typed_count(kiln_dtype dt, const Onnx__TensorProto *tp)
+{
+    switch (dt) {
+    case KILN_DTYPE_FP32: return tp->n_float_data;
+    case KILN_DTYPE_FP64: return tp->n_double_data;
+    case KILN_DTYPE_INT64: return tp->n_int64_data;
+    case KILN_DTYPE_UINT32:
+    case KILN_DTYPE_UINT64: return tp->n_uint64_data;
+    default: return tp->n_int32_data;
+    }
+}
+
+kiln_status kiln__onnx_tensor(const kiln_onnx_ctx *c, const char *what,
+                              const Onnx__TensorProto *tp, kiln_tensor *out, kiln_err *err)
+{
+    char dbuf[160];
+    kiln_dtype dt = kiln__onnx_dtype(tp->data_type);
+    if (dt == KILN_DTYPE_INVALID)
+        return kiln__onnx_bad(err, c, "%s: data type %d is not supported", what, tp->data_type);
+    kiln_shape shape;
+    kiln_err serr;
+    if (kiln_shape_set(&shape, tp->dims, tp->n_dims, &serr) != KILN_OK)
+        return kiln__onnx_bad(err, c, "%s: dims %s: %s", what, dims_text(tp, dbuf, sizeof(dbuf)),
+                              serr.msg);
+    uint64_t numel, bytes;
+    if (kiln_shape_numel(&shape, &numel, &serr) != KILN_OK ||
+        kiln_shape_byte_size(dt, &shape, KILN_ONNX_MAX_FILE_BYTES * 8, &bytes, &serr) != KILN_OK)
+        return kiln__onnx_bad(err, c, "%s: dims %s: %s", what, dims_text(tp, dbuf, sizeof(dbuf)),
+                              serr.msg);
+    bool external = tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    size_t typed = typed_count(dt, tp);
+    if (!external && tp->raw_data.len != bytes && (tp->raw_data.len || typed != numel)) {
+        if (tp->raw_data.len)
+            return kiln__onnx_bad(err, c,
+                                  "%s: raw_data has %zu bytes, dims %s of %s need %" PRIu64, what,
+                                  tp->raw_data.len, dims_text(tp, dbuf, sizeof(dbuf)),
+                                  kiln_dtype_name(dt), bytes);
+        return kiln__onnx_bad(err, c, "%s: holds %zu values, dims %s need %" PRIu64, what, typed,
+                              dims_text(tp, dbuf, sizeof(dbuf)), numel);
+    }
+    kiln_status st = kiln_tensor_alloc(dt, &shape, 0, out, err);
+    if (st != KILN_OK)
+        return st;
+    if (external)
+        st = read_external(c, what, tp, out->data, bytes, err);
+    else if (tp->raw_data.len)
+        memcpy(out->data, tp->raw_data.data, bytes);
+    else
+        copy_typed(dt, tp, out->data, (size_t)numel);
+    if (st != KILN_OK)
+        kiln_tensor_fini(out);
+    return st;
+}
