@@ -45,6 +45,18 @@ static void pending_done_locked(kiln_engine *e, size_t n)
 }
 
 /*
+ * Wakes the scheduler thread if it sleeps past `when`, the next time something queued needs it
+ * (0 = nothing timed). A thread that queues or finishes work starts what can run itself, so
+ * the scheduler is needed only for batching delays and deadlines; while it runs (not asleep) it
+ * looks at every queue again before it sleeps. REQUIRES: sched_mu.
+ */
+static void wake_scheduler_locked(kiln_engine *e, uint64_t when)
+{
+    if (when && e->sched_sleeping_until && when < e->sched_sleeping_until)
+        pthread_cond_broadcast(&e->sched_cond);
+}
+
+/*
  * Chains p (already out of its queue) onto *done with its answer, to be given by answer_all
  * once sched_mu is dropped. Needs no memory, so an answer is never lost. REQUIRES: sched_mu.
  */
@@ -102,8 +114,7 @@ kiln_status kiln__sched_enqueue(kiln_engine *e, kiln_pending *p, kiln_err *err)
     kiln_pending *done = NULL;
     uint64_t wake = 0;
     service_locked(e, q, kiln_clock_now_ns(), &done, &wake);
-    if (q->head || wake)
-        pthread_cond_broadcast(&e->sched_cond);
+    wake_scheduler_locked(e, wake);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
     return KILN_OK;
@@ -387,7 +398,7 @@ static void release_instance(batch_job *b)
     kiln_pending *done = NULL;
     uint64_t wake = 0;
     service_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
-    pthread_cond_broadcast(&e->sched_cond);
+    wake_scheduler_locked(e, wake);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
 }
@@ -606,7 +617,9 @@ static void *scheduler_main(void *arg)
             break;
         /* cancellations are noticed at the next event or within 50 ms */
         uint64_t idle = now + (e->pending ? 50 * KILN_NS_PER_MS : 1000 * KILN_NS_PER_MS);
-        kiln_cond_wait_until(&e->sched_cond, &e->sched_mu, wake && wake < idle ? wake : idle);
+        e->sched_sleeping_until = wake && wake < idle ? wake : idle;
+        kiln_cond_wait_until(&e->sched_cond, &e->sched_mu, e->sched_sleeping_until);
+        e->sched_sleeping_until = 0;
     }
     pthread_mutex_unlock(&e->sched_mu);
     return NULL;

@@ -75,8 +75,10 @@ struct kiln_engine {
     /* scheduling: one queue per model version, one scheduler thread */
     pthread_mutex_t sched_mu;
     pthread_cond_t sched_cond;
-    model_queue *queues; /* guarded by sched_mu */
-    size_t pending;      /* requests in all queues and batches; guarded by sched_mu */
+    model_queue *queues;           /* guarded by sched_mu */
+    size_t pending;                /* requests in all queues and batches; guarded by sched_mu */
+    uint64_t sched_sleeping_until; /* the scheduler thread's wake time while it waits, else 0;
+                                      guarded by sched_mu */
     bool sched_stop;
     pthread_t scheduler;
     bool scheduler_started;

@@ -24,7 +24,7 @@ kiln_dtype kiln__onnx_dtype(int32_t onnx_type);
  * Converts tp into *out (a new CPU tensor). `what` names it in messages ("initializer 'W'").
  * Errors as in onnx_model.h.
  */
-kiln_status kiln__onnx_tensor(const kiln_onnx_ctx *c, const char *what,
-                              const Onnx__TensorProto *tp, kiln_tensor *out, kiln_err *err);
+kiln_status kiln__onnx_tensor(const kiln_onnx_ctx *c, const char *what, const Onnx__TensorProto *tp,
+                              kiln_tensor *out, kiln_err *err);
 
 #endif /* KILN_PROTO_ONNX_INT_H */

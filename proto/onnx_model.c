@@ -5,7 +5,9 @@
 #include "proto/onnx_model.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,7 +16,8 @@
 #include "common/alloc.h"
 #include "proto/onnx_int.h"
 
-#define NOMEM(err) kiln_err_set((err), KILN_RESOURCE_EXHAUSTED, "out of memory loading an ONNX model")
+#define NOMEM(err)                                                                                 \
+    kiln_err_set((err), KILN_RESOURCE_EXHAUSTED, "out of memory loading an ONNX model")
 
 kiln_status kiln__onnx_bad(kiln_err *err, const kiln_onnx_ctx *c, const char *fmt, ...)
 {
@@ -34,6 +37,7 @@ typedef struct build {
     size_t cap_values;
     int32_t *slots; /* open addressing: value index + 1, 0 = empty */
     size_t n_slots; /* a power of two, at least twice cap_values */
+    bool *listed;   /* per initializer: already listed among the graph inputs */
 } build;
 
 static uint64_t hash(const char *s)
@@ -80,14 +84,19 @@ static kiln_status add_value(build *b, const char *name, int32_t producer, int32
 
 /* ---------------------------------------------------------------- types */
 
-/* Fills v's dtype and shape from a ValueInfoProto's type, if it gives them. */
+/*
+ * Fills v's dtype and shape from a ValueInfoProto's type, if it gives them; v is unchanged on
+ * error.
+ */
 static kiln_status apply_type(const build *b, const char *what, const Onnx__ValueInfoProto *vi,
                               kiln_onnx_value *v, kiln_err *err)
 {
     const Onnx__TypeProto *t = vi->type;
     if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
-        return kiln__onnx_bad(err, &b->c, "%s '%s': not a tensor (sequence, map and optional "
-                              "types are not supported)", what, vi->name);
+        return kiln__onnx_bad(err, &b->c,
+                              "%s '%s': not a tensor (sequence, map and optional types are not "
+                              "supported)",
+                              what, vi->name);
     const Onnx__TypeProto__Tensor *tt = t->tensor_type;
     kiln_dtype dt = kiln__onnx_dtype(tt->elem_type);
     if (dt == KILN_DTYPE_INVALID)
@@ -96,22 +105,24 @@ static kiln_status apply_type(const build *b, const char *what, const Onnx__Valu
     if (v->dtype != KILN_DTYPE_INVALID && v->dtype != dt)
         return kiln__onnx_bad(err, &b->c, "%s '%s': declared %s, but it is %s", what, vi->name,
                               kiln_dtype_name(dt), kiln_dtype_name(v->dtype));
-    v->dtype = dt;
-    if (!tt->shape || v->has_shape)
-        return KILN_OK;
-    if (tt->shape->n_dim > KILN_MAX_RANK)
-        return kiln__onnx_bad(err, &b->c, "%s '%s': rank %zu is over the limit of %d", what,
-                              vi->name, tt->shape->n_dim, KILN_MAX_RANK);
-    v->rank = (int)tt->shape->n_dim;
-    for (size_t d = 0; d < tt->shape->n_dim; d++) {
-        const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
-        bool known = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-        if (known && dim->dim_value < 0)
-            return kiln__onnx_bad(err, &b->c, "%s '%s': dim %zu is %" PRId64, what, vi->name, d,
-                                  dim->dim_value);
-        v->dims[d] = known ? dim->dim_value : -1;
+    kiln_onnx_value nv = *v;
+    nv.dtype = dt;
+    if (tt->shape && !v->has_shape) {
+        if (tt->shape->n_dim > KILN_MAX_RANK)
+            return kiln__onnx_bad(err, &b->c, "%s '%s': rank %zu is over the limit of %d", what,
+                                  vi->name, tt->shape->n_dim, KILN_MAX_RANK);
+        nv.rank = (int)tt->shape->n_dim;
+        for (size_t d = 0; d < tt->shape->n_dim; d++) {
+            const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
+            bool known = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            if (known && dim->dim_value < 0)
+                return kiln__onnx_bad(err, &b->c, "%s '%s': dim %zu is %" PRId64, what, vi->name, d,
+                                      dim->dim_value);
+            nv.dims[d] = known ? dim->dim_value : -1;
+        }
+        nv.has_shape = true;
     }
-    v->has_shape = true;
+    *v = nv;
     return KILN_OK;
 }
 
@@ -134,14 +145,20 @@ static kiln_status convert_attr(const build *b, const kiln_onnx_node *n,
     char what[KILN_ERR_MSG_MAX / 2];
     snprintf(what, sizeof(what), "node '%s' (%s): attribute '%s'", n->name, n->op, a->name);
     if (a->ref_attr_name && a->ref_attr_name[0])
-        return kiln__onnx_bad(err, &b->c, "%s refers to a function attribute; functions are not "
-                              "supported", what);
+        return kiln__onnx_bad(err, &b->c,
+                              "%s refers to a function attribute; functions are not "
+                              "supported",
+                              what);
     if (!(o->name = kiln_strdup(a->name)))
         return NOMEM(err);
     o->type = (kiln_onnx_attr_type)a->type;
     switch (a->type) {
-    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: o->f = a->f; return KILN_OK;
-    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: o->i = a->i; return KILN_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT:
+        o->f = a->f;
+        return KILN_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT:
+        o->i = a->i;
+        return KILN_OK;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
         o->s_len = a->s.len;
         return (o->s = dup_bytes(a->s.data, a->s.len)) ? KILN_OK : NOMEM(err);
@@ -285,11 +302,17 @@ static kiln_status convert_graph(build *b, const Onnx__GraphProto *g, kiln_err *
         m->values[v].rank = t->shape.rank;
         memcpy(m->values[v].dims, t->shape.dims, sizeof(t->shape.dims));
     }
+    bool *listed = b->listed; /* initializers already listed as inputs */
     for (size_t i = 0; i < g->n_input; i++) {
         const Onnx__ValueInfoProto *vi = g->input[i];
         int32_t v = find_value(b, vi->name);
-        if (v >= 0 && m->values[v].initializer >= 0)
-            continue; /* an initializer listed as an input (IR < 4): not a model input */
+        if (v >= 0 && m->values[v].initializer >= 0 && !listed[m->values[v].initializer]) {
+            /* an initializer listed as an input (IR < 4): not a model input, same type */
+            listed[m->values[v].initializer] = true;
+            if ((st = apply_type(b, "input", vi, &m->values[v], err)) != KILN_OK)
+                return st;
+            continue;
+        }
         if (v >= 0 || !vi->name[0])
             return kiln__onnx_bad(err, &b->c, "input %zu '%s' is unnamed or given twice", i,
                                   vi->name);
@@ -307,20 +330,23 @@ static kiln_status convert_graph(build *b, const Onnx__GraphProto *g, kiln_err *
         const Onnx__ValueInfoProto *vi = g->output[i];
         int32_t v = find_value(b, vi->name);
         if (v < 0)
-            return kiln__onnx_bad(err, &b->c, "output '%s' is not produced by any node, input or "
-                                  "initializer", vi->name);
+            return kiln__onnx_bad(err, &b->c,
+                                  "output '%s' is not produced by any node, input or "
+                                  "initializer",
+                                  vi->name);
         if ((st = apply_type(b, "output", vi, &m->values[v], err)) != KILN_OK)
             return st;
         m->outputs[m->n_outputs++] = v;
     }
     if (!m->n_outputs)
         return kiln__onnx_bad(err, &b->c, "the graph has no outputs");
-    /* value_info: types of intermediate values, where the exporter recorded them */
+    /* value_info: types of intermediate values, where the exporter recorded them; optional
+     * hints, so one Kiln cannot use is ignored */
     for (size_t i = 0; i < g->n_value_info; i++) {
         int32_t v = find_value(b, g->value_info[i]->name);
-        if (v >= 0 && m->values[v].producer >= 0 &&
-            (st = apply_type(b, "value", g->value_info[i], &m->values[v], err)) != KILN_OK)
-            return st;
+        kiln_err ignored;
+        if (v >= 0 && m->values[v].producer >= 0)
+            (void)apply_type(b, "value", g->value_info[i], &m->values[v], &ignored);
     }
     return KILN_OK;
 }
@@ -343,20 +369,75 @@ static kiln_status reserve(build *b, const Onnx__GraphProto *g, kiln_err *err)
     m->initializers = kiln_calloc(g->n_initializer + 1, sizeof(kiln_tensor));
     m->init_values = kiln_calloc(g->n_initializer + 1, sizeof(int32_t));
     m->nodes = kiln_calloc(g->n_node + 1, sizeof(kiln_onnx_node));
+    b->listed = kiln_calloc(g->n_initializer + 1, sizeof(bool));
     if (!b->slots || !m->values || !m->inputs || !m->outputs || !m->initializers ||
-        !m->init_values || !m->nodes)
+        !m->init_values || !m->nodes || !b->listed)
         return NOMEM(err);
     return KILN_OK;
 }
 
-kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir,
-                                  const char *source, kiln_onnx_model **out, kiln_err *err)
+/*
+ * protobuf-c's memory while it unpacks a file: bounded, because a small file of empty messages
+ * unpacks into many times its size (each message is a struct and a pointer).
+ */
+typedef struct unpack_budget {
+    uint64_t left;
+    bool exhausted; /* over the budget */
+    bool oom;       /* the allocator itself failed */
+} unpack_budget;
+
+static void *budget_alloc(void *data, size_t size)
+{
+    unpack_budget *u = data;
+    size_t need = size + 16; /* a header remembers the size for budget_free */
+    if (need < size || need > u->left) {
+        u->exhausted = true;
+        return NULL;
+    }
+    uint64_t *p = kiln_malloc(need);
+    if (!p) {
+        u->oom = true;
+        return NULL;
+    }
+    u->left -= need;
+    p[0] = need;
+    return p + 2;
+}
+
+static void budget_free(void *data, void *ptr)
+{
+    unpack_budget *u = data;
+    if (!ptr)
+        return;
+    uint64_t *p = (uint64_t *)ptr - 2;
+    u->left += p[0];
+    kiln_free(p);
+}
+
+kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir, const char *source,
+                                  kiln_onnx_model **out, kiln_err *err)
 {
     *out = NULL;
     build b = {.c = {.source = source ? source : "model.onnx", .dir = dir}};
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, data);
+    if ((uint64_t)len > KILN_ONNX_MAX_FILE_BYTES)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED,
+                            "%s: %zu bytes is over the %" PRIu64 "-byte limit for a model file "
+                            "(keep large weights in external data)",
+                            b.c.source, len, KILN_ONNX_MAX_FILE_BYTES);
+    unpack_budget budget = {.left = KILN_ONNX_UNPACK_BYTES(len)};
+    ProtobufCAllocator alloc = {
+        .alloc = budget_alloc, .free = budget_free, .allocator_data = &budget};
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&alloc, len, data);
+    if (!mp && budget.oom)
+        return NOMEM(err);
+    if (!mp && budget.exhausted)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED,
+                            "%s: unpacking the file needs more than %" PRIu64 " bytes of memory "
+                            "(the limit for a %zu-byte file)",
+                            b.c.source, KILN_ONNX_UNPACK_BYTES(len), len);
     if (!mp)
-        return kiln__onnx_bad(err, &b.c, "not a valid ONNX model (the protobuf does not parse: a "
+        return kiln__onnx_bad(err, &b.c,
+                              "not a valid ONNX model (the protobuf does not parse: a "
                               "truncated or corrupt file?)");
     kiln_status st = KILN_OK;
     if (!(b.m = kiln_calloc(1, sizeof(*b.m))))
@@ -369,8 +450,9 @@ kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir,
         st = reserve(&b, mp->graph, err);
     if (st == KILN_OK)
         st = convert_graph(&b, mp->graph, err);
-    onnx__model_proto__free_unpacked(mp, NULL);
+    onnx__model_proto__free_unpacked(mp, &alloc);
     kiln_free(b.slots);
+    kiln_free(b.listed);
     if (st != KILN_OK) {
         kiln_onnx_model_free(b.m);
         return st;
@@ -382,13 +464,15 @@ kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir,
 kiln_status kiln_onnx_model_load(const char *path, kiln_onnx_model **out, kiln_err *err)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: a FIFO in place of the model must not hang the load; it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return kiln_err_set(err, errno == ENOENT ? KILN_NOT_FOUND : KILN_INVALID_ARGUMENT,
                             "%s: cannot read: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
+    FILE *f = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || !(f = fdopen(fd, "rb"))) {
+        close(fd);
         return kiln_err_set(err, KILN_INVALID_ARGUMENT, "%s: not a regular file", path);
     }
     if ((uint64_t)sb.st_size > KILN_ONNX_MAX_FILE_BYTES) {

@@ -20,8 +20,11 @@
  *
  * Errors are KILN_INVALID_ARGUMENT naming the model file and the element, e.g.
  * "m/1/model.onnx: initializer 'W': raw_data has 12 bytes, dims [2,3] of FLOAT need 24";
- * KILN_NOT_FOUND for a missing file; KILN_RESOURCE_EXHAUSTED when out of memory or over
- * KILN_ONNX_MAX_FILE_BYTES.
+ * KILN_NOT_FOUND for a missing file; KILN_RESOURCE_EXHAUSTED when out of memory, over
+ * KILN_ONNX_MAX_FILE_BYTES, or when unpacking would need more than KILN_ONNX_UNPACK_BYTES.
+ * Typed tensor values that do not fit their type (UINT8 300) are refused; BOOL bytes are
+ * normalized to 0/1. External data is opened and checked before its tensor is allocated; a
+ * FIFO or directory in place of a file is refused without blocking.
  *
  * Ownership: kiln_onnx_model_load returns a model the caller frees with kiln_onnx_model_free
  * (NULL is a no-op); every string, array and initializer tensor belongs to it.
@@ -45,6 +48,9 @@ extern "C" {
 #define KILN_ONNX_MAX_OPSET 21
 /* The largest .onnx file read into memory (external data files are not counted). */
 #define KILN_ONNX_MAX_FILE_BYTES (UINT64_C(2) << 30)
+/* The memory protobuf-c may use to unpack a file of `len` bytes (a file of tiny messages
+ * unpacks into many times its size; weights in raw_data unpack about 1:1). */
+#define KILN_ONNX_UNPACK_BYTES(len) ((uint64_t)(len)*4 + (UINT64_C(256) << 20))
 
 /* A named tensor of the graph: a model input, an initializer, or a node output. */
 typedef struct kiln_onnx_value {
@@ -53,8 +59,8 @@ typedef struct kiln_onnx_value {
     bool has_shape;   /* rank and dims are known (dims may hold -1) */
     int rank;
     int64_t dims[KILN_MAX_RANK];
-    int32_t producer;       /* index of the node that writes it; -1 for inputs, initializers */
-    int32_t initializer;    /* index into initializers[], or -1 */
+    int32_t producer;    /* index of the node that writes it; -1 for inputs, initializers */
+    int32_t initializer; /* index into initializers[], or -1 */
 } kiln_onnx_value;
 
 typedef enum kiln_onnx_attr_type {
@@ -84,11 +90,11 @@ typedef struct kiln_onnx_attr {
 typedef struct kiln_onnx_node {
     char *name; /* the file's, or "node<i>" when it gives none */
     char *op;
-    char *domain;      /* "" for the default operator set */
+    char *domain; /* "" for the default operator set */
     size_t n_inputs;
-    int32_t *inputs;   /* value indexes; -1 for an omitted optional input */
+    int32_t *inputs; /* value indexes; -1 for an omitted optional input */
     size_t n_outputs;
-    int32_t *outputs;  /* value indexes; -1 for an omitted optional output */
+    int32_t *outputs; /* value indexes; -1 for an omitted optional output */
     size_t n_attrs;
     kiln_onnx_attr *attrs;
 } kiln_onnx_node;
@@ -120,8 +126,8 @@ kiln_status kiln_onnx_model_load(const char *path, kiln_onnx_model **out, kiln_e
  * As kiln_onnx_model_load, from `len` bytes in memory. `dir` is where external data files
  * live; NULL refuses external data. `source` names the model in error messages.
  */
-kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir,
-                                  const char *source, kiln_onnx_model **out, kiln_err *err);
+kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir, const char *source,
+                                  kiln_onnx_model **out, kiln_err *err);
 
 void kiln_onnx_model_free(kiln_onnx_model *m);
 

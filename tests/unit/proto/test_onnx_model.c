@@ -180,14 +180,28 @@ static model *mlp(void)
     md->nodes[2] = node("Relu", "relu", (const char *[]){"y"}, 1, (const char *[]){"Z"}, 1);
     attr(md->nodes[1], "alpha", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = 0.25f;
     attr(md->nodes[1], "transB", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = 1;
-    Onnx__AttributeProto *ints = attr(md->nodes[1], "axes", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    Onnx__AttributeProto *ints =
+        attr(md->nodes[1], "axes", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     ints->n_ints = 2;
     ints->ints = arena(2 * sizeof(int64_t));
     ints->ints[0] = -1, ints->ints[1] = 2;
-    Onnx__AttributeProto *s = attr(md->nodes[1], "mode", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    Onnx__AttributeProto *s =
+        attr(md->nodes[1], "mode", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
     s->s.data = (uint8_t *)str("constant");
     s->s.len = 8;
-    Onnx__AttributeProto *t = attr(md->nodes[1], "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+    Onnx__AttributeProto *fl =
+        attr(md->nodes[1], "scales", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS);
+    fl->n_floats = 2;
+    fl->floats = arena(2 * sizeof(float));
+    fl->floats[0] = 1.5f, fl->floats[1] = 2.5f;
+    Onnx__AttributeProto *ss =
+        attr(md->nodes[1], "names", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS);
+    ss->n_strings = 2;
+    ss->strings = arena(2 * sizeof(ProtobufCBinaryData));
+    ss->strings[0] = (ProtobufCBinaryData){2, (uint8_t *)str("ab")};
+    ss->strings[1] = (ProtobufCBinaryData){0, NULL};
+    Onnx__AttributeProto *t =
+        attr(md->nodes[1], "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
     t->t = tensor_f32("", (int64_t[]){2}, 1, (float[]){7.f, 8.f});
     md->g.n_initializer = 2;
     md->g.initializer = md->inits;
@@ -262,6 +276,10 @@ static void mlp_loads(void **state)
     assert_string_equal(kiln_onnx_node_attr(add, "mode")->s, "constant");
     assert_true(((const float *)kiln_onnx_node_attr(add, "value")->t.data)[1] == 8.f);
     assert_null(kiln_onnx_node_attr(add, "nope"));
+    assert_true(kiln_onnx_node_attr(add, "scales")->floats[1] == 2.5f);
+    assert_int_equal(kiln_onnx_node_attr(add, "names")->n, 2);
+    assert_string_equal(kiln_onnx_node_attr(add, "names")->strings[0], "ab");
+    assert_string_equal(kiln_onnx_node_attr(add, "names")->strings[1], "");
     assert_int_equal(m->n_outputs, 1);
     assert_string_equal(m->values[m->outputs[0]].name, "Z");
     assert_int_equal(m->values[m->outputs[0]].dtype, KILN_DTYPE_FP32);
@@ -283,6 +301,70 @@ static void initializers_listed_as_inputs(void **state)
     assert_ok(parse(md, NULL, &m, &e), &e);
     assert_int_equal(m->n_inputs, 1);
     kiln_onnx_model_free(m);
+    md->inputs[2] = md->inputs[1];
+    md->g.n_input = 3;
+    expect_error(md, NULL, "input 2 'W' is unnamed or given twice");
+    md->g.n_input = 2;
+    md->inputs[1]->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    expect_error(md, NULL, "input 'W': declared INT64, but it is FP32");
+    arena_reset();
+}
+
+/* Typed values must fit their type; BOOL bytes become 0/1; value_info hints Kiln cannot use are
+ * ignored; non-tensor inputs, oversized files and huge tensors are refused up front. */
+static void values_and_limits(void **state)
+{
+    (void)state;
+    model *md = mlp();
+    Onnx__TensorProto *u8 = tensor_f32("U", (int64_t[]){2}, 1, NULL);
+    u8->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
+    u8->raw_data.len = 0;
+    u8->n_int32_data = 2;
+    u8->int32_data = arena(2 * sizeof(int32_t));
+    u8->int32_data[0] = 7, u8->int32_data[1] = 300;
+    md->inits[2] = u8;
+    md->g.n_initializer = 3;
+    expect_error(md, NULL, "initializer 'U': value 300 at 1 does not fit UINT8");
+    u8->int32_data[1] = 255;
+    Onnx__TensorProto *bl = tensor_f32("Bo", (int64_t[]){2}, 1, NULL);
+    bl->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
+    bl->raw_data.len = 2;
+    bl->raw_data.data[0] = 7;
+    md->inits[3] = bl;
+    md->g.n_initializer = 4;
+    Onnx__ValueInfoProto *hint = vinfo("h", ONNX__TENSOR_PROTO__DATA_TYPE__STRING, NULL, 0);
+    md->g.n_value_info = 1;
+    md->g.value_info = arena(sizeof(*md->g.value_info));
+    md->g.value_info[0] = hint;
+    kiln_onnx_model *m;
+    kiln_err e;
+    assert_ok(parse(md, NULL, &m, &e), &e);
+    assert_int_equal(((const uint8_t *)m->initializers[2].data)[1], 255);
+    assert_int_equal(((const uint8_t *)m->initializers[3].data)[0], 1);
+    assert_int_equal(((const uint8_t *)m->initializers[3].data)[1], 0);
+    kiln_onnx_model_free(m);
+
+    md = mlp();
+    md->inputs[0]->type->value_case = ONNX__TYPE_PROTO__VALUE__NOT_SET;
+    expect_error(md, NULL, "input 'X': not a tensor");
+    md = mlp();
+    md->g.n_output = 0;
+    expect_error(md, NULL, "the graph has no outputs");
+    md = mlp();
+    md->inits[0]->name = str("");
+    expect_error(md, NULL, "initializer 0 has no name");
+    /* a 16 GiB tensor in external data is refused before anything is allocated */
+    md = mlp();
+    md->inits[0]->dims[0] = INT64_C(1) << 31;
+    md->inits[0]->dims[1] = 2;
+    md->inits[0]->raw_data.len = 0;
+    md->inits[0]->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    expect_error(md, NULL, "initializer 'W': external data is not allowed here");
+    /* the size limit is checked before the bytes are read */
+    static const uint8_t one = 0;
+    assert_status(
+        kiln_onnx_model_parse(&one, (size_t)KILN_ONNX_MAX_FILE_BYTES + 1, NULL, "big.onnx", &m, &e),
+        KILN_RESOURCE_EXHAUSTED, &e, "big.onnx: 2147483649 bytes is over the");
     arena_reset();
 }
 
@@ -390,6 +472,12 @@ static void external_data(void **state)
     close(fd);
     snprintf(path, sizeof(path), "%s/link.bin", dir);
     assert_int_equal(symlink(outside, path), 0);
+    snprintf(path, sizeof(path), "%s/inner.bin", dir);
+    assert_int_equal(symlink("w.bin", path), 0);
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof(path), "%s/sub", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
 
     struct {
         const char *location, *offset, *length, *error;
@@ -399,12 +487,20 @@ static void external_data(void **state)
         {"../w.bin", NULL, NULL, "external data location '../w.bin' must be a relative path"},
         {"/etc/passwd", NULL, NULL, "must be a relative path inside the model's directory"},
         {"a/../w.bin", NULL, NULL, "must be a relative path"},
-        {"link.bin", NULL, NULL, "external data file 'link.bin' lies outside the model's directory"},
-        {"w.bin", "40", NULL, "external data 'w.bin' has 52 bytes, the tensor needs 48 at offset 40"},
+        {"link.bin", NULL, NULL,
+         "external data file 'link.bin' lies outside the model's directory"},
+        {"w.bin", "40", NULL,
+         "external data 'w.bin' has 52 bytes, the tensor needs 48 at offset 40"},
         {"w.bin", "4", "44", "external data length is 44 bytes, its dims and type need 48"},
         {"w.bin", "x", NULL, "external data offset 'x' is not a number"},
         {"missing.bin", NULL, NULL, "external data file 'missing.bin' cannot be opened"},
         {"", NULL, NULL, "must be a relative path"},
+        {"fifo", NULL, NULL, "external data 'fifo' is not a regular file"},
+        {"sub", NULL, NULL, "external data 'sub' is not a regular file"},
+        {"inner.bin", "4", NULL, NULL}, /* a symbolic link that stays inside: fine */
+        {"w.bin", "18446744073709551615", NULL,
+         "has 52 bytes, the tensor needs 48 at offset 18446744073709551615"},
+        {"w.bin", "4", "x", "external data length 'x' is not a number"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         model *md = mlp();
@@ -454,6 +550,15 @@ static void load_from_file(void **state)
                   "/nonexistent/model.onnx: cannot read");
     assert_status(kiln_onnx_model_load("/tmp", &m, &e), KILN_INVALID_ARGUMENT, &e,
                   "/tmp: not a regular file");
+    char fifo[] = "/tmp/kiln-onnx-fifo-XXXXXX";
+    assert_non_null(mkdtemp(fifo));
+    char fpath[64];
+    snprintf(fpath, sizeof(fpath), "%s/model.onnx", fifo);
+    assert_int_equal(mkfifo(fpath, 0600), 0);
+    assert_status(kiln_onnx_model_load(fpath, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "not a regular file"); /* refused, without waiting for a writer */
+    unlink(fpath);
+    rmdir(fifo);
     char path[] = "/tmp/kiln-onnx-file-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -493,13 +598,10 @@ static void allocation_failures_never_leak(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(mlp_loads),
-        cmocka_unit_test(initializers_listed_as_inputs),
-        cmocka_unit_test(structural_errors),
-        cmocka_unit_test(truncated_files),
-        cmocka_unit_test(external_data),
-        cmocka_unit_test(load_from_file),
-        cmocka_unit_test(allocation_failures_never_leak),
+        cmocka_unit_test(mlp_loads),         cmocka_unit_test(initializers_listed_as_inputs),
+        cmocka_unit_test(values_and_limits), cmocka_unit_test(structural_errors),
+        cmocka_unit_test(truncated_files),   cmocka_unit_test(external_data),
+        cmocka_unit_test(load_from_file),    cmocka_unit_test(allocation_failures_never_leak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
