@@ -44,7 +44,7 @@ CFLAGS := -O1 -g
 endif
 
 # ---------------------------------------------------------------- sources
-LIB_MODULES := common tensor proto registry backends backends/plugin sandbox model_worker server
+LIB_MODULES := common tensor proto registry backends backends/plugin backends/onnx sandbox model_worker server
 CU_SRC := $(foreach m,$(LIB_MODULES),$(wildcard $(m)/*.cu))
 NONE_SRC := $(CU_SRC:.cu=_none.c)
 MAIN_SRC := model_worker/main.c
@@ -60,7 +60,7 @@ PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc/health/v1/health.pb-c.c
 PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h) $(GEN)/grpc/health/v1/health.pb-c.h
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KILN_CFLAGS += -I$(GEN)
-LDLIBS += -lprotobuf-c -lseccomp -ldl
+LDLIBS += -lprotobuf-c -lseccomp -ldl -lopenblas
 
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
@@ -78,10 +78,14 @@ LIB := $(BUILD)/libkiln.a
 #   $(BUILD)/test-models  models only the tests use (misbehave, broken plugins)
 PLUGIN_NAMES := simple simple_string misbehave
 PLUGINS := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so) $(BUILD)/plugins/identity.so
-EXAMPLE_MODELS := $(notdir $(wildcard examples/models/*))
+# ONNX examples carry their committed model.onnx; the others are plugins built here.
+ONNX_EXAMPLES := $(patsubst examples/models/%/1/model.onnx,%,$(wildcard examples/models/*/1/model.onnx))
+EXAMPLE_MODELS := $(filter-out $(ONNX_EXAMPLES),$(notdir $(wildcard examples/models/*)))
 BROKEN_VARIANTS := 1 2 3 4 5 6 7
 MODEL_FILES := $(foreach m,$(EXAMPLE_MODELS),$(BUILD)/models/$(m)/config.pbtxt \
                  $(BUILD)/models/$(m)/1/model.so) \
+               $(foreach m,$(ONNX_EXAMPLES),$(BUILD)/models/$(m)/config.pbtxt \
+                 $(BUILD)/models/$(m)/1/model.onnx) \
                $(BUILD)/test-models/misbehave/config.pbtxt $(BUILD)/test-models/misbehave/1/model.so \
                $(BROKEN_VARIANTS:%=$(BUILD)/plugins/broken%.so)
 PLUGIN_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -shared -Ibackends/plugin \
@@ -142,6 +146,9 @@ $(BUILD)/plugins/broken%.so: tests/fixtures/plugins/broken.c backends/plugin/kil
 plugin_of = $(if $(filter simple_identity identity_fp32,$(1)),identity,$(1))
 
 $(BUILD)/models/%/config.pbtxt: examples/models/%/config.pbtxt
+	@mkdir -p $(@D) && cp $< $@
+
+$(BUILD)/models/%/1/model.onnx: examples/models/%/1/model.onnx
 	@mkdir -p $(@D) && cp $< $@
 
 $(BUILD)/test-models/%/config.pbtxt: tests/fixtures/models/%/config.pbtxt
@@ -264,7 +271,7 @@ build/fuzz/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
 	@echo "FUZZ  $@"
 	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -I$(GEN) -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all $^ -o $@ -lpthread -lrt -lm -lprotobuf-c -lseccomp -ldl
+	    -fno-sanitize-recover=all $^ -o $@ -lpthread -lrt -lm -lprotobuf-c -lseccomp -ldl -lopenblas
 
 fuzz: $(FUZZ_BIN)
 
@@ -279,7 +286,7 @@ deps:
 	scripts/deps.sh
 
 clean:
-	rm -rf build compile_commands.json examples/models/*/1
+	rm -rf build compile_commands.json examples/models/*/1/model.so
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' 2>/dev/null)
 format:

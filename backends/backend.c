@@ -4,10 +4,12 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "backends/onnx/onnx.h"
 #include "backends/plugin/plugin.h"
 
 static const kiln_backend *const backends[] = {
     &kiln_plugin_backend,
+    &kiln_onnx_backend,
 };
 
 const kiln_backend *kiln_backend_find(const char *name)
@@ -20,7 +22,7 @@ const kiln_backend *kiln_backend_find(const char *name)
 
 const char *kiln_backend_names(void)
 {
-    return "plugin";
+    return "plugin, onnx";
 }
 
 kiln_status kiln_output_slot_alloc(kiln_output_slot *slot, const char *name, kiln_dtype dtype,

@@ -10,11 +10,12 @@ rm -rf "$py" && mkdir -p "$py"
 protoc -I"$root" --python_out="$py" --grpc_out="$py" \
     --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin \
     proto/model_config.proto proto/grpc_service.proto || exit 1
+protoc -I"$root" --python_out="$py" proto/onnx.proto || exit 1
 # health as a top-level module (a grpc/ folder would shadow the grpc package)
 protoc -I/usr/share/grpc-proto/grpc/health/v1 --python_out="$py" --grpc_out="$py" \
     --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin health.proto || exit 1
 out=$(mktemp)
-KILN_BUILD="$build" KILN_PY="$py" PYTHONPATH="$py:$root/tests/integration" \
+KILN_BUILD="$build" KILN_PY="$py" PYTHONPATH="$py:$root/tests/integration:$root/tests/fixtures/onnx" \
     /usr/bin/python3 -m unittest discover -s "$root/tests/integration" -p 'test_*.py' -v \
     2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}

@@ -298,7 +298,7 @@ static void lookup_errors(void **state)
                   "output { name: 'y' data_type: TYPE_FP32 }");
     assert_status(
         kiln_registry_get_or_load(f->reg, "nobackend", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
-        "model 'nobackend': backend 'tensorflow' is not available (this build has: plugin)");
+        "model 'nobackend': backend 'tensorflow' is not available (this build has: plugin, onnx)");
     assert_null(m);
     kiln_registry *r2;
     kiln_registry_options o = {.repository = "/nonexistent/repo"};

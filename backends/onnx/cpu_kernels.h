@@ -1,0 +1,49 @@
+/*
+ * backends/onnx/cpu_kernels.h: helpers and kernel tables shared by the CPU kernel files of the
+ * ONNX backend (backends/onnx/cpu_*.c) only.
+ */
+#ifndef KILN_BACKENDS_ONNX_CPU_KERNELS_H
+#define KILN_BACKENDS_ONNX_CPU_KERNELS_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "backends/onnx/onnx_int.h"
+
+/* Sets err to INVALID_ARGUMENT "node '<name>' (<op>): <message>" and returns that code. */
+kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Checks that input i is present and FP32. */
+kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err);
+
+/* The node's INT attribute `name`, or dflt. */
+int64_t kiln__onnx_attr_int(const kiln_onnx_call *c, const char *name, int64_t dflt);
+
+/*
+ * Advances a row-major index over dims[0..rank) by one element, moving two element offsets
+ * along with it by their strides (a stride may be 0: a broadcast dim). Pass b_stride NULL to
+ * move one offset only. Used to walk broadcast and permuted layouts.
+ */
+static inline void kiln__onnx_step(int rank, const int64_t *dims, int64_t *idx,
+                                   const int64_t *a_stride, int64_t *a, const int64_t *b_stride,
+                                   int64_t *b)
+{
+    for (int d = rank - 1; d >= 0; d--) {
+        *a += a_stride[d];
+        if (b_stride)
+            *b += b_stride[d];
+        if (++idx[d] < dims[d])
+            return;
+        *a -= a_stride[d] * dims[d];
+        if (b_stride)
+            *b -= b_stride[d] * dims[d];
+        idx[d] = 0;
+    }
+}
+
+/* Kernel tables, each ended by an entry with op NULL. */
+extern const kiln_onnx_kernel kiln__onnx_cpu_math[];
+extern const kiln_onnx_kernel kiln__onnx_cpu_shape[];
+
+#endif /* KILN_BACKENDS_ONNX_CPU_KERNELS_H */

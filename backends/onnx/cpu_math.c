@@ -1,0 +1,391 @@
+/*
+ * backends/onnx/cpu_math.c: FP32 CPU kernels that compute: elementwise ops (with NumPy
+ * broadcasting), Softmax, MatMul and Gemm (through OpenBLAS's cblas_sgemm).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "backends/onnx/onnx_int.h"
+#include "backends/onnx/cpu_kernels.h"
+
+kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const char *fmt, ...)
+{
+    char msg[KILN_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return kiln_err_set(err, KILN_INVALID_ARGUMENT, "node '%s' (%s): %s", c->node->name,
+                        c->node->op, msg);
+}
+
+kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err)
+{
+    if (i >= c->n_in || !c->in[i])
+        return kiln__onnx_bad_node(c, err, "input %zu is required", i);
+    if (c->in[i]->dtype != KILN_DTYPE_FP32)
+        return kiln__onnx_bad_node(c, err, "input %zu is %s; this kernel takes FP32", i,
+                                   kiln_dtype_name(c->in[i]->dtype));
+    return KILN_OK;
+}
+
+int64_t kiln__onnx_attr_int(const kiln_onnx_call *c, const char *name, int64_t dflt)
+{
+    const kiln_onnx_attr *a = kiln_onnx_node_attr(c->node, name);
+    return a && a->type == KILN_ONNX_ATTR_INT ? a->i : dflt;
+}
+
+static float attr_float(const kiln_onnx_call *c, const char *name, float dflt)
+{
+    const kiln_onnx_attr *a = kiln_onnx_node_attr(c->node, name);
+    return a && a->type == KILN_ONNX_ATTR_FLOAT ? a->f : dflt;
+}
+
+/* ---------------------------------------------------------------- unary */
+
+static float relu(float x, float p)
+{
+    (void)p;
+    return x > 0.f ? x : 0.f;
+}
+static float leaky(float x, float p)
+{
+    return x >= 0.f ? x : p * x;
+}
+static float sigm(float x, float p)
+{
+    (void)p;
+    return 1.f / (1.f + expf(-x));
+}
+static float tanh_(float x, float p)
+{
+    (void)p;
+    return tanhf(x);
+}
+static float exp_(float x, float p)
+{
+    (void)p;
+    return expf(x);
+}
+static float sqrt_(float x, float p)
+{
+    (void)p;
+    return sqrtf(x);
+}
+static float erf_(float x, float p)
+{
+    (void)p;
+    return erff(x);
+}
+static float neg(float x, float p)
+{
+    (void)p;
+    return -x;
+}
+static float abs_(float x, float p)
+{
+    (void)p;
+    return fabsf(x);
+}
+
+static kiln_status unary(const kiln_onnx_call *c, float (*f)(float, float), float p, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &x->shape, 0, &c->out[0], err)) != KILN_OK)
+        return st;
+    const float *a = x->data;
+    float *y = c->out[0].data;
+    size_t n = x->byte_size / sizeof(float);
+    for (size_t i = 0; i < n; i++)
+        y[i] = f(a[i], p);
+    return KILN_OK;
+}
+
+#define UNARY(name, fn, param)                                                                     \
+    static kiln_status name(const kiln_onnx_call *c, kiln_err *err)                                \
+    {                                                                                              \
+        return unary(c, fn, param, err);                                                           \
+    }
+UNARY(k_relu, relu, 0.f)
+UNARY(k_sigmoid, sigm, 0.f)
+UNARY(k_tanh, tanh_, 0.f)
+UNARY(k_exp, exp_, 0.f)
+UNARY(k_sqrt, sqrt_, 0.f)
+UNARY(k_erf, erf_, 0.f)
+UNARY(k_neg, neg, 0.f)
+UNARY(k_abs, abs_, 0.f)
+
+static kiln_status k_leaky_relu(const kiln_onnx_call *c, kiln_err *err)
+{
+    return unary(c, leaky, attr_float(c, "alpha", 0.01f), err);
+}
+
+/* ---------------------------------------------------------------- binary, broadcasting */
+
+/*
+ * The broadcast shape of a and b (NumPy rules). OUT: *out, and each input's element strides in
+ * the output's index space (0 along broadcast dims).
+ */
+static kiln_status broadcast(const kiln_onnx_call *c, const kiln_shape *a, const kiln_shape *b,
+                             kiln_shape *out, int64_t *sa, int64_t *sb, kiln_err *err)
+{
+    int r = a->rank > b->rank ? a->rank : b->rank;
+    out->rank = r;
+    int64_t stride_a = 1, stride_b = 1;
+    for (int d = r - 1; d >= 0; d--) {
+        int da = d - (r - a->rank), db = d - (r - b->rank);
+        int64_t xa = da >= 0 ? a->dims[da] : 1, xb = db >= 0 ? b->dims[db] : 1;
+        if (xa != xb && xa != 1 && xb != 1) {
+            char s1[96], s2[96];
+            return kiln__onnx_bad_node(c, err, "shapes %s and %s do not broadcast",
+                                       kiln_shape_format(a, s1, sizeof(s1)),
+                                       kiln_shape_format(b, s2, sizeof(s2)));
+        }
+        out->dims[d] = xa == 1 ? xb : xa;
+        sa[d] = xa == 1 ? 0 : stride_a;
+        sb[d] = xb == 1 ? 0 : stride_b;
+        stride_a *= xa;
+        stride_b *= xb;
+    }
+    return KILN_OK;
+}
+
+typedef enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW } binop;
+
+static inline float apply(binop op, float x, float y)
+{
+    switch (op) {
+    case OP_ADD:
+        return x + y;
+    case OP_SUB:
+        return x - y;
+    case OP_MUL:
+        return x * y;
+    case OP_DIV:
+        return x / y;
+    default:
+        return powf(x, y);
+    }
+}
+
+static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *a = c->in[0], *b = c->in[1];
+    kiln_shape shape;
+    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+    if ((st = broadcast(c, &a->shape, &b->shape, &shape, sa, sb, err)) != KILN_OK ||
+        (st = kiln_tensor_alloc(KILN_DTYPE_FP32, &shape, 0, &c->out[0], err)) != KILN_OK)
+        return st;
+    const float *x = a->data, *y = b->data;
+    float *z = c->out[0].data;
+    size_t n = c->out[0].byte_size / sizeof(float);
+    size_t na = a->byte_size / sizeof(float), nb = b->byte_size / sizeof(float);
+    if (na == n && nb == n) {
+        for (size_t i = 0; i < n; i++)
+            z[i] = apply(op, x[i], y[i]);
+        return KILN_OK;
+    }
+    if (na == n && nb == 1) {
+        for (size_t i = 0; i < n; i++)
+            z[i] = apply(op, x[i], y[0]);
+        return KILN_OK;
+    }
+    /* general: walk the output index, moving each input's offset by its strides */
+    int64_t idx[KILN_MAX_RANK] = {0};
+    int64_t oa = 0, ob = 0;
+    for (size_t i = 0; i < n; i++) {
+        z[i] = apply(op, x[oa], y[ob]);
+        kiln__onnx_step(shape.rank, shape.dims, idx, sa, &oa, sb, &ob);
+    }
+    return KILN_OK;
+}
+
+static kiln_status k_add(const kiln_onnx_call *c, kiln_err *err)
+{
+    return binary(c, OP_ADD, err);
+}
+static kiln_status k_sub(const kiln_onnx_call *c, kiln_err *err)
+{
+    return binary(c, OP_SUB, err);
+}
+static kiln_status k_mul(const kiln_onnx_call *c, kiln_err *err)
+{
+    return binary(c, OP_MUL, err);
+}
+static kiln_status k_div(const kiln_onnx_call *c, kiln_err *err)
+{
+    return binary(c, OP_DIV, err);
+}
+static kiln_status k_pow(const kiln_onnx_call *c, kiln_err *err)
+{
+    return binary(c, OP_POW, err);
+}
+
+/* ---------------------------------------------------------------- Softmax */
+
+/* Softmax (opset >= 13: along one axis, default -1); LogSoftmax when log is set. */
+static kiln_status softmax(const kiln_onnx_call *c, bool log, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    int r = x->shape.rank;
+    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
+    if (axis < -r || axis >= r || r == 0)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside the input's rank %d",
+                                   (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t outer = 1, len = (size_t)x->shape.dims[axis], inner = 1;
+    for (int d = 0; d < axis; d++)
+        outer *= (size_t)x->shape.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        inner *= (size_t)x->shape.dims[d];
+    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &x->shape, 0, &c->out[0], err)) != KILN_OK)
+        return st;
+    const float *in = x->data;
+    float *out = c->out[0].data;
+    for (size_t o = 0; o < outer; o++) {
+        for (size_t i = 0; i < inner; i++) {
+            const float *p = in + o * len * inner + i;
+            float *q = out + o * len * inner + i;
+            float mx = -INFINITY, sum = 0.f;
+            for (size_t k = 0; k < len; k++)
+                mx = p[k * inner] > mx ? p[k * inner] : mx;
+            for (size_t k = 0; k < len; k++)
+                sum += (q[k * inner] = expf(p[k * inner] - mx));
+            for (size_t k = 0; k < len; k++)
+                q[k * inner] = log ? p[k * inner] - mx - logf(sum) : q[k * inner] / sum;
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status k_softmax(const kiln_onnx_call *c, kiln_err *err)
+{
+    return softmax(c, false, err);
+}
+static kiln_status k_log_softmax(const kiln_onnx_call *c, kiln_err *err)
+{
+    return softmax(c, true, err);
+}
+
+/* ---------------------------------------------------------------- MatMul, Gemm */
+
+/* MatMul with NumPy semantics: 1-D operands are promoted, batch dims broadcast. */
+static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    if (st != KILN_OK)
+        return st;
+    kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
+    if (a.rank == 0 || b.rank == 0)
+        return kiln__onnx_bad_node(c, err, "MatMul needs inputs of rank 1 or more");
+    bool a1 = a.rank == 1, b1 = b.rank == 1;
+    if (a1) { /* [K] -> [1,K] */
+        a.dims[1] = a.dims[0], a.dims[0] = 1, a.rank = 2;
+    }
+    if (b1) { /* [K] -> [K,1] */
+        b.dims[1] = 1, b.rank = 2;
+    }
+    int64_t M = a.dims[a.rank - 2], K = a.dims[a.rank - 1], N = b.dims[b.rank - 1];
+    if (b.dims[b.rank - 2] != K)
+        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
+                                   (long long)b.dims[b.rank - 2]);
+    kiln_shape ba = {.rank = a.rank - 2}, bb = {.rank = b.rank - 2}, batch;
+    memcpy(ba.dims, a.dims, sizeof(int64_t) * (size_t)ba.rank);
+    memcpy(bb.dims, b.dims, sizeof(int64_t) * (size_t)bb.rank);
+    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+    if ((st = broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
+        return st;
+    kiln_shape out = batch;
+    if (out.rank + 2 > KILN_MAX_RANK)
+        return kiln__onnx_bad_node(c, err, "rank over %d", KILN_MAX_RANK);
+    if (!a1)
+        out.dims[out.rank++] = M;
+    if (!b1)
+        out.dims[out.rank++] = N;
+    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &out, 0, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t nbatch = 1;
+    for (int d = 0; d < batch.rank; d++)
+        nbatch *= (size_t)batch.dims[d];
+    const float *A = c->in[0]->data, *B = c->in[1]->data;
+    float *C = c->out[0].data;
+    int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
+    for (size_t i = 0; i < nbatch; i++) {
+        if (M && N)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.f,
+                        A + oa * M * K, (int)K, B + ob * K * N, (int)N, 0.f, C + i * M * N, (int)N);
+        kiln__onnx_step(batch.rank, batch.dims, idx, sa, &oa, sb, &ob);
+    }
+    return KILN_OK;
+}
+
+/* Gemm: Y = alpha * A' B' + beta * C, A and B 2-D, C broadcast to [M,N]. */
+static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    bool has_c = c->n_in > 2 && c->in[2];
+    if (st == KILN_OK && has_c)
+        st = kiln__onnx_want_f32(c, 2, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_shape *a = &c->in[0]->shape, *b = &c->in[1]->shape;
+    if (a->rank != 2 || b->rank != 2)
+        return kiln__onnx_bad_node(c, err, "A and B must be 2-D (got rank %d and %d)", a->rank,
+                                   b->rank);
+    bool ta = kiln__onnx_attr_int(c, "transA", 0), tb = kiln__onnx_attr_int(c, "transB", 0);
+    float alpha = attr_float(c, "alpha", 1.f), beta = attr_float(c, "beta", 1.f);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    if (K != KB)
+        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
+                                   (long long)KB);
+    kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
+    int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
+    if (has_c && ((st = broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
+        return st;
+    if (has_c && !kiln_shape_equal(&bc, &out))
+        return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,
+                                   (long long)N);
+    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &out, 0, &c->out[0], err)) != KILN_OK)
+        return st;
+    float *Y = c->out[0].data;
+    const float *C = has_c ? c->in[2]->data : NULL;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            Y[i * N + j] = C && beta != 0.f ? beta * C[i * sc[0] + j * sc[1]] : 0.f;
+    if (M && N && K)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, alpha, c->in[0]->data, (int)a->dims[1], c->in[1]->data,
+                    (int)b->dims[1], 1.f, Y, (int)N);
+    return KILN_OK;
+}
+
+const kiln_onnx_kernel kiln__onnx_cpu_math[] = {
+    {"Relu", KILN_DEVICE_CPU, k_relu},       {"LeakyRelu", KILN_DEVICE_CPU, k_leaky_relu},
+    {"Sigmoid", KILN_DEVICE_CPU, k_sigmoid}, {"Tanh", KILN_DEVICE_CPU, k_tanh},
+    {"Exp", KILN_DEVICE_CPU, k_exp},         {"Sqrt", KILN_DEVICE_CPU, k_sqrt},
+    {"Erf", KILN_DEVICE_CPU, k_erf},         {"Neg", KILN_DEVICE_CPU, k_neg},
+    {"Abs", KILN_DEVICE_CPU, k_abs},         {"Add", KILN_DEVICE_CPU, k_add},
+    {"Sub", KILN_DEVICE_CPU, k_sub},         {"Mul", KILN_DEVICE_CPU, k_mul},
+    {"Div", KILN_DEVICE_CPU, k_div},         {"Pow", KILN_DEVICE_CPU, k_pow},
+    {"Softmax", KILN_DEVICE_CPU, k_softmax}, {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax},
+    {"MatMul", KILN_DEVICE_CPU, k_matmul},   {"Gemm", KILN_DEVICE_CPU, k_gemm},
+    {NULL, KILN_DEVICE_CPU, NULL},
+};

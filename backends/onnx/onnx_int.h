@@ -1,0 +1,42 @@
+/*
+ * backends/onnx/onnx_int.h: the kernel interface of the ONNX backend, shared by its files only.
+ *
+ * A kernel computes one node. It reads its inputs (NULL for an omitted optional input), and
+ * makes each output tensor itself (kiln_tensor_alloc, or a view of an input when the op only
+ * changes the shape), because output shapes depend on the inputs. On error its outputs are left
+ * empty and err names the node. Kernels are found by (op, device) in a registry; dtypes are
+ * checked by the kernel, at run time, with an error naming the node and the dtype.
+ * Thread-safety: kernels keep no state; any thread may run any kernel.
+ */
+#ifndef KILN_BACKENDS_ONNX_ONNX_INT_H
+#define KILN_BACKENDS_ONNX_ONNX_INT_H
+
+#include "common/status.h"
+#include "proto/onnx_model.h"
+#include "tensor/tensor.h"
+
+typedef struct kiln_onnx_call {
+    const kiln_onnx_node *node;
+    int64_t opset;
+    size_t n_in;
+    const kiln_tensor *const *in; /* NULL entries: omitted optional inputs */
+    size_t n_out;
+    kiln_tensor *out; /* zeroed on entry; the kernel fills the ones the node names */
+} kiln_onnx_call;
+
+typedef kiln_status (*kiln_onnx_kernel_fn)(const kiln_onnx_call *c, kiln_err *err);
+
+typedef struct kiln_onnx_kernel {
+    const char *op;
+    kiln_device_kind device;
+    kiln_onnx_kernel_fn fn;
+} kiln_onnx_kernel;
+
+/* The kernel for op on device, or NULL. */
+const kiln_onnx_kernel *kiln__onnx_kernel_find(const char *op, kiln_device_kind device);
+
+/* Writes the comma-separated ops with a kernel on device into buf (truncated to cap); returns
+ * buf. For messages. */
+char *kiln__onnx_kernel_ops(kiln_device_kind device, char *buf, size_t cap);
+
+#endif /* KILN_BACKENDS_ONNX_ONNX_INT_H */

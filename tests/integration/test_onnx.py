@@ -1,0 +1,145 @@
+"""Integration tests: ONNX models served by kiln-server, checked against NumPy.
+
+The models are made at test time with tests/fixtures/onnx/onnx_build.py (protobuf's Python
+module and proto/onnx.proto), except the example mlp_onnx, which is the committed file."""
+import math
+import os
+import shutil
+import tempfile
+import unittest
+
+import grpc
+import numpy as np
+
+import onnx_build as ob
+from proto import grpc_service_pb2 as pb
+from test_server import Server, add_input
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ops_model():
+    """Every CPU kernel the MLP does not use, chained, on X [batch, 2, 3]."""
+    c1 = np.array([0.5, -1.0, 2.0], np.float32)
+    nodes = [
+        ob.node("Sigmoid", ["X"], ["a"]), ob.node("Tanh", ["X"], ["b"]),
+        ob.node("Mul", ["a", "C1"], ["c"]), ob.node("Sub", ["c", "b"], ["d"]),
+        ob.node("Div", ["d", "C2"], ["e"]), ob.node("Abs", ["e"], ["e1"]),
+        ob.node("Pow", ["e1", "C3"], ["f"]), ob.node("Neg", ["f"], ["f1"]),
+        ob.node("LeakyRelu", ["f1"], ["g"], alpha=0.2), ob.node("Erf", ["g"], ["h"]),
+        ob.node("Exp", ["h"], ["i"]), ob.node("Sqrt", ["i"], ["j"]),
+        ob.node("Identity", ["j"], ["j1"]), ob.node("Dropout", ["j1"], ["j2"]),
+        ob.node("Flatten", ["j2"], ["k"], axis=1), ob.node("Reshape", ["k", "S"], ["l"]),
+        ob.node("Transpose", ["l"], ["m"], perm=[0, 2, 1]),
+        ob.node("LogSoftmax", ["m"], ["Y"], axis=1),
+    ]
+    inits = [ob.tensor("C1", c1), ob.tensor("C2", np.array(3.0, np.float32)),
+             ob.tensor("C3", np.array(2.0, np.float32)),
+             ob.tensor("S", np.array([-1, 3, 2], np.int64))]
+    return ob.model(nodes, [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                    [ob.value("Y", ob.FLOAT, [None, 2, 3])], inits), c1
+
+
+def ops_reference(x, c1):
+    sig = 1 / (1 + np.exp(-x))
+    e = (sig * c1 - np.tanh(x)) / 3.0
+    g = -(np.abs(e) ** 2)
+    g = np.where(g >= 0, g, 0.2 * g)
+    h = np.vectorize(math.erf)(g)
+    j = np.sqrt(np.exp(h))
+    m = j.reshape(-1, 3, 2).transpose(0, 2, 1)
+    mx = m.max(axis=1, keepdims=True)
+    return (m - mx - np.log(np.exp(m - mx).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+OPS_CONFIG = """name: "ops_onnx" backend: "onnx" max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 2, 3 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2, 3 ] } ]"""
+
+
+def write_model(repo, name, config, blob):
+    os.makedirs(f"{repo}/{name}/1")
+    with open(f"{repo}/{name}/config.pbtxt", "w") as f:
+        f.write(config)
+    with open(f"{repo}/{name}/1/model.onnx", "wb") as f:
+        f.write(blob)
+
+
+def rel_l2(got, want):
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+class TestOnnx(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.repo = tempfile.mkdtemp(prefix="kiln-it-onnx-")
+        shutil.copytree(f"{ROOT}/examples/models/mlp_onnx", f"{cls.repo}/mlp_onnx")
+        blob, cls.c1 = ops_model()
+        write_model(cls.repo, "ops_onnx", OPS_CONFIG, blob)
+        nms = ob.model([ob.node("NonMaxSuppression", ["X", "X"], ["Y"], name="nms")],
+                       [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                       [ob.value("Y", ob.FLOAT, [None, 2, 3])], [])
+        write_model(cls.repo, "unsupported_onnx", OPS_CONFIG.replace("ops_onnx", "unsupported_onnx"),
+                    nms)
+        write_model(cls.repo, "mismatch_onnx",
+                    OPS_CONFIG.replace("ops_onnx", "mismatch_onnx").replace('"X"', '"Q"'), blob)
+        write_model(cls.repo, "truncated_onnx", OPS_CONFIG.replace("ops_onnx", "truncated_onnx"),
+                    blob[: len(blob) // 2])
+        cls.server = Server(repo=cls.repo)
+        cls.s = cls.server.stub
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shutil.rmtree(cls.repo, ignore_errors=True)
+
+    def infer(self, model, name, x, out):
+        req = pb.ModelInferRequest(model_name=model)
+        add_input(req, name, x)
+        r = self.s.ModelInfer(req, timeout=30)
+        return np.frombuffer(r.raw_output_contents[0], np.float32).reshape(
+            list(r.outputs[0].shape)), r.outputs[0].name
+
+    def test_mlp_matches_numpy(self):
+        w = ob.mlp_weights()
+        rng = np.random.default_rng(1)
+        for batch in (1, 3, 8):
+            x = rng.standard_normal((batch, 16)).astype(np.float32)
+            got, name = self.infer("mlp_onnx", "INPUT", x, "PROBS")
+            self.assertEqual(name, "PROBS")
+            self.assertEqual(got.shape, (batch, 10))
+            self.assertLess(rel_l2(got, ob.mlp_reference(w, x)), 1e-5)
+
+    def test_every_kernel_matches_numpy(self):
+        rng = np.random.default_rng(2)
+        for batch in (1, 4):
+            x = rng.standard_normal((batch, 2, 3)).astype(np.float32)
+            got, _ = self.infer("ops_onnx", "X", x, "Y")
+            self.assertLess(rel_l2(got, ops_reference(x, self.c1)), 1e-5)
+
+    def test_load_errors_are_named(self):
+        idx = {m.name: m for m in self.s.RepositoryIndex(pb.RepositoryIndexRequest()).models}
+        self.assertEqual(idx["mlp_onnx"].state, "READY")
+        self.assertIn("node 'nms' uses op 'NonMaxSuppression' (opset 17), which Kiln's CPU "
+                      "backend does not support", idx["unsupported_onnx"].reason)
+        self.assertIn("config input 'Q' is not an input of model.onnx",
+                      idx["mismatch_onnx"].reason)
+        self.assertIn("not a valid ONNX model", idx["truncated_onnx"].reason)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.s.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="unsupported_onnx"),
+                                       timeout=30)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("NonMaxSuppression", ctx.exception.details())
+
+    def test_metadata_and_batch_limit(self):
+        md = self.s.ModelMetadata(pb.ModelMetadataRequest(name="mlp_onnx"))
+        self.assertEqual(md.platform, "onnxruntime_onnx")
+        self.assertEqual(list(md.inputs[0].shape), [-1, 16])
+        x = np.zeros((9, 16), np.float32)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.infer("mlp_onnx", "INPUT", x, "PROBS")
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+if __name__ == "__main__":
+    unittest.main()
