@@ -68,3 +68,22 @@ void kiln_batch_release_outputs(kiln_batch *batch)
     for (uint32_t i = 0; i < batch->n_outputs; i++)
         kiln_tensor_fini(&batch->outputs[i].result);
 }
+
+kiln_status kiln_output_shape_check(const kiln_model_config *c, uint32_t index, uint32_t batch_size,
+                                    const kiln_shape *shape, kiln_err *err)
+{
+    const kiln_model_io *io = &c->outputs[index];
+    kiln_shape pattern = io->dims;
+    if (c->max_batch_size > 0) {
+        if (pattern.rank + 1 > KILN_MAX_RANK)
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT, "output '%s': rank too large",
+                                io->name);
+        memmove(pattern.dims + 1, pattern.dims, sizeof(int64_t) * (size_t)pattern.rank);
+        pattern.dims[0] = batch_size;
+        pattern.rank++;
+    }
+    kiln_err e;
+    if (kiln_shape_match(&pattern, shape, &e) != KILN_OK)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "output '%s': %s", io->name, e.msg);
+    return KILN_OK;
+}

@@ -103,6 +103,14 @@ const char *kiln_backend_names(void);
 kiln_status kiln_output_slot_alloc(kiln_output_slot *slot, const char *name, kiln_dtype dtype,
                                    const kiln_shape *shape, size_t byte_size, kiln_err *err);
 
+/*
+ * Checks that `shape` fits config output `index`: its dims (-1 matches any size), with
+ * batch_size as dim 0 first when the model batches (max_batch_size > 0). Returns
+ * KILN_INVALID_ARGUMENT naming the output and both shapes.
+ */
+kiln_status kiln_output_shape_check(const kiln_model_config *config, uint32_t index,
+                                    uint32_t batch_size, const kiln_shape *shape, kiln_err *err);
+
 /* Finalizes every slot's result (used on failure paths). */
 void kiln_batch_release_outputs(kiln_batch *batch);
 

@@ -17,6 +17,18 @@ kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const ch
 /* Checks that input i is present and FP32. */
 kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err);
 
+/*
+ * Allocates a kernel's output, refusing one over KILN_ONNX_MAX_VALUE_BYTES (a small request can
+ * ask for a huge broadcast or product) with INVALID_ARGUMENT naming the node.
+ */
+#define KILN_ONNX_MAX_VALUE_BYTES (UINT64_C(4) << 30)
+kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_shape *shape,
+                             kiln_tensor *out, kiln_err *err);
+
+/* Checks that the GEMM sizes fit the int that BLAS takes. */
+kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, int64_t k,
+                                 kiln_err *err);
+
 /* The node's INT attribute `name`, or dflt. */
 int64_t kiln__onnx_attr_int(const kiln_onnx_call *c, const char *name, int64_t dflt);
 
@@ -45,5 +57,6 @@ static inline void kiln__onnx_step(int rank, const int64_t *dims, int64_t *idx,
 /* Kernel tables, each ended by an entry with op NULL. */
 extern const kiln_onnx_kernel kiln__onnx_cpu_math[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_shape[];
+extern const kiln_onnx_kernel kiln__onnx_cpu_nn[];
 
 #endif /* KILN_BACKENDS_ONNX_CPU_KERNELS_H */

@@ -3,6 +3,7 @@
  * broadcasting), Softmax, MatMul and Gemm (through OpenBLAS's cblas_sgemm).
  */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -27,6 +28,27 @@ kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err
     if (c->in[i]->dtype != KILN_DTYPE_FP32)
         return kiln__onnx_bad_node(c, err, "input %zu is %s; this kernel takes FP32", i,
                                    kiln_dtype_name(c->in[i]->dtype));
+    return KILN_OK;
+}
+
+kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_shape *shape,
+                             kiln_tensor *out, kiln_err *err)
+{
+    uint64_t bytes;
+    kiln_err e;
+    if (kiln_shape_byte_size(dt, shape, KILN_ONNX_MAX_VALUE_BYTES, &bytes, &e) != KILN_OK)
+        return kiln__onnx_bad_node(c, err, "output: %s", e.msg);
+    return kiln_tensor_alloc(dt, shape, 0, out, err);
+}
+
+kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, int64_t k,
+                                 kiln_err *err)
+{
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
+        return kiln__onnx_bad_node(c, err,
+                                   "matrix sizes %lld x %lld x %lld are over the BLAS "
+                                   "limit of %d",
+                                   (long long)m, (long long)n, (long long)k, INT_MAX);
     return KILN_OK;
 }
 
@@ -95,7 +117,7 @@ static kiln_status unary(const kiln_onnx_call *c, float (*f)(float, float), floa
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &x->shape, 0, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     const float *a = x->data;
     float *y = c->out[0].data;
@@ -183,7 +205,7 @@ static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
     kiln_shape shape;
     int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
     if ((st = broadcast(c, &a->shape, &b->shape, &shape, sa, sb, err)) != KILN_OK ||
-        (st = kiln_tensor_alloc(KILN_DTYPE_FP32, &shape, 0, &c->out[0], err)) != KILN_OK)
+        (st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &shape, &c->out[0], err)) != KILN_OK)
         return st;
     const float *x = a->data, *y = b->data;
     float *z = c->out[0].data;
@@ -251,7 +273,7 @@ static kiln_status softmax(const kiln_onnx_call *c, bool log, kiln_err *err)
         outer *= (size_t)x->shape.dims[d];
     for (int d = (int)axis + 1; d < r; d++)
         inner *= (size_t)x->shape.dims[d];
-    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &x->shape, 0, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     const float *in = x->data;
     float *out = c->out[0].data;
@@ -310,6 +332,8 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
     int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
     if ((st = broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
         return st;
+    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK)
+        return st;
     kiln_shape out = batch;
     if (out.rank + 2 > KILN_MAX_RANK)
         return kiln__onnx_bad_node(c, err, "rank over %d", KILN_MAX_RANK);
@@ -317,7 +341,7 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
         out.dims[out.rank++] = M;
     if (!b1)
         out.dims[out.rank++] = N;
-    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &out, 0, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
         return st;
     size_t nbatch = 1;
     for (int d = 0; d < batch.rank; d++)
@@ -326,7 +350,9 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
     float *C = c->out[0].data;
     int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
     for (size_t i = 0; i < nbatch; i++) {
-        if (M && N)
+        if (M && N && !K)
+            memset(C + i * M * N, 0, (size_t)(M * N) * sizeof(float));
+        else if (M && N)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.f,
                         A + oa * M * K, (int)K, B + ob * K * N, (int)N, 0.f, C + i * M * N, (int)N);
         kiln__onnx_step(batch.rank, batch.dims, idx, sa, &oa, sb, &ob);
@@ -356,6 +382,9 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
     if (K != KB)
         return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
                                    (long long)KB);
+    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK ||
+        (st = kiln__onnx_blas_dims(c, a->dims[1], b->dims[1], 0, err)) != KILN_OK)
+        return st;
     kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
     int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
     if (has_c && ((st = broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
@@ -363,7 +392,7 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
     if (has_c && !kiln_shape_equal(&bc, &out))
         return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,
                                    (long long)N);
-    if ((st = kiln_tensor_alloc(KILN_DTYPE_FP32, &out, 0, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
         return st;
     float *Y = c->out[0].data;
     const float *C = has_c ? c->in[2]->data : NULL;

@@ -7,20 +7,41 @@
 #include "backends/onnx/cpu_kernels.h"
 
 /* out = a view of x's bytes with another shape (no copy). */
-static kiln_status view_as(const kiln_tensor *x, const kiln_shape *shape, kiln_tensor *out,
-                           kiln_err *err)
+static kiln_status view_as(const kiln_onnx_call *c, const kiln_tensor *x, const kiln_shape *shape,
+                           kiln_tensor *out, kiln_err *err)
 {
     size_t off = (size_t)((const char *)x->data - (const char *)kiln_storage_data(x->storage));
-    return kiln_tensor_view(x->storage, off, x->dtype, shape, x->byte_size, out, err);
+    kiln_err e;
+    if (kiln_tensor_view(x->storage, off, x->dtype, shape, x->byte_size, out, &e) != KILN_OK)
+        return kiln__onnx_bad_node(c, err, "%s", e.msg);
+    return KILN_OK;
 }
 
 static kiln_status k_identity(const kiln_onnx_call *c, kiln_err *err)
 {
     if (!c->n_in || !c->in[0])
         return kiln__onnx_bad_node(c, err, "input 0 is required");
-    if (c->n_out > 1 && c->node->outputs[1] >= 0)
-        return kiln__onnx_bad_node(c, err, "the mask output is not supported (inference only)");
     kiln_tensor_share(c->in[0], &c->out[0]);
+    return KILN_OK;
+}
+
+/* Dropout in inference: the data unchanged, and a mask of all true when asked for. Training
+ * mode (input 2 true) is refused: Kiln does not train. */
+static kiln_status k_dropout(const kiln_onnx_call *c, kiln_err *err)
+{
+    if (c->n_in > 2 && c->in[2]) {
+        const kiln_tensor *t = c->in[2];
+        if (t->dtype != KILN_DTYPE_BOOL || t->byte_size != 1)
+            return kiln__onnx_bad_node(c, err, "training_mode must be a BOOL scalar");
+        if (*(const uint8_t *)t->data)
+            return kiln__onnx_bad_node(c, err, "training_mode is true; Kiln runs inference only");
+    }
+    kiln_status st = k_identity(c, err);
+    if (st != KILN_OK || c->n_out < 2 || c->node->outputs[1] < 0)
+        return st;
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_BOOL, &c->in[0]->shape, &c->out[1], err)) != KILN_OK)
+        return st;
+    memset(c->out[1].data, 1, c->out[1].byte_size);
     return KILN_OK;
 }
 
@@ -58,7 +79,8 @@ static kiln_status k_reshape(const kiln_onnx_call *c, kiln_err *err)
         if (v < 0)
             return kiln__onnx_bad_node(c, err, "shape[%zu] is %lld", d, (long long)v);
         out.dims[d] = v;
-        known *= (uint64_t)v;
+        if (__builtin_mul_overflow(known, (uint64_t)v, &known))
+            return kiln__onnx_bad_node(c, err, "shape's element count overflows");
     }
     if (infer >= 0) {
         if (!known || numel % known)
@@ -70,7 +92,7 @@ static kiln_status k_reshape(const kiln_onnx_call *c, kiln_err *err)
     if (known != numel)
         return kiln__onnx_bad_node(c, err, "shape holds %llu elements, the input %llu",
                                    (unsigned long long)known, (unsigned long long)numel);
-    return view_as(x, &out, &c->out[0], err);
+    return view_as(c, x, &out, &c->out[0], err);
 }
 
 static kiln_status k_flatten(const kiln_onnx_call *c, kiln_err *err)
@@ -87,7 +109,7 @@ static kiln_status k_flatten(const kiln_onnx_call *c, kiln_err *err)
     kiln_shape out = {.rank = 2, .dims = {1, 1}};
     for (int d = 0; d < r; d++)
         out.dims[d < axis ? 0 : 1] *= x->shape.dims[d];
-    return view_as(x, &out, &c->out[0], err);
+    return view_as(c, x, &out, &c->out[0], err);
 }
 
 static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
@@ -102,10 +124,12 @@ static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
                                    kiln_dtype_name(x->dtype));
     int perm[KILN_MAX_RANK];
     const kiln_onnx_attr *p = kiln_onnx_node_attr(c->node, "perm");
+    if (p && (p->type != KILN_ONNX_ATTR_INTS || (int)p->n != r))
+        return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
     bool seen[KILN_MAX_RANK] = {false};
     for (int d = 0; d < r; d++) {
-        int64_t v = p ? (d < (int)p->n ? p->ints[d] : -1) : r - 1 - d;
-        if (v < 0 || v >= r || seen[v] || (p && (int)p->n != r))
+        int64_t v = p ? p->ints[d] : r - 1 - d;
+        if (v < 0 || v >= r || seen[v])
             return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
         seen[v] = true;
         perm[d] = (int)v;
@@ -121,7 +145,7 @@ static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
         out.dims[d] = x->shape.dims[perm[d]];
         step[d] = in_stride[perm[d]];
     }
-    kiln_status st = kiln_tensor_alloc(x->dtype, &out, 0, &c->out[0], err);
+    kiln_status st = kiln__onnx_alloc(c, x->dtype, &out, &c->out[0], err);
     if (st != KILN_OK)
         return st;
     size_t n = x->byte_size / es;
@@ -136,14 +160,15 @@ static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_shape[] = {
-    {"Identity", KILN_DEVICE_CPU, k_identity},   {"Dropout", KILN_DEVICE_CPU, k_identity},
+    {"Identity", KILN_DEVICE_CPU, k_identity},   {"Dropout", KILN_DEVICE_CPU, k_dropout},
     {"Reshape", KILN_DEVICE_CPU, k_reshape},     {"Flatten", KILN_DEVICE_CPU, k_flatten},
     {"Transpose", KILN_DEVICE_CPU, k_transpose}, {NULL, KILN_DEVICE_CPU, NULL},
 };
 
 /* ---------------------------------------------------------------- registry */
 
-static const kiln_onnx_kernel *const tables[] = {kiln__onnx_cpu_math, kiln__onnx_cpu_shape};
+static const kiln_onnx_kernel *const tables[] = {kiln__onnx_cpu_math, kiln__onnx_cpu_shape,
+                                                 kiln__onnx_cpu_nn};
 
 const kiln_onnx_kernel *kiln__onnx_kernel_find(const char *op, kiln_device_kind device)
 {

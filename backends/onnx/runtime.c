@@ -16,6 +16,7 @@
  */
 #include <cblas.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,14 @@ struct kiln_backend_model {
     bool *keep;                       /* per value: initializer or graph output */
     uint64_t host_bytes;
 };
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+/* One OpenBLAS thread, set once for the process (the setting is global). */
+static void blas_single_thread(void)
+{
+    openblas_set_num_threads(1);
+}
 
 static void unload(kiln_backend_model *m)
 {
@@ -109,7 +118,11 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
         const kiln_onnx_node *n = &g->nodes[i];
         m->kernels[i] = n->domain[0] ? NULL : kiln__onnx_kernel_find(n->op, KILN_DEVICE_CPU);
-        if (!m->kernels[i]) {
+        if (m->kernels[i] && (!n->n_outputs || n->outputs[0] < 0)) {
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "model '%s': node '%s' (%s) has no first output", args->model_name,
+                              n->name, n->op);
+        } else if (!m->kernels[i]) {
             char ops[1024];
             st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
                               "model '%s': node '%s' uses op '%s%s%s' (opset %" PRId64
@@ -161,7 +174,7 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     }
     for (size_t i = 0; i < g->n_outputs; i++)
         m->keep[g->outputs[i]] = true;
-    openblas_set_num_threads(1);
+    pthread_once(&blas_once, blas_single_thread);
     *out = m;
     return KILN_OK;
 }
@@ -197,7 +210,7 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
         const kiln_onnx_node *n = &g->nodes[i];
         for (size_t k = 0; k < n->n_inputs; k++)
             ins[k] = n->inputs[k] >= 0 ? &vals[n->inputs[k]] : NULL;
-        memset(outs, 0, n->n_outputs * sizeof(*outs));
+        memset(outs, 0, max_io * sizeof(*outs));
         kiln_onnx_call call = {.node = n,
                                .opset = g->opset,
                                .n_in = n->n_inputs,
@@ -205,11 +218,17 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
                                .n_out = n->n_outputs,
                                .out = outs};
         st = m->kernels[i]->fn(&call, err);
-        for (size_t k = 0; k < n->n_outputs; k++) {
-            if (st == KILN_OK && n->outputs[k] >= 0)
+        for (size_t k = 0; st == KILN_OK && k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && !outs[k].storage)
+                st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                  "node '%s' (%s): output %zu ('%s') is not one %s makes", n->name,
+                                  n->op, k, g->values[n->outputs[k]].name, n->op);
+        for (size_t k = 0; k < max_io; k++) {
+            if (st == KILN_OK && k < n->n_outputs && n->outputs[k] >= 0)
                 vals[n->outputs[k]] = outs[k];
             else
                 kiln_tensor_fini(&outs[k]);
+            memset(&outs[k], 0, sizeof(outs[k]));
         }
         for (size_t k = 0; st == KILN_OK && k < n->n_inputs; k++) {
             int32_t v = n->inputs[k];
@@ -225,8 +244,16 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
                               m->cfg->outputs[slot->index].name);
             break;
         }
-        st = kiln_output_slot_alloc(slot, m->cfg->outputs[slot->index].name, t->dtype, &t->shape,
-                                    t->byte_size, err);
+        const kiln_model_io *io = &m->cfg->outputs[slot->index];
+        if (t->dtype != io->dtype) {
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "output '%s': the graph made %s, the config says %s", io->name,
+                              kiln_dtype_name(t->dtype), kiln_dtype_name(io->dtype));
+            break;
+        }
+        st = kiln_output_shape_check(m->cfg, slot->index, batch->batch_size, &t->shape, err);
+        if (st == KILN_OK)
+            st = kiln_output_slot_alloc(slot, io->name, t->dtype, &t->shape, t->byte_size, err);
         if (st == KILN_OK && t->byte_size)
             memcpy(slot->result.data, t->data, t->byte_size);
     }

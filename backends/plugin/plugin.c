@@ -240,16 +240,8 @@ static int32_t alloc_output(void *ctx, uint32_t idx, int32_t ndim, const int64_t
         return fail_alloc(perr, KILN_INVALID_ARGUMENT, "output '%s': bad shape (ndim %d)", io->name,
                           ndim);
     /* the shape must fit the config: batch dim first when batching */
-    kiln_shape pattern = io->dims;
-    if (c->max_batch_size > 0) {
-        if (pattern.rank + 1 > KILN_MAX_RANK)
-            return fail_alloc(perr, KILN_INTERNAL, "output '%s': rank too large", io->name);
-        memmove(pattern.dims + 1, pattern.dims, sizeof(int64_t) * (size_t)pattern.rank);
-        pattern.dims[0] = x->batch->batch_size;
-        pattern.rank++;
-    }
-    if (kiln_shape_match(&pattern, &s, &e) != KILN_OK)
-        return fail_alloc(perr, KILN_INVALID_ARGUMENT, "output '%s': %s", io->name, e.msg);
+    if (kiln_output_shape_check(c, slot->index, x->batch->batch_size, &s, &e) != KILN_OK)
+        return fail_alloc(perr, e.code, "%s", e.msg);
     if (byte_size > SIZE_MAX)
         return fail_alloc(perr, KILN_INVALID_ARGUMENT, "output '%s': byte size too large",
                           io->name);

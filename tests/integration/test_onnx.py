@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def ops_model():
-    """Every CPU kernel the MLP does not use, chained, on X [batch, 2, 3]."""
+    """Elementwise and shape kernels the MLP and CNN do not use, chained, on X [batch, 2, 3]."""
     c1 = np.array([0.5, -1.0, 2.0], np.float32)
     nodes = [
         ob.node("Sigmoid", ["X"], ["a"]), ob.node("Tanh", ["X"], ["b"]),
@@ -57,6 +57,11 @@ input [ { name: "X" data_type: TYPE_FP32 dims: [ 2, 3 ] } ]
 output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2, 3 ] } ]"""
 
 
+CNN_CONFIG = """name: "cnn_onnx" backend: "onnx" max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 3, 8, 8 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 5 ] } ]"""
+
+
 def write_model(repo, name, config, blob):
     os.makedirs(f"{repo}/{name}/1")
     with open(f"{repo}/{name}/config.pbtxt", "w") as f:
@@ -85,6 +90,18 @@ class TestOnnx(unittest.TestCase):
                     OPS_CONFIG.replace("ops_onnx", "mismatch_onnx").replace('"X"', '"Q"'), blob)
         write_model(cls.repo, "truncated_onnx", OPS_CONFIG.replace("ops_onnx", "truncated_onnx"),
                     blob[: len(blob) // 2])
+        two = ob.model([ob.node("Relu", ["X"], ["Y", "Z"], name="r")],
+                       [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                       [ob.value("Y", ob.FLOAT, [None, 2, 3])], [])
+        write_model(cls.repo, "twoout_onnx", OPS_CONFIG.replace("ops_onnx", "twoout_onnx"), two)
+        ints = ob.model([ob.node("Identity", ["K"], ["Y"], name="id"),
+                         ob.node("Identity", ["X"], ["X2"], name="use_x")],
+                        [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                        [ob.value("Y", ob.FLOAT, [None, 2, 3])],
+                        [ob.tensor("K", np.zeros((1, 2, 3), np.int64))])
+        write_model(cls.repo, "intout_onnx", OPS_CONFIG.replace("ops_onnx", "intout_onnx"), ints)
+        cls.cnn = ob.cnn_weights()
+        write_model(cls.repo, "cnn_onnx", CNN_CONFIG, ob.cnn_model(cls.cnn))
         cls.server = Server(repo=cls.repo)
         cls.s = cls.server.stub
 
@@ -117,6 +134,14 @@ class TestOnnx(unittest.TestCase):
             got, _ = self.infer("ops_onnx", "X", x, "Y")
             self.assertLess(rel_l2(got, ops_reference(x, self.c1)), 1e-5)
 
+    def test_cnn_matches_numpy(self):
+        rng = np.random.default_rng(3)
+        for batch in (1, 4):
+            x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+            got, _ = self.infer("cnn_onnx", "X", x, "Y")
+            self.assertEqual(got.shape, (batch, 5))
+            self.assertLess(rel_l2(got, ob.cnn_reference(self.cnn, x)), 1e-5)
+
     def test_load_errors_are_named(self):
         idx = {m.name: m for m in self.s.RepositoryIndex(pb.RepositoryIndexRequest()).models}
         self.assertEqual(idx["mlp_onnx"].state, "READY")
@@ -130,6 +155,17 @@ class TestOnnx(unittest.TestCase):
                                        timeout=30)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("NonMaxSuppression", ctx.exception.details())
+
+    def test_bad_graphs_fail_requests_cleanly(self):
+        x = np.ones((1, 2, 3), np.float32)
+        for model, msg in [("twoout_onnx", "node 'r' (Relu): output 1 ('Z') is not one Relu makes"),
+                           ("intout_onnx", "output 'Y': the graph made INT64, the config says FP32")]:
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.infer(model, "X", x, "Y")
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(msg, ctx.exception.details())
+        got, _ = self.infer("ops_onnx", "X", x, "Y")  # the server goes on
+        self.assertEqual(got.shape, (1, 2, 3))
 
     def test_metadata_and_batch_limit(self):
         md = self.s.ModelMetadata(pb.ModelMetadataRequest(name="mlp_onnx"))

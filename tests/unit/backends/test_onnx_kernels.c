@@ -204,6 +204,115 @@ static void shapes_and_views(void **state)
     kiln_tensor_fini(&x), kiln_tensor_fini(&s), kiln_tensor_fini(&bad);
 }
 
+/* Pools on a 1x1x3x3 input of 0..8: ceil_mode keeps the partial last window, and
+ * count_include_pad divides by the padded window. */
+static void pools_ceil_mode_and_padding(void **state)
+{
+    (void)state;
+    kiln_tensor x =
+        make(KILN_DTYPE_FP32, (int64_t[]){1, 1, 3, 3}, 4, (float[]){0, 1, 2, 3, 4, 5, 6, 7, 8});
+    const kiln_tensor *in[1] = {&x};
+    kiln_onnx_attr at[4] = {
+        {.name = "kernel_shape", .type = KILN_ONNX_ATTR_INTS, .n = 2, .ints = (int64_t[]){2, 2}},
+        {.name = "strides", .type = KILN_ONNX_ATTR_INTS, .n = 2, .ints = (int64_t[]){2, 2}},
+        {.name = "ceil_mode", .type = KILN_ONNX_ATTR_INT, .i = 1},
+        {.name = "count_include_pad", .type = KILN_ONNX_ATTR_INT, .i = 0}};
+    kiln_tensor y;
+    kiln_err e;
+    assert_ok(run("MaxPool", at, 3, in, 1, &y, &e), &e);
+    assert_int_equal(y.shape.dims[2], 2); /* floor would give 1 */
+    const float *Y = y.data;
+    assert_true(Y[0] == 4.f && Y[1] == 5.f && Y[2] == 7.f && Y[3] == 8.f);
+    kiln_tensor_fini(&y);
+    assert_ok(run("AveragePool", at, 4, in, 1, &y, &e), &e);
+    Y = y.data;
+    assert_true(Y[0] == 2.f && Y[1] == 3.5f && Y[2] == 6.5f && Y[3] == 8.f);
+    kiln_tensor_fini(&y);
+    /* pads [1,1,0,0], 2x2 windows, stride 1, counting pads: corner = 0 / 4 */
+    kiln_onnx_attr pad[3] = {
+        at[0],
+        {.name = "pads", .type = KILN_ONNX_ATTR_INTS, .n = 4, .ints = (int64_t[]){1, 1, 0, 0}},
+        {.name = "count_include_pad", .type = KILN_ONNX_ATTR_INT, .i = 1}};
+    assert_ok(run("AveragePool", pad, 3, in, 1, &y, &e), &e);
+    assert_int_equal(y.shape.dims[2], 3);
+    Y = y.data;
+    assert_true(Y[0] == 0.f && Y[4] == 2.f && Y[8] == 6.f);
+    kiln_tensor_fini(&y);
+    kiln_tensor_fini(&x);
+}
+
+static void nn_errors_name_the_node(void **state)
+{
+    (void)state;
+    kiln_tensor x = f32((int64_t[]){1, 4, 5, 5}, 4, 0.f), w = f32((int64_t[]){6, 3, 3, 3}, 4, 0.f);
+    const kiln_tensor *in[5] = {&x, &w};
+    kiln_tensor y;
+    kiln_err e;
+    assert_status(run("Conv", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "node 'n1' (Conv): channels do not fit: input 4, weights [6,3], group 1");
+    kiln_tensor big = f32((int64_t[]){6, 4, 7, 7}, 4, 0.f);
+    in[1] = &big;
+    assert_status(run("Conv", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "the window (7) is larger than the padded input (5)");
+    char same[] = "SAME_MIDDLE";
+    kiln_onnx_attr ap = {.name = "auto_pad", .type = KILN_ONNX_ATTR_STRING, .s = same};
+    in[1] = &w;
+    assert_status(run("Conv", &ap, 1, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "auto_pad 'SAME_MIDDLE' is not valid");
+    kiln_tensor flat = f32((int64_t[]){4, 5}, 2, 0.f);
+    in[0] = &flat;
+    assert_status(run("Conv", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "input must be 4-D [N,C,H,W] (got rank 2)");
+    kiln_tensor c4 = f32((int64_t[]){4}, 1, 1.f), c3 = f32((int64_t[]){3}, 1, 1.f);
+    in[0] = &x, in[1] = &c4, in[2] = &c4, in[3] = &c4, in[4] = &c3;
+    assert_status(run("BatchNormalization", NULL, 0, in, 5, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "input 4 must be [4]");
+    in[1] = &flat;
+    assert_status(run("Concat", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "input 1 differs in presence, dtype or rank");
+    kiln_tensor_fini(&x), kiln_tensor_fini(&w), kiln_tensor_fini(&big), kiln_tensor_fini(&flat);
+    kiln_tensor_fini(&c4), kiln_tensor_fini(&c3);
+}
+
+/* Review findings: attribute types, training mode, BLAS int limits, output size cap. */
+static void hostile_inputs_are_refused(void **state)
+{
+    (void)state;
+    kiln_tensor x = f32((int64_t[]){2, 3}, 2, 0.f);
+    const kiln_tensor *in[3] = {&x};
+    kiln_tensor y;
+    kiln_err e;
+    kiln_onnx_attr perm = {
+        .name = "perm", .type = KILN_ONNX_ATTR_FLOATS, .n = 2, .floats = (float[]){1, 0}};
+    assert_status(run("Transpose", &perm, 1, in, 1, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "perm is not a permutation of 0..1");
+    kiln_tensor on = make(KILN_DTYPE_BOOL, NULL, 0, (uint8_t[]){1});
+    in[1] = NULL, in[2] = &on;
+    assert_status(run("Dropout", NULL, 0, in, 3, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "node 'n1' (Dropout): training_mode is true; Kiln runs inference only");
+    /* M over INT_MAX with K = 0 needs no data, but would be truncated for BLAS */
+    kiln_tensor a = make(KILN_DTYPE_FP32, (int64_t[]){INT64_C(3000000000), 0}, 2, NULL);
+    kiln_tensor b = make(KILN_DTYPE_FP32, (int64_t[]){0, 1}, 2, NULL);
+    in[0] = &a, in[1] = &b;
+    assert_status(run("MatMul", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "matrix sizes 3000000000 x 1 x 0 are over the BLAS limit");
+    /* K = 0: the product is zeros, without BLAS */
+    kiln_tensor a2 = make(KILN_DTYPE_FP32, (int64_t[]){2, 0}, 2, NULL);
+    in[0] = &a2;
+    assert_ok(run("MatMul", NULL, 0, in, 2, &y, &e), &e);
+    assert_true(((const float *)y.data)[0] == 0.f && ((const float *)y.data)[1] == 0.f);
+    kiln_tensor_fini(&y);
+    /* a broadcast that would need 40 GB */
+    kiln_tensor col = make(KILN_DTYPE_FP32, (int64_t[]){100000, 1}, 2, NULL);
+    kiln_tensor row = make(KILN_DTYPE_FP32, (int64_t[]){1, 100000}, 2, NULL);
+    in[0] = &col, in[1] = &row;
+    assert_status(run("Add", NULL, 0, in, 2, &y, &e), KILN_INVALID_ARGUMENT, &e,
+                  "node 'n1' (Add): output:");
+    assert_null(y.storage);
+    kiln_tensor_fini(&x), kiln_tensor_fini(&on), kiln_tensor_fini(&a), kiln_tensor_fini(&b);
+    kiln_tensor_fini(&a2), kiln_tensor_fini(&col), kiln_tensor_fini(&row);
+}
+
 static void registry_lists_ops(void **state)
 {
     (void)state;
@@ -211,7 +320,8 @@ static void registry_lists_ops(void **state)
     kiln__onnx_kernel_ops(KILN_DEVICE_CPU, ops, sizeof(ops));
     assert_non_null(strstr(ops, "MatMul"));
     assert_non_null(strstr(ops, "Transpose"));
-    assert_null(kiln__onnx_kernel_find("Conv", KILN_DEVICE_CPU)); /* not built yet */
+    assert_non_null(kiln__onnx_kernel_find("Conv", KILN_DEVICE_CPU));
+    assert_null(kiln__onnx_kernel_find("Gather", KILN_DEVICE_CPU)); /* not built yet */
     char small[8];
     kiln__onnx_kernel_ops(KILN_DEVICE_CPU, small, sizeof(small)); /* truncates, no overflow */
     assert_true(strlen(small) < sizeof(small));
@@ -224,6 +334,9 @@ int main(void)
         cmocka_unit_test(gemm_transposes_and_broadcasts_c),
         cmocka_unit_test(broadcasting_binary_and_errors),
         cmocka_unit_test(shapes_and_views),
+        cmocka_unit_test(pools_ceil_mode_and_padding),
+        cmocka_unit_test(nn_errors_name_the_node),
+        cmocka_unit_test(hostile_inputs_are_refused),
         cmocka_unit_test(registry_lists_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,367 @@
+/*
+ * backends/onnx/cpu_nn.c: FP32 CPU kernels for convolutional networks: Conv (2-D, groups,
+ * pads, strides, dilations; im2col + cblas_sgemm, 1x1 convolutions without im2col), MaxPool
+ * and AveragePool (2-D), GlobalAveragePool, BatchNormalization (inference), Clip, Concat.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "backends/onnx/cpu_kernels.h"
+#include "common/alloc.h"
+
+/* The node's INTS attribute `name` copied into out[0..n) if it has exactly n values, else dflt
+ * everywhere. Returns false if present with another length. */
+static bool attr_ints(const kiln_onnx_call *c, const char *name, int64_t *out, size_t n,
+                      int64_t dflt)
+{
+    const kiln_onnx_attr *a = kiln_onnx_node_attr(c->node, name);
+    for (size_t i = 0; i < n; i++)
+        out[i] = dflt;
+    if (!a)
+        return true;
+    if (a->type != KILN_ONNX_ATTR_INTS || a->n != n)
+        return false;
+    memcpy(out, a->ints, n * sizeof(int64_t));
+    return true;
+}
+
+/* 2-D window geometry shared by Conv and the pools. */
+typedef struct window {
+    int64_t k[2], s[2], d[2], pad[4]; /* pads: top, left, bottom, right */
+    int64_t in[2], out[2];
+} window;
+
+/* Reads kernel/strides/dilations/pads/auto_pad and computes the output size. */
+static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const int64_t *k,
+                            bool ceil_mode, window *w, kiln_err *err)
+{
+    if (x->shape.rank != 4)
+        return kiln__onnx_bad_node(c, err, "input must be 4-D [N,C,H,W] (got rank %d); only 2-D "
+                                   "windows are supported", x->shape.rank);
+    w->k[0] = k[0], w->k[1] = k[1];
+    w->in[0] = x->shape.dims[2], w->in[1] = x->shape.dims[3];
+    if (!attr_ints(c, "strides", w->s, 2, 1) || !attr_ints(c, "dilations", w->d, 2, 1) ||
+        !attr_ints(c, "pads", w->pad, 4, 0))
+        return kiln__onnx_bad_node(c, err, "strides, dilations and pads must have 2, 2 and 4 "
+                                   "values");
+    const kiln_onnx_attr *ap = kiln_onnx_node_attr(c->node, "auto_pad");
+    const char *mode = ap && ap->type == KILN_ONNX_ATTR_STRING ? ap->s : "NOTSET";
+    for (int i = 0; i < 2; i++) {
+        if (w->k[i] < 1 || w->s[i] < 1 || w->d[i] < 1)
+            return kiln__onnx_bad_node(c, err, "kernel, strides and dilations must be >= 1");
+        int64_t span = (w->k[i] - 1) * w->d[i] + 1;
+        if (strcmp(mode, "SAME_UPPER") == 0 || strcmp(mode, "SAME_LOWER") == 0) {
+            int64_t o = (w->in[i] + w->s[i] - 1) / w->s[i];
+            int64_t total = (o - 1) * w->s[i] + span - w->in[i];
+            total = total > 0 ? total : 0;
+            bool upper = mode[5] == 'U';
+            w->pad[i] = upper ? total / 2 : total - total / 2;
+            w->pad[i + 2] = total - w->pad[i];
+        } else if (strcmp(mode, "VALID") == 0) {
+            w->pad[i] = w->pad[i + 2] = 0;
+        } else if (strcmp(mode, "NOTSET") != 0) {
+            return kiln__onnx_bad_node(c, err, "auto_pad '%s' is not valid", mode);
+        }
+        if (w->pad[i] < 0 || w->pad[i + 2] < 0)
+            return kiln__onnx_bad_node(c, err, "pads must be >= 0");
+        int64_t room = w->in[i] + w->pad[i] + w->pad[i + 2] - span;
+        if (room < 0)
+            return kiln__onnx_bad_node(c, err, "the window (%lld) is larger than the padded input "
+                                       "(%lld)", (long long)span,
+                                       (long long)(w->in[i] + w->pad[i] + w->pad[i + 2]));
+        w->out[i] = (ceil_mode ? (room + w->s[i] - 1) / w->s[i] : room / w->s[i]) + 1;
+        /* with ceil_mode, a last window that starts in the right padding is dropped */
+        if (ceil_mode && (w->out[i] - 1) * w->s[i] >= w->in[i] + w->pad[i])
+            w->out[i]--;
+    }
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- Conv */
+
+static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    bool has_b = c->n_in > 2 && c->in[2];
+    if (st == KILN_OK && has_b)
+        st = kiln__onnx_want_f32(c, 2, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0], *wt = c->in[1];
+    if (wt->shape.rank != 4)
+        return kiln__onnx_bad_node(c, err, "weights must be 4-D [M,C/group,kH,kW]");
+    int64_t group = kiln__onnx_attr_int(c, "group", 1);
+    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0, C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
+    int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
+    window w;
+    if ((st = geometry(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
+        return st;
+    if (group < 1 || C % group || M % group || Cg != C / group)
+        return kiln__onnx_bad_node(c, err, "channels do not fit: input %lld, weights [%lld,%lld], "
+                                   "group %lld", (long long)C, (long long)M, (long long)Cg,
+                                   (long long)group);
+    if (has_b && (c->in[2]->shape.rank != 1 || c->in[2]->shape.dims[0] != M))
+        return kiln__onnx_bad_node(c, err, "bias must be [%lld]", (long long)M);
+    if ((st = kiln__onnx_blas_dims(c, M / group, w.out[0] * w.out[1],
+                                   Cg * w.k[0] * w.k[1], err)) != KILN_OK)
+        return st;
+    kiln_shape os = {.rank = 4, .dims = {N, M, w.out[0], w.out[1]}};
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    int64_t Mg = M / group, HW = w.in[0] * w.in[1], OHW = w.out[0] * w.out[1];
+    int64_t KK = Cg * w.k[0] * w.k[1];
+    bool direct = w.k[0] == 1 && w.k[1] == 1 && w.s[0] == 1 && w.s[1] == 1 && !w.pad[0] &&
+                  !w.pad[1] && !w.pad[2] && !w.pad[3];
+    float *cols = direct ? NULL : kiln_malloc((size_t)(KK * OHW) * sizeof(float) + 1);
+    if (!direct && !cols) {
+        kiln_tensor_fini(&c->out[0]);
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a convolution");
+    }
+    const float *X = x->data, *W = wt->data, *B = has_b ? c->in[2]->data : NULL;
+    float *Y = c->out[0].data;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t g = 0; g < group; g++) {
+            const float *xg = X + (n * C + g * Cg) * HW;
+            const float *src = xg;
+            if (!direct) { /* im2col: row (ci, ky, kx), column (oy, ox) */
+                float *p = cols;
+                for (int64_t ci = 0; ci < Cg; ci++)
+                    for (int64_t ky = 0; ky < w.k[0]; ky++)
+                        for (int64_t kx = 0; kx < w.k[1]; kx++)
+                            for (int64_t oy = 0; oy < w.out[0]; oy++) {
+                                int64_t iy = oy * w.s[0] - w.pad[0] + ky * w.d[0];
+                                for (int64_t ox = 0; ox < w.out[1]; ox++) {
+                                    int64_t ix = ox * w.s[1] - w.pad[1] + kx * w.d[1];
+                                    *p++ = iy >= 0 && iy < w.in[0] && ix >= 0 && ix < w.in[1]
+                                               ? xg[ci * HW + iy * w.in[1] + ix]
+                                               : 0.f;
+                                }
+                            }
+                src = cols;
+            }
+            float *yg = Y + (n * M + g * Mg) * OHW;
+            if (Mg && OHW && KK)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)OHW, (int)KK,
+                            1.f, W + g * Mg * KK, (int)KK, src, (int)OHW, 0.f, yg, (int)OHW);
+            for (int64_t m = 0; B && m < Mg; m++)
+                for (int64_t i = 0; i < OHW; i++)
+                    yg[m * OHW + i] += B[g * Mg + m];
+        }
+    }
+    kiln_free(cols);
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- pools */
+
+static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    if (c->n_out > 1 && c->node->outputs[1] >= 0)
+        return kiln__onnx_bad_node(c, err, "the Indices output is not supported");
+    int64_t k[2];
+    if (!attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
+        return kiln__onnx_bad_node(c, err, "kernel_shape must have 2 values");
+    const kiln_tensor *x = c->in[0];
+    window w;
+    bool ceil_mode = kiln__onnx_attr_int(c, "ceil_mode", 0) != 0;
+    if ((st = geometry(c, x, k, ceil_mode, &w, err)) != KILN_OK)
+        return st;
+    if (!max && (w.d[0] != 1 || w.d[1] != 1))
+        return kiln__onnx_bad_node(c, err, "AveragePool dilations are not supported");
+    bool include_pad = kiln__onnx_attr_int(c, "count_include_pad", 0) != 0;
+    int64_t NC = x->shape.dims[0] * x->shape.dims[1];
+    kiln_shape os = {.rank = 4, .dims = {x->shape.dims[0], x->shape.dims[1], w.out[0], w.out[1]}};
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    const float *X = x->data;
+    float *Y = c->out[0].data;
+    for (int64_t p = 0; p < NC; p++) {
+        const float *xp = X + p * w.in[0] * w.in[1];
+        for (int64_t oy = 0; oy < w.out[0]; oy++)
+            for (int64_t ox = 0; ox < w.out[1]; ox++) {
+                float acc = max ? -INFINITY : 0.f;
+                int64_t count = 0, padded = 0;
+                for (int64_t ky = 0; ky < w.k[0]; ky++)
+                    for (int64_t kx = 0; kx < w.k[1]; kx++) {
+                        int64_t iy = oy * w.s[0] - w.pad[0] + ky * w.d[0];
+                        int64_t ix = ox * w.s[1] - w.pad[1] + kx * w.d[1];
+                        bool in = iy >= 0 && iy < w.in[0] && ix >= 0 && ix < w.in[1];
+                        /* count_include_pad counts pads, not the ceil_mode overhang */
+                        if (iy < w.in[0] + w.pad[2] && ix < w.in[1] + w.pad[3])
+                            padded++;
+                        if (!in)
+                            continue;
+                        float v = xp[iy * w.in[1] + ix];
+                        acc = max ? (v > acc ? v : acc) : acc + v;
+                        count++;
+                    }
+                int64_t div = include_pad ? padded : count;
+                *Y++ = max ? acc : (div ? acc / (float)div : 0.f);
+            }
+    }
+    return KILN_OK;
+}
+
+static kiln_status k_maxpool(const kiln_onnx_call *c, kiln_err *err) { return pool(c, true, err); }
+static kiln_status k_avgpool(const kiln_onnx_call *c, kiln_err *err) { return pool(c, false, err); }
+
+static kiln_status k_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    if (x->shape.rank < 3)
+        return kiln__onnx_bad_node(c, err, "input must be [N,C,spatial...]");
+    kiln_shape os = x->shape;
+    size_t inner = 1;
+    for (int d = 2; d < os.rank; d++) {
+        inner *= (size_t)os.dims[d];
+        os.dims[d] = 1;
+    }
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t nc = (size_t)(os.dims[0] * os.dims[1]);
+    const float *X = x->data;
+    float *Y = c->out[0].data;
+    for (size_t p = 0; p < nc; p++) {
+        double s = 0;
+        for (size_t i = 0; i < inner; i++)
+            s += X[p * inner + i];
+        Y[p] = inner ? (float)(s / (double)inner) : 0.f;
+    }
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- BatchNormalization, Clip */
+
+static kiln_status k_batchnorm(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; st == KILN_OK && i < 5; i++)
+        st = kiln__onnx_want_f32(c, i, err);
+    if (st != KILN_OK)
+        return st;
+    for (size_t k = 1; k < c->n_out; k++)
+        if (c->node->outputs[k] >= 0)
+            return kiln__onnx_bad_node(c, err, "training outputs are not supported (inference "
+                                       "only)");
+    const kiln_tensor *x = c->in[0];
+    if (x->shape.rank < 2)
+        return kiln__onnx_bad_node(c, err, "input must be [N,C,...]");
+    int64_t C = x->shape.dims[1];
+    for (size_t i = 1; i < 5; i++)
+        if (c->in[i]->shape.rank != 1 || c->in[i]->shape.dims[0] != C)
+            return kiln__onnx_bad_node(c, err, "input %zu must be [%lld]", i, (long long)C);
+    const kiln_onnx_attr *ea = kiln_onnx_node_attr(c->node, "epsilon");
+    float eps = ea && ea->type == KILN_ONNX_ATTR_FLOAT ? ea->f : 1e-5f;
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t inner = 1;
+    for (int d = 2; d < x->shape.rank; d++)
+        inner *= (size_t)x->shape.dims[d];
+    const float *X = x->data, *sc = c->in[1]->data, *bi = c->in[2]->data, *mu = c->in[3]->data,
+                *var = c->in[4]->data;
+    float *Y = c->out[0].data;
+    size_t N = (size_t)x->shape.dims[0];
+    for (size_t n = 0; n < N; n++)
+        for (int64_t ch = 0; ch < C; ch++) {
+            float a = sc[ch] / sqrtf(var[ch] + eps), b = bi[ch] - mu[ch] * a;
+            size_t base = (n * (size_t)C + (size_t)ch) * inner;
+            for (size_t i = 0; i < inner; i++)
+                Y[base + i] = X[base + i] * a + b;
+        }
+    return KILN_OK;
+}
+
+static kiln_status k_clip(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    float lo = -INFINITY, hi = INFINITY;
+    for (size_t i = 1; i < 3 && i < c->n_in; i++) {
+        if (!c->in[i])
+            continue;
+        if ((st = kiln__onnx_want_f32(c, i, err)) != KILN_OK)
+            return st;
+        if (c->in[i]->byte_size != sizeof(float))
+            return kiln__onnx_bad_node(c, err, "input %zu (min/max) must be a scalar", i);
+        *(i == 1 ? &lo : &hi) = *(const float *)c->in[i]->data;
+    }
+    const kiln_tensor *x = c->in[0];
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    const float *X = x->data;
+    float *Y = c->out[0].data;
+    for (size_t i = 0; i < x->byte_size / sizeof(float); i++)
+        Y[i] = X[i] < lo ? lo : (X[i] > hi ? hi : X[i]);
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- Concat */
+
+static kiln_status k_concat(const kiln_onnx_call *c, kiln_err *err)
+{
+    if (!c->n_in || !c->in[0])
+        return kiln__onnx_bad_node(c, err, "Concat needs inputs");
+    const kiln_tensor *x0 = c->in[0];
+    int r = x0->shape.rank;
+    int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
+    if (r == 0 || axis < -r || axis >= r)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside the inputs' rank %d",
+                                   (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t es = kiln_dtype_size(x0->dtype);
+    if (!es)
+        return kiln__onnx_bad_node(c, err, "%s tensors cannot be concatenated",
+                                   kiln_dtype_name(x0->dtype));
+    kiln_shape os = x0->shape;
+    os.dims[axis] = 0;
+    for (size_t i = 0; i < c->n_in; i++) {
+        const kiln_tensor *t = c->in[i];
+        if (!t || t->dtype != x0->dtype || t->shape.rank != r)
+            return kiln__onnx_bad_node(c, err, "input %zu differs in presence, dtype or rank", i);
+        for (int d = 0; d < r; d++)
+            if (d != axis && t->shape.dims[d] != x0->shape.dims[d])
+                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld",
+                                           i, d, (long long)t->shape.dims[d],
+                                           (long long)x0->shape.dims[d]);
+        os.dims[axis] += t->shape.dims[axis];
+    }
+    kiln_status st = kiln__onnx_alloc(c, x0->dtype, &os, &c->out[0], err);
+    if (st != KILN_OK)
+        return st;
+    size_t outer = 1, inner = es;
+    for (int d = 0; d < axis; d++)
+        outer *= (size_t)os.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        inner *= (size_t)os.dims[d];
+    char *dst = c->out[0].data;
+    for (size_t o = 0; o < outer; o++)
+        for (size_t i = 0; i < c->n_in; i++) {
+            size_t chunk = (size_t)c->in[i]->shape.dims[axis] * inner;
+            if (chunk)
+                memcpy(dst, (const char *)c->in[i]->data + o * chunk, chunk);
+            dst += chunk;
+        }
+    return KILN_OK;
+}
+
+const kiln_onnx_kernel kiln__onnx_cpu_nn[] = {
+    {"Conv", KILN_DEVICE_CPU, k_conv},
+    {"MaxPool", KILN_DEVICE_CPU, k_maxpool},
+    {"AveragePool", KILN_DEVICE_CPU, k_avgpool},
+    {"GlobalAveragePool", KILN_DEVICE_CPU, k_global_avgpool},
+    {"BatchNormalization", KILN_DEVICE_CPU, k_batchnorm},
+    {"Clip", KILN_DEVICE_CPU, k_clip},
+    {"Concat", KILN_DEVICE_CPU, k_concat},
+    {NULL, KILN_DEVICE_CPU, NULL},
+};
