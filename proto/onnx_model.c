@@ -549,6 +549,11 @@ void kiln_onnx_model_free(kiln_onnx_model *m)
     kiln_free(m);
 }
 
+kiln_dtype kiln_onnx_dtype(int32_t onnx_type)
+{
+    return kiln__onnx_dtype(onnx_type);
+}
+
 const kiln_onnx_attr *kiln_onnx_node_attr(const kiln_onnx_node *n, const char *name)
 {
     for (size_t i = 0; i < n->n_attrs; i++)

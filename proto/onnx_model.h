@@ -131,6 +131,10 @@ kiln_status kiln_onnx_model_parse(const void *data, size_t len, const char *dir,
 
 void kiln_onnx_model_free(kiln_onnx_model *m);
 
+/* The Kiln dtype of an ONNX TensorProto.DataType value (1 = FLOAT...); KILN_DTYPE_INVALID for
+ * types Kiln has none for (STRING, COMPLEX*). */
+kiln_dtype kiln_onnx_dtype(int32_t onnx_type);
+
 /* The attribute named `name` of node n, or NULL. */
 const kiln_onnx_attr *kiln_onnx_node_attr(const kiln_onnx_node *n, const char *name);
 

@@ -25,6 +25,13 @@ kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err
 kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_shape *shape,
                              kiln_tensor *out, kiln_err *err);
 
+/*
+ * The broadcast shape of a and b (NumPy rules). OUT: *out, and each input's element strides in
+ * the output's index space (0 along broadcast dims). INVALID_ARGUMENT naming both shapes.
+ */
+kiln_status kiln__onnx_broadcast(const kiln_onnx_call *c, const kiln_shape *a, const kiln_shape *b,
+                                 kiln_shape *out, int64_t *sa, int64_t *sb, kiln_err *err);
+
 /* Checks that the GEMM sizes fit the int that BLAS takes. */
 kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, int64_t k,
                                  kiln_err *err);
@@ -58,5 +65,6 @@ static inline void kiln__onnx_step(int rank, const int64_t *dims, int64_t *idx,
 extern const kiln_onnx_kernel kiln__onnx_cpu_math[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_shape[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_nn[];
+extern const kiln_onnx_kernel kiln__onnx_cpu_tensor[];
 
 #endif /* KILN_BACKENDS_ONNX_CPU_KERNELS_H */

@@ -148,12 +148,8 @@ static kiln_status k_leaky_relu(const kiln_onnx_call *c, kiln_err *err)
 
 /* ---------------------------------------------------------------- binary, broadcasting */
 
-/*
- * The broadcast shape of a and b (NumPy rules). OUT: *out, and each input's element strides in
- * the output's index space (0 along broadcast dims).
- */
-static kiln_status broadcast(const kiln_onnx_call *c, const kiln_shape *a, const kiln_shape *b,
-                             kiln_shape *out, int64_t *sa, int64_t *sb, kiln_err *err)
+kiln_status kiln__onnx_broadcast(const kiln_onnx_call *c, const kiln_shape *a, const kiln_shape *b,
+                                 kiln_shape *out, int64_t *sa, int64_t *sb, kiln_err *err)
 {
     int r = a->rank > b->rank ? a->rank : b->rank;
     out->rank = r;
@@ -204,7 +200,7 @@ static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
     const kiln_tensor *a = c->in[0], *b = c->in[1];
     kiln_shape shape;
     int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
-    if ((st = broadcast(c, &a->shape, &b->shape, &shape, sa, sb, err)) != KILN_OK ||
+    if ((st = kiln__onnx_broadcast(c, &a->shape, &b->shape, &shape, sa, sb, err)) != KILN_OK ||
         (st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &shape, &c->out[0], err)) != KILN_OK)
         return st;
     const float *x = a->data, *y = b->data;
@@ -330,7 +326,7 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
     memcpy(ba.dims, a.dims, sizeof(int64_t) * (size_t)ba.rank);
     memcpy(bb.dims, b.dims, sizeof(int64_t) * (size_t)bb.rank);
     int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
-    if ((st = broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
+    if ((st = kiln__onnx_broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
         return st;
     if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK)
         return st;
@@ -387,7 +383,8 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
         return st;
     kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
     int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
-    if (has_c && ((st = broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
+    if (has_c &&
+        ((st = kiln__onnx_broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
         return st;
     if (has_c && !kiln_shape_equal(&bc, &out))
         return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,

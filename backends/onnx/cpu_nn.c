@@ -37,13 +37,16 @@ static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const
                             bool ceil_mode, window *w, kiln_err *err)
 {
     if (x->shape.rank != 4)
-        return kiln__onnx_bad_node(c, err, "input must be 4-D [N,C,H,W] (got rank %d); only 2-D "
-                                   "windows are supported", x->shape.rank);
+        return kiln__onnx_bad_node(c, err,
+                                   "input must be 4-D [N,C,H,W] (got rank %d); only 2-D "
+                                   "windows are supported",
+                                   x->shape.rank);
     w->k[0] = k[0], w->k[1] = k[1];
     w->in[0] = x->shape.dims[2], w->in[1] = x->shape.dims[3];
     if (!attr_ints(c, "strides", w->s, 2, 1) || !attr_ints(c, "dilations", w->d, 2, 1) ||
         !attr_ints(c, "pads", w->pad, 4, 0))
-        return kiln__onnx_bad_node(c, err, "strides, dilations and pads must have 2, 2 and 4 "
+        return kiln__onnx_bad_node(c, err,
+                                   "strides, dilations and pads must have 2, 2 and 4 "
                                    "values");
     const kiln_onnx_attr *ap = kiln_onnx_node_attr(c->node, "auto_pad");
     const char *mode = ap && ap->type == KILN_ONNX_ATTR_STRING ? ap->s : "NOTSET";
@@ -67,8 +70,10 @@ static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const
             return kiln__onnx_bad_node(c, err, "pads must be >= 0");
         int64_t room = w->in[i] + w->pad[i] + w->pad[i + 2] - span;
         if (room < 0)
-            return kiln__onnx_bad_node(c, err, "the window (%lld) is larger than the padded input "
-                                       "(%lld)", (long long)span,
+            return kiln__onnx_bad_node(c, err,
+                                       "the window (%lld) is larger than the padded input "
+                                       "(%lld)",
+                                       (long long)span,
                                        (long long)(w->in[i] + w->pad[i] + w->pad[i + 2]));
         w->out[i] = (ceil_mode ? (room + w->s[i] - 1) / w->s[i] : room / w->s[i]) + 1;
         /* with ceil_mode, a last window that starts in the right padding is dropped */
@@ -94,19 +99,21 @@ static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
     if (wt->shape.rank != 4)
         return kiln__onnx_bad_node(c, err, "weights must be 4-D [M,C/group,kH,kW]");
     int64_t group = kiln__onnx_attr_int(c, "group", 1);
-    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0, C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
+    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0,
+            C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
     int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
     window w;
     if ((st = geometry(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
         return st;
     if (group < 1 || C % group || M % group || Cg != C / group)
-        return kiln__onnx_bad_node(c, err, "channels do not fit: input %lld, weights [%lld,%lld], "
-                                   "group %lld", (long long)C, (long long)M, (long long)Cg,
-                                   (long long)group);
+        return kiln__onnx_bad_node(c, err,
+                                   "channels do not fit: input %lld, weights [%lld,%lld], "
+                                   "group %lld",
+                                   (long long)C, (long long)M, (long long)Cg, (long long)group);
     if (has_b && (c->in[2]->shape.rank != 1 || c->in[2]->shape.dims[0] != M))
         return kiln__onnx_bad_node(c, err, "bias must be [%lld]", (long long)M);
-    if ((st = kiln__onnx_blas_dims(c, M / group, w.out[0] * w.out[1],
-                                   Cg * w.k[0] * w.k[1], err)) != KILN_OK)
+    if ((st = kiln__onnx_blas_dims(c, M / group, w.out[0] * w.out[1], Cg * w.k[0] * w.k[1], err)) !=
+        KILN_OK)
         return st;
     kiln_shape os = {.rank = 4, .dims = {N, M, w.out[0], w.out[1]}};
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
@@ -208,8 +215,14 @@ static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
     return KILN_OK;
 }
 
-static kiln_status k_maxpool(const kiln_onnx_call *c, kiln_err *err) { return pool(c, true, err); }
-static kiln_status k_avgpool(const kiln_onnx_call *c, kiln_err *err) { return pool(c, false, err); }
+static kiln_status k_maxpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    return pool(c, true, err);
+}
+static kiln_status k_avgpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    return pool(c, false, err);
+}
 
 static kiln_status k_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
 {
@@ -250,7 +263,8 @@ static kiln_status k_batchnorm(const kiln_onnx_call *c, kiln_err *err)
         return st;
     for (size_t k = 1; k < c->n_out; k++)
         if (c->node->outputs[k] >= 0)
-            return kiln__onnx_bad_node(c, err, "training outputs are not supported (inference "
+            return kiln__onnx_bad_node(c, err,
+                                       "training outputs are not supported (inference "
                                        "only)");
     const kiln_tensor *x = c->in[0];
     if (x->shape.rank < 2)
@@ -331,8 +345,8 @@ static kiln_status k_concat(const kiln_onnx_call *c, kiln_err *err)
             return kiln__onnx_bad_node(c, err, "input %zu differs in presence, dtype or rank", i);
         for (int d = 0; d < r; d++)
             if (d != axis && t->shape.dims[d] != x0->shape.dims[d])
-                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld",
-                                           i, d, (long long)t->shape.dims[d],
+                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld", i,
+                                           d, (long long)t->shape.dims[d],
                                            (long long)x0->shape.dims[d]);
         os.dims[axis] += t->shape.dims[axis];
     }

@@ -168,7 +168,7 @@ const kiln_onnx_kernel kiln__onnx_cpu_shape[] = {
 /* ---------------------------------------------------------------- registry */
 
 static const kiln_onnx_kernel *const tables[] = {kiln__onnx_cpu_math, kiln__onnx_cpu_shape,
-                                                 kiln__onnx_cpu_nn};
+                                                 kiln__onnx_cpu_nn, kiln__onnx_cpu_tensor};
 
 const kiln_onnx_kernel *kiln__onnx_kernel_find(const char *op, kiln_device_kind device)
 {

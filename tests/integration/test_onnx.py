@@ -62,6 +62,12 @@ input [ { name: "X" data_type: TYPE_FP32 dims: [ 3, 8, 8 ] } ]
 output [ { name: "Y" data_type: TYPE_FP32 dims: [ 5 ] } ]"""
 
 
+TF_CONFIG = """name: "tf_onnx" backend: "onnx" max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 4, 8 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4, 8 ] },
+         { name: "POOLED" data_type: TYPE_FP32 dims: [ 8 ] } ]"""
+
+
 def write_model(repo, name, config, blob):
     os.makedirs(f"{repo}/{name}/1")
     with open(f"{repo}/{name}/config.pbtxt", "w") as f:
@@ -100,6 +106,8 @@ class TestOnnx(unittest.TestCase):
                         [ob.value("Y", ob.FLOAT, [None, 2, 3])],
                         [ob.tensor("K", np.zeros((1, 2, 3), np.int64))])
         write_model(cls.repo, "intout_onnx", OPS_CONFIG.replace("ops_onnx", "intout_onnx"), ints)
+        cls.tf = ob.tf_weights()
+        write_model(cls.repo, "tf_onnx", TF_CONFIG, ob.tf_model(cls.tf))
         cls.cnn = ob.cnn_weights()
         write_model(cls.repo, "cnn_onnx", CNN_CONFIG, ob.cnn_model(cls.cnn))
         cls.server = Server(repo=cls.repo)
@@ -141,6 +149,19 @@ class TestOnnx(unittest.TestCase):
             got, _ = self.infer("cnn_onnx", "X", x, "Y")
             self.assertEqual(got.shape, (batch, 5))
             self.assertLess(rel_l2(got, ob.cnn_reference(self.cnn, x)), 1e-5)
+
+    def test_transformer_layer_matches_numpy(self):
+        rng = np.random.default_rng(4)
+        for batch in (1, 3):
+            x = rng.standard_normal((batch, 4, 8)).astype(np.float32)
+            req = pb.ModelInferRequest(model_name="tf_onnx")
+            add_input(req, "X", x)
+            r = self.s.ModelInfer(req, timeout=30)
+            got = {o.name: np.frombuffer(r.raw_output_contents[i], np.float32).reshape(list(o.shape))
+                   for i, o in enumerate(r.outputs)}
+            want_y, want_pooled = ob.tf_reference(self.tf, x)
+            self.assertLess(rel_l2(got["Y"], want_y), 1e-5)
+            self.assertLess(rel_l2(got["POOLED"], want_pooled), 1e-5)
 
     def test_load_errors_are_named(self):
         idx = {m.name: m for m in self.s.RepositoryIndex(pb.RepositoryIndexRequest()).models}

@@ -313,6 +313,100 @@ static void hostile_inputs_are_refused(void **state)
     kiln_tensor_fini(&a2), kiln_tensor_fini(&col), kiln_tensor_fini(&row);
 }
 
+/* Runs op with n_out outputs (node outputs 0..n_out-1). */
+static kiln_status run_n(const char *op, kiln_onnx_attr *attrs, size_t n_attrs,
+                         const kiln_tensor **in, size_t n_in, kiln_tensor *out, size_t n_out,
+                         kiln_err *e)
+{
+    int32_t outs[4] = {0, 1, 2, 3};
+    char opname[32], name[] = "n1", domain[] = "";
+    snprintf(opname, sizeof(opname), "%s", op);
+    kiln_onnx_node n = {.name = name,
+                        .op = opname,
+                        .domain = domain,
+                        .n_outputs = n_out,
+                        .outputs = outs,
+                        .n_attrs = n_attrs,
+                        .attrs = attrs};
+    memset(out, 0, n_out * sizeof(*out));
+    kiln_onnx_call c = {
+        .node = &n, .opset = 17, .n_in = n_in, .in = in, .n_out = n_out, .out = out};
+    return kiln__onnx_kernel_find(op, KILN_DEVICE_CPU)->fn(&c, e);
+}
+
+static void plumbing_kernels(void **state)
+{
+    (void)state;
+    kiln_tensor x = f32((int64_t[]){3, 4}, 2, 0.f); /* 0, .25, ... 2.75 */
+    kiln_tensor st = make(KILN_DTYPE_INT64, (int64_t[]){2}, 1, (int64_t[]){-1, 3});
+    kiln_tensor en = make(KILN_DTYPE_INT64, (int64_t[]){2}, 1, (int64_t[]){-4, 0});
+    kiln_tensor ax = make(KILN_DTYPE_INT64, (int64_t[]){2}, 1, (int64_t[]){0, 1});
+    kiln_tensor sp = make(KILN_DTYPE_INT64, (int64_t[]){2}, 1, (int64_t[]){-1, -2});
+    const kiln_tensor *in[5] = {&x, &st, &en, &ax, &sp};
+    kiln_tensor y[3];
+    kiln_err e;
+    /* rows 2,1,0 reversed; columns 3,1 (step -2) */
+    assert_ok(run_n("Slice", NULL, 0, in, 5, y, 1, &e), &e);
+    assert_int_equal(y[0].shape.dims[0], 3);
+    assert_int_equal(y[0].shape.dims[1], 2);
+    const float *Y = y[0].data, *X = x.data;
+    assert_true(Y[0] == X[2 * 4 + 3] && Y[1] == X[2 * 4 + 1] && Y[5] == X[0 * 4 + 1]);
+    kiln_tensor_fini(&y[0]);
+    /* Split columns 1 + 3 */
+    kiln_tensor parts = make(KILN_DTYPE_INT64, (int64_t[]){2}, 1, (int64_t[]){1, 3});
+    kiln_onnx_attr axis1 = {.name = "axis", .type = KILN_ONNX_ATTR_INT, .i = 1};
+    in[1] = &parts;
+    assert_ok(run_n("Split", &axis1, 1, in, 2, y, 2, &e), &e);
+    assert_int_equal(y[1].shape.dims[1], 3);
+    assert_true(((const float *)y[1].data)[3] == X[5]);
+    kiln_tensor_fini(&y[0]), kiln_tensor_fini(&y[1]);
+    /* Expand [3,4] -> [2,3,4] */
+    kiln_tensor to = make(KILN_DTYPE_INT64, (int64_t[]){3}, 1, (int64_t[]){2, 1, 4});
+    in[1] = &to;
+    assert_ok(run_n("Expand", NULL, 0, in, 2, y, 1, &e), &e);
+    assert_int_equal(y[0].shape.rank, 3);
+    assert_true(((const float *)y[0].data)[12 + 5] == X[5]);
+    kiln_tensor_fini(&y[0]);
+    /* Equal with a broadcast row, then Where picking x or 0 */
+    kiln_tensor row = make(KILN_DTYPE_FP32, (int64_t[]){4}, 1, (float[]){0.f, 99.f, 0.5f, 99.f});
+    in[1] = &row;
+    assert_ok(run_n("Equal", NULL, 0, in, 2, y, 1, &e), &e);
+    const uint8_t *eq = y[0].data;
+    assert_true(eq[0] == 1 && eq[1] == 0 && eq[2] == 1 && eq[4] == 0);
+    kiln_tensor zero = make(KILN_DTYPE_FP32, NULL, 0, (float[]){-7.f});
+    const kiln_tensor *win[3] = {&y[0], &x, &zero};
+    kiln_tensor w;
+    assert_ok(run_n("Where", NULL, 0, win, 3, &w, 1, &e), &e);
+    const float *W = w.data;
+    assert_true(W[0] == X[0] && W[1] == -7.f && W[2] == X[2] && W[4] == -7.f);
+    kiln_tensor_fini(&w), kiln_tensor_fini(&y[0]);
+    /* ReduceSum over axis 1 keeping dims; Squeeze it away; Cast to INT64 */
+    kiln_tensor a1 = make(KILN_DTYPE_INT64, (int64_t[]){1}, 1, (int64_t[]){1});
+    in[1] = &a1;
+    assert_ok(run_n("ReduceSum", NULL, 0, in, 2, y, 1, &e), &e);
+    assert_int_equal(y[0].shape.dims[1], 1);
+    assert_true(((const float *)y[0].data)[1] == X[4] + X[5] + X[6] + X[7]);
+    const kiln_tensor *sin[2] = {&y[0], &a1};
+    assert_ok(run_n("Squeeze", NULL, 0, sin, 2, &y[1], 1, &e), &e);
+    assert_int_equal(y[1].shape.rank, 1);
+    kiln_onnx_attr to_i64 = {.name = "to", .type = KILN_ONNX_ATTR_INT, .i = 7};
+    const kiln_tensor *cin[1] = {&y[1]};
+    assert_ok(run_n("Cast", &to_i64, 1, cin, 1, &y[2], 1, &e), &e);
+    assert_int_equal(((const int64_t *)y[2].data)[2], (int64_t)(X[8] + X[9] + X[10] + X[11]));
+    kiln_tensor_fini(&y[0]), kiln_tensor_fini(&y[1]), kiln_tensor_fini(&y[2]);
+    /* errors name the node */
+    kiln_tensor big = make(KILN_DTYPE_INT64, NULL, 0, (int64_t[]){7});
+    const kiln_tensor *gin[2] = {&x, &big};
+    assert_status(run_n("Gather", NULL, 0, gin, 2, y, 1, &e), KILN_INVALID_ARGUMENT, &e,
+                  "node 'n1' (Gather): index 7 is outside -3..2");
+    kiln_onnx_attr to_str = {.name = "to", .type = KILN_ONNX_ATTR_INT, .i = 8};
+    assert_status(run_n("Cast", &to_str, 1, in, 1, y, 1, &e), KILN_INVALID_ARGUMENT, &e,
+                  "casts FP32 -> INVALID are not supported");
+    kiln_tensor_fini(&x), kiln_tensor_fini(&st), kiln_tensor_fini(&en), kiln_tensor_fini(&ax);
+    kiln_tensor_fini(&sp), kiln_tensor_fini(&parts), kiln_tensor_fini(&to), kiln_tensor_fini(&row);
+    kiln_tensor_fini(&zero), kiln_tensor_fini(&a1), kiln_tensor_fini(&big);
+}
+
 static void registry_lists_ops(void **state)
 {
     (void)state;
@@ -321,7 +415,8 @@ static void registry_lists_ops(void **state)
     assert_non_null(strstr(ops, "MatMul"));
     assert_non_null(strstr(ops, "Transpose"));
     assert_non_null(kiln__onnx_kernel_find("Conv", KILN_DEVICE_CPU));
-    assert_null(kiln__onnx_kernel_find("Gather", KILN_DEVICE_CPU)); /* not built yet */
+    assert_non_null(kiln__onnx_kernel_find("Gather", KILN_DEVICE_CPU));
+    assert_null(kiln__onnx_kernel_find("ConvTranspose", KILN_DEVICE_CPU)); /* not built yet */
     char small[8];
     kiln__onnx_kernel_ops(KILN_DEVICE_CPU, small, sizeof(small)); /* truncates, no overflow */
     assert_true(strlen(small) < sizeof(small));
@@ -337,6 +432,7 @@ int main(void)
         cmocka_unit_test(pools_ceil_mode_and_padding),
         cmocka_unit_test(nn_errors_name_the_node),
         cmocka_unit_test(hostile_inputs_are_refused),
+        cmocka_unit_test(plumbing_kernels),
         cmocka_unit_test(registry_lists_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
