@@ -32,6 +32,10 @@ kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_
 kiln_status kiln__onnx_broadcast(const kiln_onnx_call *c, const kiln_shape *a, const kiln_shape *b,
                                  kiln_shape *out, int64_t *sa, int64_t *sb, kiln_err *err);
 
+/* out = a view of x's bytes with another shape of the same size (no copy). */
+kiln_status kiln__onnx_view(const kiln_onnx_call *c, const kiln_tensor *x, const kiln_shape *shape,
+                            kiln_tensor *out, kiln_err *err);
+
 /* Checks that the GEMM sizes fit the int that BLAS takes. */
 kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, int64_t k,
                                  kiln_err *err);

@@ -6,9 +6,8 @@
 
 #include "backends/onnx/cpu_kernels.h"
 
-/* out = a view of x's bytes with another shape (no copy). */
-static kiln_status view_as(const kiln_onnx_call *c, const kiln_tensor *x, const kiln_shape *shape,
-                           kiln_tensor *out, kiln_err *err)
+kiln_status kiln__onnx_view(const kiln_onnx_call *c, const kiln_tensor *x, const kiln_shape *shape,
+                            kiln_tensor *out, kiln_err *err)
 {
     size_t off = (size_t)((const char *)x->data - (const char *)kiln_storage_data(x->storage));
     kiln_err e;
@@ -92,7 +91,7 @@ static kiln_status k_reshape(const kiln_onnx_call *c, kiln_err *err)
     if (known != numel)
         return kiln__onnx_bad_node(c, err, "shape holds %llu elements, the input %llu",
                                    (unsigned long long)known, (unsigned long long)numel);
-    return view_as(c, x, &out, &c->out[0], err);
+    return kiln__onnx_view(c, x, &out, &c->out[0], err);
 }
 
 static kiln_status k_flatten(const kiln_onnx_call *c, kiln_err *err)
@@ -109,7 +108,7 @@ static kiln_status k_flatten(const kiln_onnx_call *c, kiln_err *err)
     kiln_shape out = {.rank = 2, .dims = {1, 1}};
     for (int d = 0; d < r; d++)
         out.dims[d < axis ? 0 : 1] *= x->shape.dims[d];
-    return view_as(c, x, &out, &c->out[0], err);
+    return kiln__onnx_view(c, x, &out, &c->out[0], err);
 }
 
 static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)

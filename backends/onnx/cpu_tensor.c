@@ -19,8 +19,8 @@ static kiln_status need(const kiln_onnx_call *c, size_t i, kiln_err *err)
 }
 
 /* Reads a 1-D INT64 input (axes, starts, shape...) into out[0..*n). */
-static kiln_status int_list(const kiln_onnx_call *c, size_t i, int64_t *out, size_t cap,
-                            size_t *n, kiln_err *err)
+static kiln_status int_list(const kiln_onnx_call *c, size_t i, int64_t *out, size_t cap, size_t *n,
+                            kiln_err *err)
 {
     const kiln_tensor *t = c->in[i];
     if (t->dtype != KILN_DTYPE_INT64 || t->shape.rank > 1)
@@ -59,7 +59,8 @@ static kiln_status k_shape(const kiln_onnx_call *c, kiln_err *err)
     if (st != KILN_OK)
         return st;
     const kiln_shape *s = &c->in[0]->shape;
-    int64_t start = kiln__onnx_attr_int(c, "start", 0), end = kiln__onnx_attr_int(c, "end", s->rank);
+    int64_t start = kiln__onnx_attr_int(c, "start", 0),
+            end = kiln__onnx_attr_int(c, "end", s->rank);
     start = start < 0 ? start + s->rank : start;
     end = end < 0 ? end + s->rank : end;
     start = start < 0 ? 0 : (start > s->rank ? s->rank : start);
@@ -76,11 +77,16 @@ static kiln_status k_shape(const kiln_onnx_call *c, kiln_err *err)
 static double load(kiln_dtype dt, const void *p, size_t i)
 {
     switch (dt) {
-    case KILN_DTYPE_FP32: return ((const float *)p)[i];
-    case KILN_DTYPE_FP64: return ((const double *)p)[i];
-    case KILN_DTYPE_INT32: return ((const int32_t *)p)[i];
-    case KILN_DTYPE_INT64: return (double)((const int64_t *)p)[i];
-    default: return ((const uint8_t *)p)[i] != 0;
+    case KILN_DTYPE_FP32:
+        return ((const float *)p)[i];
+    case KILN_DTYPE_FP64:
+        return ((const double *)p)[i];
+    case KILN_DTYPE_INT32:
+        return ((const int32_t *)p)[i];
+    case KILN_DTYPE_INT64:
+        return (double)((const int64_t *)p)[i];
+    default:
+        return ((const uint8_t *)p)[i] != 0;
     }
 }
 
@@ -110,15 +116,23 @@ static kiln_status k_cast(const kiln_onnx_call *c, kiln_err *err)
     for (size_t i = 0; i < n; i++) {
         double v = load(x->dtype, x->data, i);
         switch (to) {
-        case KILN_DTYPE_FP32: ((float *)o)[i] = (float)v; break;
-        case KILN_DTYPE_FP64: ((double *)o)[i] = v; break;
-        case KILN_DTYPE_INT32: ((int32_t *)o)[i] = isfinite(v) ? (int32_t)v : 0; break;
+        case KILN_DTYPE_FP32:
+            ((float *)o)[i] = (float)v;
+            break;
+        case KILN_DTYPE_FP64:
+            ((double *)o)[i] = v;
+            break;
+        case KILN_DTYPE_INT32:
+            ((int32_t *)o)[i] = isfinite(v) ? (int32_t)v : 0;
+            break;
         case KILN_DTYPE_INT64:
             ((int64_t *)o)[i] = x->dtype == KILN_DTYPE_INT64 ? ((const int64_t *)x->data)[i]
-                                : isfinite(v)                 ? (int64_t)v
-                                                              : 0;
+                                : isfinite(v)                ? (int64_t)v
+                                                             : 0;
             break;
-        default: ((uint8_t *)o)[i] = v != 0; break;
+        default:
+            ((uint8_t *)o)[i] = v != 0;
+            break;
         }
     }
     return KILN_OK;
@@ -136,7 +150,8 @@ static kiln_status k_gather(const kiln_onnx_call *c, kiln_err *err)
     const kiln_tensor *x = c->in[0], *ix = c->in[1];
     size_t es = kiln_dtype_size(x->dtype);
     if (!es || (ix->dtype != KILN_DTYPE_INT64 && ix->dtype != KILN_DTYPE_INT32))
-        return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype and indices INT64 "
+        return kiln__onnx_bad_node(c, err,
+                                   "data must have a fixed-size dtype and indices INT64 "
                                    "or INT32");
     int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
     if ((st = norm_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
@@ -177,17 +192,6 @@ static kiln_status k_gather(const kiln_onnx_call *c, kiln_err *err)
 
 /* ---------------------------------------------------------------- Unsqueeze, Squeeze */
 
-/* out = a view of x with another shape (no copy). */
-static kiln_status reshaped(const kiln_onnx_call *c, const kiln_tensor *x, const kiln_shape *s,
-                            kiln_err *err)
-{
-    size_t off = (size_t)((const char *)x->data - (const char *)kiln_storage_data(x->storage));
-    kiln_err e;
-    if (kiln_tensor_view(x->storage, off, x->dtype, s, x->byte_size, &c->out[0], &e) != KILN_OK)
-        return kiln__onnx_bad_node(c, err, "%s", e.msg);
-    return KILN_OK;
-}
-
 static kiln_status k_unsqueeze(const kiln_onnx_call *c, kiln_err *err)
 {
     kiln_status st = need(c, 0, err);
@@ -214,7 +218,7 @@ static kiln_status k_unsqueeze(const kiln_onnx_call *c, kiln_err *err)
     kiln_shape os = {.rank = r};
     for (int d = 0, k = 0; d < r; d++)
         os.dims[d] = ins[d] ? 1 : s->dims[k++];
-    return reshaped(c, c->in[0], &os, err);
+    return kiln__onnx_view(c, c->in[0], &os, &c->out[0], err);
 }
 
 static kiln_status k_squeeze(const kiln_onnx_call *c, kiln_err *err)
@@ -245,7 +249,7 @@ static kiln_status k_squeeze(const kiln_onnx_call *c, kiln_err *err)
     for (int d = 0; d < s->rank; d++)
         if (!drop[d])
             os.dims[os.rank++] = s->dims[d];
-    return reshaped(c, c->in[0], &os, err);
+    return kiln__onnx_view(c, c->in[0], &os, &c->out[0], err);
 }
 
 /* ---------------------------------------------------------------- Slice, Split, Expand */
@@ -291,8 +295,10 @@ static kiln_status k_slice(const kiln_onnx_call *c, kiln_err *err)
     size_t n, ne, na = 0, ns = 0;
     if ((st = int_list(c, 1, starts, KILN_MAX_RANK, &n, err)) != KILN_OK ||
         (st = int_list(c, 2, ends, KILN_MAX_RANK, &ne, err)) != KILN_OK ||
-        (c->n_in > 3 && c->in[3] && (st = int_list(c, 3, axes, KILN_MAX_RANK, &na, err)) != KILN_OK) ||
-        (c->n_in > 4 && c->in[4] && (st = int_list(c, 4, steps, KILN_MAX_RANK, &ns, err)) != KILN_OK))
+        (c->n_in > 3 && c->in[3] &&
+         (st = int_list(c, 3, axes, KILN_MAX_RANK, &na, err)) != KILN_OK) ||
+        (c->n_in > 4 && c->in[4] &&
+         (st = int_list(c, 4, steps, KILN_MAX_RANK, &ns, err)) != KILN_OK))
         return st;
     if (ne != n || (na && na != n) || (ns && ns != n))
         return kiln__onnx_bad_node(c, err, "starts, ends, axes and steps differ in length");
@@ -468,8 +474,9 @@ static kiln_status k_where(const kiln_onnx_call *c, kiln_err *err)
     size_t n = c->out[0].byte_size / es;
     char *dst = c->out[0].data;
     for (size_t i = 0; i < n; i++) {
-        const char *src = ((const uint8_t *)cond->data)[oc] ? (const char *)x->data + ox * (int64_t)es
-                                                            : (const char *)y->data + oy * (int64_t)es;
+        const char *src = ((const uint8_t *)cond->data)[oc]
+                              ? (const char *)x->data + ox * (int64_t)es
+                              : (const char *)y->data + oy * (int64_t)es;
         memcpy(dst + i * es, src, es);
         int64_t i3[KILN_MAX_RANK];
         memcpy(i3, i1, sizeof(i3));
@@ -548,8 +555,14 @@ static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
     return KILN_OK;
 }
 
-static kiln_status k_reduce_mean(const kiln_onnx_call *c, kiln_err *err) { return reduce(c, true, err); }
-static kiln_status k_reduce_sum(const kiln_onnx_call *c, kiln_err *err) { return reduce(c, false, err); }
+static kiln_status k_reduce_mean(const kiln_onnx_call *c, kiln_err *err)
+{
+    return reduce(c, true, err);
+}
+static kiln_status k_reduce_sum(const kiln_onnx_call *c, kiln_err *err)
+{
+    return reduce(c, false, err);
+}
 
 /* LayerNormalization (opset 17) over the dims from `axis` on; the Mean and InvStdDev outputs
  * are not supported. */
