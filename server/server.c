@@ -406,6 +406,13 @@ static void on_new_call(listener *l, bool ok)
     }
     atomic_store(&c->refs, 1); /* the handler's */
     start_close_watch(c);
+    atomic_store(&s->last_new_call_ns, kiln_clock_now_ns());
+    if (atomic_load(&s->refusing) && strncmp(c->method->path, "/grpc.health.v1.", 16) != 0) {
+        kiln__reply(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL);
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        return;
+    }
     switch (c->method->shape) {
     case SHAPE_UNARY:
         c->method->unary(c, payload); /* replies now or later */
@@ -678,11 +685,28 @@ kiln_status kiln_server_start(kiln_server *s, kiln_err *err)
     return KILN_OK;
 }
 
+/* Shutdown's refusal phase ends after this long without a new call, or at most this long. */
+#define KILN_REFUSE_QUIET_NS (50 * KILN_NS_PER_MS)
+#define KILN_REFUSE_MAX_NS   (1000 * KILN_NS_PER_MS)
+
 void kiln_server_shutdown(kiln_server *s, uint64_t grace_ns)
 {
     if (!s || !s->started)
         return;
     kiln_server_set_serving(s, false);
+    /* Phase 1: refuse new calls ourselves until none has come for a while (bounded), so that
+     * calls the transport received before the signal are answered, not dropped. gRPC's own
+     * shutdown drops calls it holds that no posted request has taken yet (the client would see
+     * CANCELLED). */
+    atomic_store(&s->refusing, true);
+    uint64_t start = kiln_clock_now_ns();
+    atomic_store(&s->last_new_call_ns, start);
+    while (kiln_clock_now_ns() - start < KILN_REFUSE_MAX_NS &&
+           kiln_clock_now_ns() - atomic_load(&s->last_new_call_ns) < KILN_REFUSE_QUIET_NS) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* Phase 2: gRPC's shutdown; calls in progress get the grace period */
     atomic_store(&s->shutting_down, true);
     kiln__health_finish_all(s);
     grpc_completion_queue *scq = grpc_completion_queue_create_for_pluck(NULL);

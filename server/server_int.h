@@ -100,6 +100,10 @@ struct kiln_server {
     grpc_completion_queue **cqs;
     pthread_t *threads;
     atomic_bool shutting_down;
+    /* Shutdown, first phase: listeners stay posted and new calls (but health) get UNAVAILABLE,
+     * so calls the transport already holds are answered rather than dropped by gRPC. */
+    atomic_bool refusing;
+    _Atomic uint64_t last_new_call_ns; /* kiln_clock_now_ns of the latest accepted call */
     atomic_bool serving;
     size_t n_methods;
     kiln_method *methods;
