@@ -6,6 +6,8 @@
 #   build/bundle/{models,test-models,plugins}  what the tests and the server load
 #   build/bundle/lib      every shared library the binaries need, except glibc's and CUDA's
 # Run there with: LD_LIBRARY_PATH=$PWD/build/bundle/lib:/usr/local/cuda/lib64
+# The folder is over the device's 64 MiB carry limit once OpenBLAS is in it, so the script also
+# writes build/bundle.tar.xz: carry that and unpack it there (tar -C build -xJf ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # optional: a sanitizer configuration, e.g. scripts/bundle.sh address,undefined
@@ -27,4 +29,5 @@ ldd "${bins[@]}" 2>/dev/null | awk '/=> \//{print $3}' | sort -u | while read -r
         *) cp -L "$lib" "$out/lib/" ;;
     esac
 done
-du -sh "$out"
+tar -C "$(dirname "$out")" -cJf "$out.tar.xz" "$(basename "$out")"
+du -sh "$out" "$out.tar.xz"
