@@ -40,7 +40,7 @@ static void release_request_data(kiln_infer_request *req)
     }
 }
 
-static kiln_status parse_version(const char *s, int64_t *out, kiln_err *err)
+kiln_status kiln_version_parse(const char *s, const char *field, int64_t *out, kiln_err *err)
 {
     *out = 0;
     if (!s || !*s)
@@ -49,7 +49,7 @@ static kiln_status parse_version(const char *s, int64_t *out, kiln_err *err)
     long long v = strtoll(s, &end, 10);
     if (*end || v < 1 || strlen(s) > 18)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "model_version '%.32s' is not a version number (digits, >= 1)", s);
+                            "%s '%.32s' is not a version number (digits, >= 1)", field, s);
     *out = v;
     return KILN_OK;
 }
@@ -272,7 +272,7 @@ void kiln__pending_finish(kiln_pending *j, kiln_status st, const kiln_err *err)
 kiln_status kiln_engine_infer(kiln_engine *e, kiln_infer_request *req, kiln_err *err)
 {
     int64_t version;
-    kiln_status st = parse_version(req->version, &version, err);
+    kiln_status st = kiln_version_parse(req->version, "model_version", &version, err);
     kiln_model *m = NULL;
     if (st == KILN_OK)
         st = kiln_registry_acquire(e->registry, req->model ? req->model : "", version, &m, err);

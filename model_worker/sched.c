@@ -32,9 +32,19 @@
 
 /* ---------------------------------------------------------------- queueing */
 
-static void service_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
-                           uint64_t *wake);
+static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
+                            uint64_t *wake);
 static void answer_all(kiln_pending *done);
+static kiln_status expired(const kiln_pending *p, uint64_t now, bool queued, kiln_err *err);
+
+/* When p stops being worth waiting for (its deadline or queue timeout), 0 = never. */
+static uint64_t due_time(const kiln_pending *p)
+{
+    uint64_t due = p->deadline_ns;
+    if (p->queue_deadline_ns && (!due || p->queue_deadline_ns < due))
+        due = p->queue_deadline_ns;
+    return due;
+}
 
 /* Counts n requests out of the engine; drain waits for the count to reach 0. REQUIRES: sched_mu. */
 static void pending_done_locked(kiln_engine *e, size_t n)
@@ -110,11 +120,13 @@ kiln_status kiln__sched_enqueue(kiln_engine *e, kiln_pending *p, kiln_err *err)
     q->tail = p;
     q->len++;
     e->pending++;
-    /* start it here if it can run now; else the scheduler thread times it */
+    /* start it here if it can run now; else the scheduler thread times it (a batching delay,
+     * or p's own deadline while it waits) */
     kiln_pending *done = NULL;
     uint64_t wake = 0;
-    service_locked(e, q, kiln_clock_now_ns(), &done, &wake);
-    wake_scheduler_locked(e, wake);
+    dispatch_locked(e, q, kiln_clock_now_ns(), &done, &wake);
+    uint64_t due = q->tail == p ? due_time(p) : 0; /* p is the tail while it is still queued */
+    wake_scheduler_locked(e, due && (!wake || due < wake) ? due : wake);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
     return KILN_OK;
@@ -164,51 +176,83 @@ typedef struct batch_job {
     kiln_pending **reqs;
 } batch_job;
 
+/* Unlinks p from q's queue; prev is the request before it (NULL at the head). */
+static void unlink_locked(model_queue *q, kiln_pending *prev, kiln_pending *p)
+{
+    if (prev)
+        prev->next = p->next;
+    else
+        q->head = p->next;
+    if (q->tail == p)
+        q->tail = prev;
+    q->len--;
+}
+
+/*
+ * If queued request p expired or was cancelled, takes it out of q (prev is the request before
+ * it), chains it onto *done with its error and returns true. REQUIRES: sched_mu.
+ */
+static bool drop_if_dead_locked(kiln_engine *e, model_queue *q, kiln_pending *prev, kiln_pending *p,
+                                uint64_t now, kiln_pending **done)
+{
+    kiln_err err;
+    kiln_status st = expired(p, now, true, &err);
+    if (st == KILN_OK)
+        return false;
+    unlink_locked(q, prev, p);
+    pending_done_locked(e, 1);
+    answer_later(done, p, st, &err);
+    return true;
+}
+
 /*
  * Takes a batch from q's queue if one should run now (flush: the server is stopping, so do not
  * wait for more rows). Returns the number of requests taken into out (0 if none); *wake is when
- * to look again (0 = no timed wake needed).
+ * to look again (0 = no timed wake needed). A request met on the way that expired or was
+ * cancelled is taken out and added to *done with its error: it never runs. (The scheduler
+ * thread expires the rest of the queue on time.)
  * REQUIRES: sched_mu.
  */
-static uint32_t form_batch_locked(model_queue *q, uint64_t now, bool flush, kiln_pending **out,
-                                  uint32_t cap, uint64_t *wake)
+static uint32_t form_batch_locked(kiln_engine *e, model_queue *q, uint64_t now, bool flush,
+                                  kiln_pending **out, uint32_t cap, kiln_pending **done,
+                                  uint64_t *wake)
 {
     *wake = 0;
-    kiln_pending *first = q->head;
-    if (!first)
+    kiln_pending *first = NULL, *prev = NULL, *next;
+    const kiln_model_config *c = NULL;
+    bool batching = false;
+    uint32_t n = 0, rows = 0, max = 1;
+    for (kiln_pending *p = q->head; p && n < cap; p = next) {
+        next = p->next;
+        if (drop_if_dead_locked(e, q, prev, p, now, done))
+            continue;
+        if (!first) {
+            first = p;
+            c = p->cfg;
+            batching = c->dynamic_batching && c->max_batch_size > 0;
+            max = batching ? (uint32_t)c->max_batch_size : 1;
+        }
+        prev = p;
+        if (batching && (!compatible(first, p) || rows + p->rows > max))
+            continue;
+        out[n++] = p;
+        rows += p->rows;
+        if (!batching || rows == max)
+            break;
+    }
+    if (!n)
         return 0;
-    const kiln_model_config *c = first->cfg;
-    uint32_t n = 0, rows = 0;
-    if (!c->dynamic_batching || c->max_batch_size <= 0) {
-        out[n++] = first;
-    } else {
-        uint32_t max = (uint32_t)c->max_batch_size;
-        for (kiln_pending *p = first; p && n < cap; p = p->next) {
-            if (!compatible(first, p) || rows + p->rows > max)
-                continue;
-            out[n++] = p;
-            rows += p->rows;
-            if (rows == max)
-                break;
-        }
-        bool full = rows == max || preferred(c, rows);
-        uint64_t delay = c->max_queue_delay_us * KILN_NS_PER_US;
-        if (!full && !flush && delay && now < first->enqueued_ns + delay) {
-            *wake = first->enqueued_ns + delay;
-            return 0; /* wait a little for more requests */
-        }
+    if (batching && rows != max && !preferred(c, rows) && !flush && c->max_queue_delay_us &&
+        now < first->enqueued_ns + c->max_queue_delay_us * KILN_NS_PER_US) {
+        *wake = first->enqueued_ns + c->max_queue_delay_us * KILN_NS_PER_US;
+        return 0; /* wait a little for more requests */
     }
     /* unlink the chosen requests, keeping the others in order */
     for (uint32_t i = 0; i < n; i++) {
-        kiln_pending **pp = &q->head, *prev = NULL;
-        while (*pp != out[i]) {
-            prev = *pp;
-            pp = &(*pp)->next;
-        }
-        *pp = out[i]->next;
-        if (q->tail == out[i])
-            q->tail = prev;
-        q->len--;
+        kiln_pending *before = NULL;
+        for (kiln_pending *x = q->head; x != out[i]; x = x->next)
+            before = x;
+        unlink_locked(q, before, out[i]);
     }
     return n;
 }
@@ -397,7 +441,7 @@ static void release_instance(batch_job *b)
     /* the next batch of this model can start from here */
     kiln_pending *done = NULL;
     uint64_t wake = 0;
-    service_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
+    dispatch_locked(e, b->q, kiln_clock_now_ns(), &done, &wake);
     wake_scheduler_locked(e, wake);
     pthread_mutex_unlock(&e->sched_mu);
     answer_all(done);
@@ -507,26 +551,15 @@ static void run_batch(kiln_job *job)
 static void expire_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
                           uint64_t *wake)
 {
-    for (kiln_pending **pp = &q->head, *prev = NULL; *pp;) {
-        kiln_pending *p = *pp;
-        kiln_err err;
-        kiln_status st = expired(p, now, true, &err);
-        if (st == KILN_OK) {
-            uint64_t due = p->deadline_ns;
-            if (p->queue_deadline_ns && (!due || p->queue_deadline_ns < due))
-                due = p->queue_deadline_ns;
-            if (due && (!*wake || due < *wake))
-                *wake = due;
-            prev = p;
-            pp = &p->next;
+    kiln_pending *prev = NULL, *next;
+    for (kiln_pending *p = q->head; p; p = next) {
+        next = p->next;
+        if (drop_if_dead_locked(e, q, prev, p, now, done))
             continue;
-        }
-        *pp = p->next;
-        if (q->tail == p)
-            q->tail = prev;
-        q->len--;
-        pending_done_locked(e, 1);
-        answer_later(done, p, st, &err);
+        uint64_t due = due_time(p);
+        if (due && (!*wake || due < *wake))
+            *wake = due;
+        prev = p;
     }
 }
 
@@ -553,7 +586,7 @@ static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_p
         kiln_pending **reqs = kiln_calloc(cap, sizeof(*reqs));
         batch_job *b = kiln_calloc(1, sizeof(*b));
         uint64_t w = 0;
-        uint32_t n = reqs && b ? form_batch_locked(q, now, flush, reqs, cap, &w) : 0;
+        uint32_t n = reqs && b ? form_batch_locked(e, q, now, flush, reqs, cap, done, &w) : 0;
         if (!n) {
             kiln_free(reqs);
             kiln_free(b);
@@ -578,14 +611,6 @@ static void dispatch_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_p
     }
 }
 
-/* Expires, then starts what can run. REQUIRES: sched_mu. */
-static void service_locked(kiln_engine *e, model_queue *q, uint64_t now, kiln_pending **done,
-                           uint64_t *wake)
-{
-    expire_locked(e, q, now, done, wake);
-    dispatch_locked(e, q, now, done, wake);
-}
-
 /* Answers the requests chained by answer_later (outside sched_mu). */
 static void answer_all(kiln_pending *done)
 {
@@ -605,8 +630,10 @@ static void *scheduler_main(void *arg)
     for (;;) {
         uint64_t now = kiln_clock_now_ns(), wake = 0;
         kiln_pending *done = NULL;
-        for (model_queue *q = e->queues; q; q = q->next)
-            service_locked(e, q, now, &done, &wake);
+        for (model_queue *q = e->queues; q; q = q->next) {
+            expire_locked(e, q, now, &done, &wake);
+            dispatch_locked(e, q, now, &done, &wake);
+        }
         if (done) {
             pthread_mutex_unlock(&e->sched_mu);
             answer_all(done);

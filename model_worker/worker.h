@@ -183,6 +183,12 @@ static inline bool kiln_infer_request_cancelled(const kiln_infer_request *r)
 void kiln_engine_poke(kiln_engine *e);
 
 /*
+ * Parses a model version as the protocol carries it (a string): "" or NULL is 0 (the server's
+ * choice); otherwise digits, >= 1. Returns KILN_INVALID_ARGUMENT naming `field` otherwise.
+ */
+kiln_status kiln_version_parse(const char *s, const char *field, int64_t *out, kiln_err *err);
+
+/*
  * Validates and queues a request (see the header comment). On error, the inputs' data
  * references are released and done is never called. Errors: KILN_NOT_FOUND (model, region),
  * KILN_UNAVAILABLE (model not ready), KILN_INVALID_ARGUMENT naming the input or output,

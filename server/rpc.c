@@ -30,26 +30,12 @@ static kiln_registry *reg_of(kiln_call *c)
     return kiln_engine_registry(c->srv->engine);
 }
 
-static kiln_status parse_version(const char *s, int64_t *out, kiln_err *err)
-{
-    *out = 0;
-    if (!s || !*s)
-        return KILN_OK;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end || v < 1 || strlen(s) > 18)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "version '%.32s' is not a version number (digits, >= 1)", s);
-    *out = v;
-    return KILN_OK;
-}
-
 /* Pins name/version for a metadata-style RPC. */
 static kiln_status pin(kiln_call *c, const char *name, const char *version, kiln_model **m,
                        kiln_err *err)
 {
     int64_t v;
-    kiln_status st = parse_version(version, &v, err);
+    kiln_status st = kiln_version_parse(version, "version", &v, err);
     if (st != KILN_OK)
         return st;
     if (!name || !name[0])
@@ -202,7 +188,7 @@ static void model_statistics(kiln_call *c, grpc_byte_buffer *payload)
            inference__model_statistics_request__descriptor, req);
     kiln_err e;
     int64_t v;
-    kiln_status st = parse_version(req->version, &v, &e);
+    kiln_status st = kiln_version_parse(req->version, "version", &v, &e);
     kiln_model_status *all = NULL;
     size_t n = 0;
     if (st == KILN_OK)

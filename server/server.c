@@ -56,6 +56,7 @@ static kiln_status build_methods(kiln_server *s, kiln_err *err)
             kiln_method *m = &s->methods[s->n_methods++];
             m->name = svcs[i]->methods[k].name;
             m->shape = shape_of(svcs[i], m->name);
+            m->health = svcs[i] == &grpc__health__v1__health__descriptor;
             snprintf(m->path, sizeof(m->path), "/%s/%s", svcs[i]->name, m->name);
             kiln__rpc_bind(m);
             if (m->shape == SHAPE_UNARY && !m->unary)
@@ -407,7 +408,7 @@ static void on_new_call(listener *l, bool ok)
     atomic_store(&c->refs, 1); /* the handler's */
     start_close_watch(c);
     atomic_store(&s->last_new_call_ns, kiln_clock_now_ns());
-    if (atomic_load(&s->refusing) && strncmp(c->method->path, "/grpc.health.v1.", 16) != 0) {
+    if (atomic_load(&s->refusing) && !c->method->health) {
         kiln__reply(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL);
         if (payload)
             grpc_byte_buffer_destroy(payload);

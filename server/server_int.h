@@ -42,6 +42,7 @@ struct kiln_method {
     unary_fn unary; /* SHAPE_UNARY */
     char path[160]; /* "/pkg.Service/Method", from the descriptor */
     void *handle;   /* grpc_server_register_method */
+    bool health;    /* grpc.health.v1: still served while shutdown refuses other calls */
 };
 
 /* A pending request for one method on one queue; re-posted after each call. */

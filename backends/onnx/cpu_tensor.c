@@ -462,15 +462,18 @@ static kiln_status k_where(const kiln_onnx_call *c, kiln_err *err)
     size_t es = kiln_dtype_size(x->dtype);
     if (cond->dtype != KILN_DTYPE_BOOL || x->dtype != y->dtype || !es)
         return kiln__onnx_bad_node(c, err, "condition must be BOOL and X, Y one fixed-size dtype");
-    kiln_shape s1, os;
-    int64_t s_c[KILN_MAX_RANK], s_x[KILN_MAX_RANK], s_y[KILN_MAX_RANK], t1[KILN_MAX_RANK];
-    if ((st = kiln__onnx_broadcast(c, &cond->shape, &x->shape, &s1, t1, t1, err)) != KILN_OK ||
-        (st = kiln__onnx_broadcast(c, &s1, &y->shape, &os, t1, s_y, err)) != KILN_OK ||
-        (st = kiln__onnx_broadcast(c, &os, &cond->shape, &s1, t1, s_c, err)) != KILN_OK ||
-        (st = kiln__onnx_broadcast(c, &os, &x->shape, &s1, t1, s_x, err)) != KILN_OK ||
+    /* the output shape, then each input's strides in the output's index space */
+    kiln_shape cx, os, same;
+    int64_t s_c[KILN_MAX_RANK], s_x[KILN_MAX_RANK], s_y[KILN_MAX_RANK], unused[KILN_MAX_RANK];
+    if ((st = kiln__onnx_broadcast(c, &cond->shape, &x->shape, &cx, unused, unused, err)) !=
+            KILN_OK ||
+        (st = kiln__onnx_broadcast(c, &cx, &y->shape, &os, unused, s_y, err)) != KILN_OK ||
+        (st = kiln__onnx_broadcast(c, &os, &cond->shape, &same, unused, s_c, err)) != KILN_OK ||
+        (st = kiln__onnx_broadcast(c, &os, &x->shape, &same, unused, s_x, err)) != KILN_OK ||
         (st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
         return st;
-    int64_t i1[KILN_MAX_RANK] = {0}, i2[KILN_MAX_RANK] = {0}, oc = 0, ox = 0, oy = 0, dummy = 0;
+    /* two walkers over the same index: one moves cond and X, the other Y */
+    int64_t ia[KILN_MAX_RANK] = {0}, ib[KILN_MAX_RANK] = {0}, oc = 0, ox = 0, oy = 0;
     size_t n = c->out[0].byte_size / es;
     char *dst = c->out[0].data;
     for (size_t i = 0; i < n; i++) {
@@ -478,11 +481,8 @@ static kiln_status k_where(const kiln_onnx_call *c, kiln_err *err)
                               ? (const char *)x->data + ox * (int64_t)es
                               : (const char *)y->data + oy * (int64_t)es;
         memcpy(dst + i * es, src, es);
-        int64_t i3[KILN_MAX_RANK];
-        memcpy(i3, i1, sizeof(i3));
-        kiln__onnx_step(os.rank, os.dims, i1, s_c, &oc, s_x, &ox);
-        kiln__onnx_step(os.rank, os.dims, i3, s_y, &oy, NULL, &dummy);
-        (void)i2;
+        kiln__onnx_step(os.rank, os.dims, ia, s_c, &oc, s_x, &ox);
+        kiln__onnx_step(os.rank, os.dims, ib, s_y, &oy, NULL, NULL);
     }
     return KILN_OK;
 }
@@ -536,7 +536,7 @@ static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     }
     /* walk the input; the output offset moves along the kept dims only */
-    int64_t ostride[KILN_MAX_RANK], s = 1, idx[KILN_MAX_RANK] = {0}, oo = 0, dummy = 0;
+    int64_t ostride[KILN_MAX_RANK], s = 1, idx[KILN_MAX_RANK] = {0}, oo = 0;
     for (int d = r - 1; d >= 0; d--) {
         ostride[d] = red[d] ? 0 : s;
         s *= full.dims[d];
@@ -545,7 +545,7 @@ static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
     const float *X = x->data;
     for (size_t i = 0; i < total; i++) {
         acc[oo] += X[i];
-        kiln__onnx_step(r, x->shape.dims, idx, ostride, &oo, NULL, &dummy);
+        kiln__onnx_step(r, x->shape.dims, idx, ostride, &oo, NULL, NULL);
     }
     double count = on ? (double)total / (double)on : 1;
     float *Y = c->out[0].data;

@@ -34,6 +34,7 @@ struct kiln_backend_model {
     int32_t *last_use;                /* per value: the last node that reads it, -1 if none */
     bool *keep;                       /* per value: initializer or graph output */
     uint64_t host_bytes;
+    size_t max_io; /* the most inputs or outputs of one node */
 };
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
@@ -174,6 +175,11 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     }
     for (size_t i = 0; i < g->n_outputs; i++)
         m->keep[g->outputs[i]] = true;
+    m->max_io = 1; /* the widest node, for execute's input and output arrays */
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        m->max_io = g->nodes[i].n_inputs > m->max_io ? g->nodes[i].n_inputs : m->max_io;
+        m->max_io = g->nodes[i].n_outputs > m->max_io ? g->nodes[i].n_outputs : m->max_io;
+    }
     pthread_once(&blas_once, blas_single_thread);
     *out = m;
     return KILN_OK;
@@ -183,11 +189,7 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
 {
     const kiln_onnx_model *g = m->g;
     kiln_tensor *vals = kiln_calloc(g->n_values + 1, sizeof(kiln_tensor));
-    size_t max_io = 1;
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        max_io = g->nodes[i].n_inputs > max_io ? g->nodes[i].n_inputs : max_io;
-        max_io = g->nodes[i].n_outputs > max_io ? g->nodes[i].n_outputs : max_io;
-    }
+    size_t max_io = m->max_io;
     const kiln_tensor **ins = kiln_calloc(max_io, sizeof(*ins));
     kiln_tensor *outs = kiln_calloc(max_io, sizeof(*outs));
     kiln_status st = KILN_OK;
