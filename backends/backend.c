@@ -20,6 +20,11 @@ const kiln_backend *kiln_backend_find(const char *name)
     return NULL;
 }
 
+kiln_status kiln_backend_set_cpu_threads(int n, kiln_err *err)
+{
+    return kiln_onnx_set_blas_threads(n, err);
+}
+
 const char *kiln_backend_names(void)
 {
     return "plugin, onnx";

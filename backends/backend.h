@@ -93,6 +93,14 @@ const kiln_backend *kiln_backend_find(const char *name);
 const char *kiln_backend_names(void);
 
 /*
+ * Sets the threads each GEMM of the CPU backends may use (OpenBLAS, process-wide). Call it
+ * before loading models, from a thread outside the sandbox: the math library starts its
+ * threads here, and they run outside the sandbox. Default 1. INVALID_ARGUMENT outside 1..256;
+ * FAILED_PRECONDITION once models have fixed another count.
+ */
+kiln_status kiln_backend_set_cpu_threads(int n, kiln_err *err);
+
+/*
  * Allocates the output of `slot` as dtype/shape with `byte_size` bytes (0 = from the shape for
  * fixed-size dtypes; required for BYTES). With a caller buffer the output is a view of its
  * window: KILN_INVALID_ARGUMENT naming the output and both sizes if the window is too small.

@@ -103,6 +103,9 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     pthread_mutex_init(&e->sched_mu, NULL);
     kiln_cond_init_monotonic(&e->sched_cond);
     kiln_status st;
+    if (opts->blas_threads > 0 &&
+        (st = kiln_backend_set_cpu_threads(opts->blas_threads, err)) != KILN_OK)
+        goto out_fail;
     kiln_registry_options ro = {.repository = opts->repository,
                                 .host_budget_bytes = opts->host_budget_bytes,
                                 .device_budget_bytes = opts->device_budget_bytes,

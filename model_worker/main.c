@@ -45,6 +45,10 @@ static flag flags[] = {
     {"model-repository", F_STR, "examples/models", "model repository directory", NULL},
     {"load", F_STR, "all", "models to load at start: all, none, or NAME[,NAME...]", NULL},
     {"exec-threads", F_INT, "2", "sandboxed execution threads", NULL},
+    {"blas-threads", F_INT, "1",
+     "threads per matrix product in ONNX CPU models (OpenBLAS; above 1 they run outside the "
+     "sandbox)",
+     NULL},
     {"grpc-threads", F_INT, "0", "completion-queue threads (0 = one per core)", NULL},
     {"queue-limit", F_INT, "1024",
      "requests waiting per model (when its config sets no max_queue_size)", NULL},
@@ -259,6 +263,11 @@ int main(int argc, char **argv)
     kiln_engine_options_default(&eo);
     eo.repository = str_flag("model-repository");
     eo.exec_threads = (int)num_flag("exec-threads");
+    eo.blas_threads = num_flag("blas-threads") > 256 ? -1 : (int)num_flag("blas-threads");
+    if (eo.blas_threads < 1) {
+        fprintf(stderr, "kiln-server: --blas-threads must be 1 to 256\n");
+        return 2;
+    }
     eo.queue_limit = (size_t)num_flag("queue-limit");
     eo.host_budget_bytes = num_flag("host-memory-budget");
     eo.device_budget_bytes = num_flag("device-memory-budget");

@@ -43,6 +43,7 @@ typedef struct kiln_engine_options {
     uint64_t device_budget_bytes; /* 0 = unlimited */
     uint64_t model_idle_ttl_ns;   /* 0 = off */
     int exec_threads;             /* sandboxed execution threads (>= 1) */
+    int blas_threads;             /* threads per GEMM in CPU backends; 0 = leave as is (1) */
     size_t queue_limit;           /* requests waiting per model when its config sets no
                                    * max_queue_size; past it: RESOURCE_EXHAUSTED */
     uint64_t max_tensor_bytes;    /* one input or output; past it: RESOURCE_EXHAUSTED */

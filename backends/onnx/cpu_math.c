@@ -38,7 +38,32 @@ kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_
     kiln_err e;
     if (kiln_shape_byte_size(dt, shape, KILN_ONNX_MAX_VALUE_BYTES, &bytes, &e) != KILN_OK)
         return kiln__onnx_bad_node(c, err, "output: %s", e.msg);
+    size_t k = (size_t)(out - c->out);
+    if (c->arena && k < c->n_out && c->out_off[k] != KILN_ONNX_UNPLANNED &&
+        c->out_bytes[k] == bytes)
+        return kiln_tensor_view(c->arena, (size_t)c->out_off[k], dt, shape, (size_t)bytes, out,
+                                err);
     return kiln_tensor_alloc(dt, shape, 0, out, err);
+}
+
+void kiln__onnx_act_apply(const kiln_onnx_act *act, float *p, size_t n)
+{
+    switch (act->kind) {
+    case KILN_ONNX_ACT_NONE:
+        break;
+    case KILN_ONNX_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            p[i] = p[i] < 0.f ? 0.f : p[i];
+        break;
+    case KILN_ONNX_ACT_LEAKY:
+        for (size_t i = 0; i < n; i++)
+            p[i] = p[i] < 0.f ? act->a * p[i] : p[i];
+        break;
+    case KILN_ONNX_ACT_CLIP:
+        for (size_t i = 0; i < n; i++)
+            p[i] = p[i] < act->a ? act->a : p[i] > act->b ? act->b : p[i];
+        break;
+    }
 }
 
 kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, int64_t k,
@@ -345,6 +370,11 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
     const float *A = c->in[0]->data, *B = c->in[1]->data;
     float *C = c->out[0].data;
     int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
+    if (bb.rank == 0 && nbatch > 1 && (uint64_t)M * nbatch <= INT_MAX) {
+        /* B is one matrix: A's batches stack into one [nbatch*M, K] operand */
+        M *= (int64_t)nbatch;
+        nbatch = 1;
+    }
     for (size_t i = 0; i < nbatch; i++) {
         if (M && N && !K)
             memset(C + i * M * N, 0, (size_t)(M * N) * sizeof(float));
@@ -353,6 +383,7 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
                         A + oa * M * K, (int)K, B + ob * K * N, (int)N, 0.f, C + i * M * N, (int)N);
         kiln__onnx_step(batch.rank, batch.dims, idx, sa, &oa, sb, &ob);
     }
+    kiln__onnx_act_apply(&c->act, C, nbatch * (size_t)(M * N));
     return KILN_OK;
 }
 
@@ -400,18 +431,28 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)M, (int)N, (int)K, alpha, c->in[0]->data, (int)a->dims[1], c->in[1]->data,
                     (int)b->dims[1], 1.f, Y, (int)N);
+    kiln__onnx_act_apply(&c->act, Y, (size_t)(M * N));
     return KILN_OK;
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_math[] = {
-    {"Relu", KILN_DEVICE_CPU, k_relu},       {"LeakyRelu", KILN_DEVICE_CPU, k_leaky_relu},
-    {"Sigmoid", KILN_DEVICE_CPU, k_sigmoid}, {"Tanh", KILN_DEVICE_CPU, k_tanh},
-    {"Exp", KILN_DEVICE_CPU, k_exp},         {"Sqrt", KILN_DEVICE_CPU, k_sqrt},
-    {"Erf", KILN_DEVICE_CPU, k_erf},         {"Neg", KILN_DEVICE_CPU, k_neg},
-    {"Abs", KILN_DEVICE_CPU, k_abs},         {"Add", KILN_DEVICE_CPU, k_add},
-    {"Sub", KILN_DEVICE_CPU, k_sub},         {"Mul", KILN_DEVICE_CPU, k_mul},
-    {"Div", KILN_DEVICE_CPU, k_div},         {"Pow", KILN_DEVICE_CPU, k_pow},
-    {"Softmax", KILN_DEVICE_CPU, k_softmax}, {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax},
-    {"MatMul", KILN_DEVICE_CPU, k_matmul},   {"Gemm", KILN_DEVICE_CPU, k_gemm},
-    {NULL, KILN_DEVICE_CPU, NULL},
+    {"Relu", KILN_DEVICE_CPU, k_relu, false},
+    {"LeakyRelu", KILN_DEVICE_CPU, k_leaky_relu, false},
+    {"Sigmoid", KILN_DEVICE_CPU, k_sigmoid, false},
+    {"Tanh", KILN_DEVICE_CPU, k_tanh, false},
+    {"Exp", KILN_DEVICE_CPU, k_exp, false},
+    {"Sqrt", KILN_DEVICE_CPU, k_sqrt, false},
+    {"Erf", KILN_DEVICE_CPU, k_erf, false},
+    {"Neg", KILN_DEVICE_CPU, k_neg, false},
+    {"Abs", KILN_DEVICE_CPU, k_abs, false},
+    {"Add", KILN_DEVICE_CPU, k_add, false},
+    {"Sub", KILN_DEVICE_CPU, k_sub, false},
+    {"Mul", KILN_DEVICE_CPU, k_mul, false},
+    {"Div", KILN_DEVICE_CPU, k_div, false},
+    {"Pow", KILN_DEVICE_CPU, k_pow, false},
+    {"Softmax", KILN_DEVICE_CPU, k_softmax, false},
+    {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax, false},
+    {"MatMul", KILN_DEVICE_CPU, k_matmul, true},
+    {"Gemm", KILN_DEVICE_CPU, k_gemm, true},
+    {NULL, KILN_DEVICE_CPU, NULL, false},
 };

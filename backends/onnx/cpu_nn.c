@@ -156,6 +156,7 @@ static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
             for (int64_t m = 0; B && m < Mg; m++)
                 for (int64_t i = 0; i < OHW; i++)
                     yg[m * OHW + i] += B[g * Mg + m];
+            kiln__onnx_act_apply(&c->act, yg, (size_t)(Mg * OHW));
         }
     }
     kiln_free(cols);
@@ -370,12 +371,12 @@ static kiln_status k_concat(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_nn[] = {
-    {"Conv", KILN_DEVICE_CPU, k_conv},
-    {"MaxPool", KILN_DEVICE_CPU, k_maxpool},
-    {"AveragePool", KILN_DEVICE_CPU, k_avgpool},
-    {"GlobalAveragePool", KILN_DEVICE_CPU, k_global_avgpool},
-    {"BatchNormalization", KILN_DEVICE_CPU, k_batchnorm},
-    {"Clip", KILN_DEVICE_CPU, k_clip},
-    {"Concat", KILN_DEVICE_CPU, k_concat},
-    {NULL, KILN_DEVICE_CPU, NULL},
+    {"Conv", KILN_DEVICE_CPU, k_conv, true},
+    {"MaxPool", KILN_DEVICE_CPU, k_maxpool, false},
+    {"AveragePool", KILN_DEVICE_CPU, k_avgpool, false},
+    {"GlobalAveragePool", KILN_DEVICE_CPU, k_global_avgpool, false},
+    {"BatchNormalization", KILN_DEVICE_CPU, k_batchnorm, false},
+    {"Clip", KILN_DEVICE_CPU, k_clip, false},
+    {"Concat", KILN_DEVICE_CPU, k_concat, false},
+    {NULL, KILN_DEVICE_CPU, NULL, false},
 };

@@ -159,9 +159,12 @@ static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_shape[] = {
-    {"Identity", KILN_DEVICE_CPU, k_identity},   {"Dropout", KILN_DEVICE_CPU, k_dropout},
-    {"Reshape", KILN_DEVICE_CPU, k_reshape},     {"Flatten", KILN_DEVICE_CPU, k_flatten},
-    {"Transpose", KILN_DEVICE_CPU, k_transpose}, {NULL, KILN_DEVICE_CPU, NULL},
+    {"Identity", KILN_DEVICE_CPU, k_identity, false},
+    {"Dropout", KILN_DEVICE_CPU, k_dropout, false},
+    {"Reshape", KILN_DEVICE_CPU, k_reshape, false},
+    {"Flatten", KILN_DEVICE_CPU, k_flatten, false},
+    {"Transpose", KILN_DEVICE_CPU, k_transpose, false},
+    {NULL, KILN_DEVICE_CPU, NULL, false},
 };
 
 /* ---------------------------------------------------------------- registry */

@@ -2,10 +2,13 @@
  * backends/onnx/onnx_int.h: the kernel interface of the ONNX backend, shared by its files only.
  *
  * A kernel computes one node. It reads its inputs (NULL for an omitted optional input), and
- * makes each output tensor itself (kiln_tensor_alloc, or a view of an input when the op only
- * changes the shape), because output shapes depend on the inputs. On error its outputs are left
- * empty and err names the node. Kernels are found by (op, device) in a registry; dtypes are
- * checked by the kernel, at run time, with an error naming the node and the dtype.
+ * makes each output tensor itself (kiln__onnx_alloc, or a view of an input when the op only
+ * changes the shape), because output shapes depend on the inputs. kiln__onnx_alloc places an
+ * output in the execution's memory plan when the call carries one (see plan.c). On error its
+ * outputs are left empty and err names the node. Kernels are found by (op, device) in a
+ * registry; dtypes are checked by the kernel, at run time, with an error naming the node and
+ * the dtype. A kernel with `fuses_act` applies call->act to its output (load fuses a following
+ * Relu, LeakyRelu or Clip into it).
  * Thread-safety: kernels keep no state; any thread may run any kernel.
  */
 #ifndef KILN_BACKENDS_ONNX_ONNX_INT_H
@@ -15,13 +18,37 @@
 #include "proto/onnx_model.h"
 #include "tensor/tensor.h"
 
+/* An activation fused into the kernel that makes the value it reads. */
+typedef enum kiln_onnx_act_kind {
+    KILN_ONNX_ACT_NONE = 0,
+    KILN_ONNX_ACT_RELU,
+    KILN_ONNX_ACT_LEAKY, /* x < 0: a * x */
+    KILN_ONNX_ACT_CLIP,  /* min(max(x, a), b) */
+} kiln_onnx_act_kind;
+
+typedef struct kiln_onnx_act {
+    kiln_onnx_act_kind kind;
+    float a, b;
+} kiln_onnx_act;
+
+/* Applies act to p[0..n) in place. */
+void kiln__onnx_act_apply(const kiln_onnx_act *act, float *p, size_t n);
+
+#define KILN_ONNX_UNPLANNED UINT64_MAX
+
 typedef struct kiln_onnx_call {
     const kiln_onnx_node *node;
     int64_t opset;
     size_t n_in;
     const kiln_tensor *const *in; /* NULL entries: omitted optional inputs */
     size_t n_out;
-    kiln_tensor *out; /* zeroed on entry; the kernel fills the ones the node names */
+    kiln_tensor *out;  /* zeroed on entry; the kernel fills the ones the node names */
+    kiln_onnx_act act; /* for kernels with fuses_act; NONE otherwise */
+    /* Memory plan (NULL arena: none): output k of out_bytes[k] bytes goes at arena offset
+     * out_off[k] unless that is KILN_ONNX_UNPLANNED or the size differs. */
+    kiln_storage *arena;
+    const uint64_t *out_off;
+    const uint64_t *out_bytes;
 } kiln_onnx_call;
 
 typedef kiln_status (*kiln_onnx_kernel_fn)(const kiln_onnx_call *c, kiln_err *err);
@@ -30,6 +57,7 @@ typedef struct kiln_onnx_kernel {
     const char *op;
     kiln_device_kind device;
     kiln_onnx_kernel_fn fn;
+    bool fuses_act; /* applies call->act to out[0] */
 } kiln_onnx_kernel;
 
 /* The kernel for op on device, or NULL. */
@@ -38,5 +66,23 @@ const kiln_onnx_kernel *kiln__onnx_kernel_find(const char *op, kiln_device_kind 
 /* Writes the comma-separated ops with a kernel on device into buf (truncated to cap); returns
  * buf. For messages. */
 char *kiln__onnx_kernel_ops(kiln_device_kind device, char *buf, size_t cap);
+
+/* ---------------------------------------------------------------- memory planning (plan.c) */
+
+/* One buffer to place: bytes, live from step `first` to step `last` (both inclusive). */
+typedef struct kiln_onnx_buf {
+    uint64_t bytes;
+    int32_t first, last;
+    uint64_t offset; /* OUT */
+} kiln_onnx_buf;
+
+/*
+ * Places bufs in one arena so that two buffers whose live ranges share a step never overlap,
+ * each at a multiple of KILN_ONNX_ALIGN: the largest first, each at the lowest offset that
+ * fits (greedy by size). Returns the arena size (0 for none); bufs[].offset are set. Returns
+ * UINT64_MAX when out of memory (offsets unset).
+ */
+#define KILN_ONNX_ALIGN 64
+uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n);
 
 #endif /* KILN_BACKENDS_ONNX_ONNX_INT_H */

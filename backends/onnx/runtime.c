@@ -1,18 +1,21 @@
 /*
- * backends/onnx/runtime.c: the ONNX backend: load (file, kernels, agreement with the config)
- * and execute (a graph interpreter).
+ * backends/onnx/runtime.c: the ONNX backend: load (file, kernels, agreement with the config,
+ * the rewrites of optimize.c) and execute (steps in order, with a memory plan per set of input
+ * shapes: plan.c; runtime_int.h says how the pieces fit).
  *
  * Load reads <version>/model.onnx (or the config's default_model_filename) with the loader of
  * proto/onnx_model.h, finds a kernel for every node (else a load error naming the op, the node
  * and the opset), and checks the config against the graph: every config input and output is a
  * graph input or output of the same dtype and rank (the config's rank plus the batch dim).
  *
- * Execute runs the nodes in file order. Each value is freed after its last reader, so memory
- * holds the live values only (there is no static memory plan yet: every output is allocated
- * when its node runs). Requested outputs are copied into their slots.
+ * Execute looks up the plan for the batch's input shapes. Without one it runs unplanned (each
+ * value allocated by its kernel and freed after its last reader), traces the run, and builds
+ * the plan for next time; with one, values go in the model's arena and shape-only steps are
+ * skipped. Requested outputs are copied into their slots.
  *
- * OpenBLAS: the backend asks for one OpenBLAS thread, so that the execution threads are the
- * parallelism and no thread is started from a sandboxed thread.
+ * OpenBLAS: the number of OpenBLAS threads is process-wide; kiln_onnx_set_blas_threads sets it
+ * (the server's --blas-threads, default 1: the execution threads are the parallelism, and no
+ * thread is started from a sandboxed thread).
  */
 #include <cblas.h>
 #include <inttypes.h>
@@ -22,39 +25,76 @@
 #include <string.h>
 
 #include "backends/onnx/onnx.h"
-#include "backends/onnx/onnx_int.h"
+#include "backends/onnx/runtime_int.h"
 #include "common/alloc.h"
-
-struct kiln_backend_model {
-    kiln_onnx_model *g;
-    const kiln_model_config *cfg;
-    const kiln_onnx_kernel **kernels; /* per node */
-    int32_t *in_value;                /* per config input: its graph value */
-    int32_t *out_value;               /* per config output: its graph value */
-    int32_t *last_use;                /* per value: the last node that reads it, -1 if none */
-    bool *keep;                       /* per value: initializer or graph output */
-    uint64_t host_bytes;
-    size_t max_io; /* the most inputs or outputs of one node */
-};
+#include "common/log.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static int blas_threads = 1;
 
-/* One OpenBLAS thread, set once for the process (the setting is global). */
-static void blas_single_thread(void)
+static void blas_apply(void)
 {
-    openblas_set_num_threads(1);
+    openblas_set_num_threads(blas_threads);
+}
+
+kiln_status kiln_onnx_set_blas_threads(int n, kiln_err *err)
+{
+    if (n < 1 || n > KILN_ONNX_MAX_BLAS_THREADS)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "BLAS threads must be 1 to %d (got %d)",
+                            KILN_ONNX_MAX_BLAS_THREADS, n);
+    int before = blas_threads;
+    blas_threads = n;
+    pthread_once(&blas_once, blas_apply);
+    if (openblas_get_num_threads() != n) {
+        blas_threads = before;
+        return kiln_err_set(err, KILN_FAILED_PRECONDITION,
+                            "BLAS threads are already %d (set them before loading models)",
+                            openblas_get_num_threads());
+    }
+    return KILN_OK;
+}
+
+int32_t kiln__onnx_new_value(kiln_backend_model *m)
+{
+    size_t n = m->n_values + 1;
+    kiln_tensor *c = kiln_realloc(m->consts, (n + 1) * sizeof(*c));
+    if (!c)
+        return -1;
+    m->consts = c;
+    bool *o = kiln_realloc(m->is_output, (n + 1) * sizeof(*o));
+    if (!o)
+        return -1;
+    m->is_output = o;
+    memset(&m->consts[n - 1], 0, sizeof(m->consts[n - 1]));
+    m->is_output[n - 1] = false;
+    m->n_values = n;
+    return (int32_t)(n - 1);
 }
 
 static void unload(kiln_backend_model *m)
 {
     if (!m)
         return;
+    for (size_t i = 0; i < m->n_plans; i++)
+        kiln__onnx_plan_fini(&m->plans[i], m->n_values);
+    kiln_storage_unref(m->arena);
+    for (size_t v = 0; m->consts && v < m->n_values; v++)
+        kiln_tensor_fini(&m->consts[v]);
+    for (size_t i = 0; m->steps && i < m->n_steps; i++) {
+        kiln_free(m->steps[i].in);
+        kiln_free(m->steps[i].out);
+    }
     kiln_onnx_model_free(m->g);
-    kiln_free(m->kernels);
+    kiln_free(m->steps);
+    kiln_free(m->consts);
+    kiln_free(m->is_output);
     kiln_free(m->in_value);
     kiln_free(m->out_value);
     kiln_free(m->last_use);
-    kiln_free(m->keep);
+    kiln_free(m->scr_in);
+    kiln_free(m->scr_out);
+    kiln_free(m->scr_off);
+    kiln_free(m->scr_bytes);
     kiln_free(m);
 }
 
@@ -84,6 +124,118 @@ static kiln_status agree(const char *model, const char *what, const kiln_model_i
     return KILN_OK;
 }
 
+/* Makes a step per node (kernels found, value lists copied with room for a Conv's bias). */
+static kiln_status make_steps(kiln_backend_model *m, kiln_err *err)
+{
+    const kiln_onnx_model *g = m->g;
+    m->steps = kiln_calloc(g->n_nodes + 1, sizeof(*m->steps));
+    if (!m->steps)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    m->n_steps = g->n_nodes;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kiln_onnx_node *n = &g->nodes[i];
+        onnx_step *s = &m->steps[i];
+        s->node = n;
+        s->kernel = n->domain[0] ? NULL : kiln__onnx_kernel_find(n->op, KILN_DEVICE_CPU);
+        if (s->kernel && (!n->n_outputs || n->outputs[0] < 0))
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "model '%s': node '%s' (%s) has no first output", m->name, n->name,
+                                n->op);
+        if (!s->kernel) {
+            char ops[1024];
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "model '%s': node '%s' uses op '%s%s%s' (opset %" PRId64
+                                "), which Kiln's CPU backend does not support (it runs: %s)",
+                                m->name, n->name, n->domain, n->domain[0] ? "." : "", n->op,
+                                g->opset, kiln__onnx_kernel_ops(KILN_DEVICE_CPU, ops, sizeof(ops)));
+        }
+        s->n_in = n->n_inputs;
+        s->n_out = n->n_outputs;
+        s->in = kiln_malloc((n->n_inputs > 3 ? n->n_inputs : 3) * sizeof(int32_t));
+        s->out = kiln_malloc((n->n_outputs + 1) * sizeof(int32_t));
+        if (!s->in || !s->out)
+            return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+        memcpy(s->in, n->inputs, n->n_inputs * sizeof(int32_t));
+        memcpy(s->out, n->outputs, n->n_outputs * sizeof(int32_t));
+        m->max_io = n->n_inputs > m->max_io ? n->n_inputs : m->max_io;
+        m->max_io = n->n_outputs > m->max_io ? n->n_outputs : m->max_io;
+    }
+    m->max_io = m->max_io < 3 ? 3 : m->max_io; /* a Conv gains a bias when BN folds into it */
+    m->scr_in = kiln_calloc(m->max_io, sizeof(*m->scr_in));
+    m->scr_out = kiln_calloc(m->max_io, sizeof(*m->scr_out));
+    m->scr_off = kiln_calloc(m->max_io, sizeof(*m->scr_off));
+    m->scr_bytes = kiln_calloc(m->max_io, sizeof(*m->scr_bytes));
+    if (!m->scr_in || !m->scr_out || !m->scr_off || !m->scr_bytes)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    return KILN_OK;
+}
+
+/* Checks the config against the graph; fills in_value and out_value. */
+static kiln_status match_config(kiln_backend_model *m, const char *file, kiln_err *err)
+{
+    const kiln_onnx_model *g = m->g;
+    const kiln_model_config *cfg = m->cfg;
+    kiln_status st = KILN_OK;
+    for (size_t k = 0; st == KILN_OK && k < cfg->n_inputs; k++) {
+        int32_t v = find_in(g, g->inputs, g->n_inputs, cfg->inputs[k].name);
+        if (v < 0)
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "model '%s': config input '%s' is not an input of %s", m->name,
+                              cfg->inputs[k].name, file);
+        else
+            st = agree(m->name, "input", &cfg->inputs[k], &g->values[v], cfg->max_batch_size, err);
+        m->in_value[k] = v;
+    }
+    for (size_t k = 0; st == KILN_OK && k < cfg->n_outputs; k++) {
+        int32_t v = find_in(g, g->outputs, g->n_outputs, cfg->outputs[k].name);
+        if (v < 0)
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "model '%s': config output '%s' is not an output of %s", m->name,
+                              cfg->outputs[k].name, file);
+        else
+            st =
+                agree(m->name, "output", &cfg->outputs[k], &g->values[v], cfg->max_batch_size, err);
+        m->out_value[k] = v;
+    }
+    for (size_t k = 0; st == KILN_OK && k < g->n_inputs; k++)
+        if (find_in(g, m->in_value, cfg->n_inputs, g->values[g->inputs[k]].name) < 0)
+            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                              "model '%s': the ONNX graph's input '%s' is not in the config",
+                              m->name, g->values[g->inputs[k]].name);
+    return st;
+}
+
+/* Drops the steps rewrites removed; computes last_use and max_io over the rest. */
+static kiln_status finish_steps(kiln_backend_model *m, kiln_err *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_steps; i++) {
+        if (m->steps[i].dead) {
+            kiln_free(m->steps[i].in);
+            kiln_free(m->steps[i].out);
+            continue;
+        }
+        m->steps[n++] = m->steps[i];
+    }
+    m->n_steps = n;
+    kiln_free(m->last_use);
+    m->last_use = kiln_malloc((m->n_values + 1) * sizeof(int32_t));
+    if (!m->last_use)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t v = 0; v < m->n_values; v++)
+        m->last_use[v] = -1;
+    for (size_t i = 0; i < m->n_steps; i++) {
+        const onnx_step *s = &m->steps[i];
+        for (size_t k = 0; k < s->n_in; k++)
+            if (s->in[k] >= 0)
+                m->last_use[s->in[k]] = (int32_t)i;
+    }
+    m->const_bytes = 0;
+    for (size_t v = 0; v < m->n_values; v++)
+        m->const_bytes += m->consts[v].storage ? m->consts[v].byte_size : 0;
+    return KILN_OK;
+}
+
 static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err)
 {
     *out = NULL;
@@ -101,152 +253,205 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     if (!m)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->cfg = cfg;
+    m->name = cfg->name;
+    pthread_once(&blas_once, blas_apply);
     kiln_status st = kiln_onnx_model_load(path, &m->g, err);
     if (st != KILN_OK) {
         unload(m);
         return st;
     }
     const kiln_onnx_model *g = m->g;
-    m->kernels = kiln_calloc(g->n_nodes + 1, sizeof(*m->kernels));
+    m->n_values = g->n_values;
+    m->consts = kiln_calloc(g->n_values + 1, sizeof(*m->consts));
+    m->is_output = kiln_calloc(g->n_values + 1, sizeof(bool));
     m->in_value = kiln_calloc(cfg->n_inputs + 1, sizeof(int32_t));
     m->out_value = kiln_calloc(cfg->n_outputs + 1, sizeof(int32_t));
-    m->last_use = kiln_calloc(g->n_values + 1, sizeof(int32_t));
-    m->keep = kiln_calloc(g->n_values + 1, sizeof(bool));
-    if (!m->kernels || !m->in_value || !m->out_value || !m->last_use || !m->keep) {
+    if (!m->consts || !m->is_output || !m->in_value || !m->out_value) {
         unload(m);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     }
-    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
-        const kiln_onnx_node *n = &g->nodes[i];
-        m->kernels[i] = n->domain[0] ? NULL : kiln__onnx_kernel_find(n->op, KILN_DEVICE_CPU);
-        if (m->kernels[i] && (!n->n_outputs || n->outputs[0] < 0)) {
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "model '%s': node '%s' (%s) has no first output", args->model_name,
-                              n->name, n->op);
-        } else if (!m->kernels[i]) {
-            char ops[1024];
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "model '%s': node '%s' uses op '%s%s%s' (opset %" PRId64
-                              "), which Kiln's CPU backend does not support (it runs: %s)",
-                              args->model_name, n->name, n->domain, n->domain[0] ? "." : "", n->op,
-                              g->opset, kiln__onnx_kernel_ops(KILN_DEVICE_CPU, ops, sizeof(ops)));
-        }
-    }
-    for (size_t k = 0; st == KILN_OK && k < cfg->n_inputs; k++) {
-        int32_t v = find_in(g, g->inputs, g->n_inputs, cfg->inputs[k].name);
-        if (v < 0)
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "model '%s': config input '%s' is not an input of %s",
-                              args->model_name, cfg->inputs[k].name, file);
-        else
-            st = agree(args->model_name, "input", &cfg->inputs[k], &g->values[v],
-                       cfg->max_batch_size, err);
-        m->in_value[k] = v;
-    }
-    for (size_t k = 0; st == KILN_OK && k < cfg->n_outputs; k++) {
-        int32_t v = find_in(g, g->outputs, g->n_outputs, cfg->outputs[k].name);
-        if (v < 0)
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "model '%s': config output '%s' is not an output of %s",
-                              args->model_name, cfg->outputs[k].name, file);
-        else
-            st = agree(args->model_name, "output", &cfg->outputs[k], &g->values[v],
-                       cfg->max_batch_size, err);
-        m->out_value[k] = v;
-    }
-    for (size_t k = 0; st == KILN_OK && k < g->n_inputs; k++)
-        if (find_in(g, m->in_value, cfg->n_inputs, g->values[g->inputs[k]].name) < 0)
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "model '%s': the ONNX graph's input '%s' is not in the config",
-                              args->model_name, g->values[g->inputs[k]].name);
+    for (size_t i = 0; i < g->n_initializers; i++)
+        kiln_tensor_share(&g->initializers[i], &m->consts[g->init_values[i]]);
+    for (size_t i = 0; i < g->n_outputs; i++)
+        m->is_output[g->outputs[i]] = true;
+    st = make_steps(m, err);
+    if (st == KILN_OK)
+        st = match_config(m, file, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_optimize(m, err);
+    if (st == KILN_OK)
+        st = finish_steps(m, err);
     if (st != KILN_OK) {
         unload(m);
         return st;
     }
-    for (size_t v = 0; v < g->n_values; v++)
-        m->last_use[v] = -1;
-    for (size_t i = 0; i < g->n_nodes; i++)
-        for (size_t k = 0; k < g->nodes[i].n_inputs; k++)
-            if (g->nodes[i].inputs[k] >= 0)
-                m->last_use[g->nodes[i].inputs[k]] = (int32_t)i;
-    for (size_t i = 0; i < g->n_initializers; i++) {
-        m->keep[g->init_values[i]] = true;
-        m->host_bytes += g->initializers[i].byte_size;
-    }
-    for (size_t i = 0; i < g->n_outputs; i++)
-        m->keep[g->outputs[i]] = true;
-    m->max_io = 1; /* the widest node, for execute's input and output arrays */
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        m->max_io = g->nodes[i].n_inputs > m->max_io ? g->nodes[i].n_inputs : m->max_io;
-        m->max_io = g->nodes[i].n_outputs > m->max_io ? g->nodes[i].n_outputs : m->max_io;
-    }
-    pthread_once(&blas_once, blas_single_thread);
+    kiln_log_ctx ctx = {.model = m->name};
+    KILN_LOGI(&ctx,
+              "loaded %s: %zu nodes run as %zu steps (%zu folded at load, %zu "
+              "BatchNormalization folded into Conv, %zu activations fused), %" PRIu64
+              " bytes of constants",
+              file, g->n_nodes, m->n_steps, m->n_folded, m->n_bn_folded, m->n_act_fused,
+              m->const_bytes);
     *out = m;
     return KILN_OK;
 }
 
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, const onnx_step *s, kiln_tensor *vals,
+                                const onnx_plan *p, kiln_err *err)
+{
+    const kiln_tensor **ins = m->scr_in;
+    kiln_tensor *outs = m->scr_out;
+    uint64_t *off = m->scr_off, *bytes = m->scr_bytes;
+    memset(outs, 0, s->n_out * sizeof(*outs));
+    for (size_t k = 0; k < s->n_in; k++)
+        ins[k] = s->in[k] >= 0 ? &vals[s->in[k]] : NULL;
+    for (size_t k = 0; k < s->n_out; k++) {
+        off[k] = p && s->out[k] >= 0 ? p->off[s->out[k]] : KILN_ONNX_UNPLANNED;
+        bytes[k] = p && s->out[k] >= 0 ? p->bytes[s->out[k]] : 0;
+    }
+    kiln_onnx_call call = {.node = s->node,
+                           .opset = m->g->opset,
+                           .n_in = s->n_in,
+                           .in = ins,
+                           .n_out = s->n_out,
+                           .out = outs,
+                           .act = s->act,
+                           .arena = p ? m->arena : NULL,
+                           .out_off = off,
+                           .out_bytes = bytes};
+    kiln_status st = s->kernel->fn(&call, err);
+    for (size_t k = 0; st == KILN_OK && k < s->n_out; k++)
+        if (s->out[k] >= 0 && !outs[k].storage)
+            st = kiln_err_set(
+                err, KILN_INVALID_ARGUMENT, "node '%s' (%s): output %zu ('%s') is not one %s makes",
+                s->node->name, s->node->op, k,
+                (size_t)s->out[k] < m->g->n_values ? m->g->values[s->out[k]].name : "",
+                s->node->op);
+    for (size_t k = 0; k < s->n_out; k++) {
+        if (st == KILN_OK && s->out[k] >= 0) {
+            kiln_tensor_fini(&vals[s->out[k]]);
+            vals[s->out[k]] = outs[k];
+        } else {
+            kiln_tensor_fini(&outs[k]);
+        }
+    }
+    return st;
+}
+
+/* The plan for the batch's input shapes, or NULL. */
+static onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
+{
+    for (size_t i = 0; i < m->n_plans; i++) {
+        onnx_plan *p = &m->plans[i];
+        bool same = true;
+        for (uint32_t k = 0; same && k < batch->n_inputs; k++)
+            same = kiln_shape_equal(&p->in_shapes[k], &batch->inputs[k].shape);
+        if (same) {
+            p->used = ++m->clock;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* Makes the arena big enough for p (between executions: nothing views it then). */
+static kiln_status arena_fit(kiln_backend_model *m, const onnx_plan *p, kiln_err *err)
+{
+    if (p->arena_bytes == 0 || (m->arena && kiln_storage_size(m->arena) >= p->arena_bytes))
+        return KILN_OK;
+    kiln_storage_unref(m->arena);
+    m->arena = NULL;
+    return kiln_storage_create_heap((size_t)p->arena_bytes, &m->arena, err);
+}
+
+/* Keeps a plan built from trace t for the batch's shapes (replacing the least recently used).
+ * Failing to build one is not an error: the next execution traces again. */
+static void keep_plan(kiln_backend_model *m, onnx_trace *t, const kiln_batch *batch)
+{
+    kiln_shape *shapes = kiln_malloc((batch->n_inputs + 1) * sizeof(*shapes));
+    if (!shapes)
+        return;
+    for (uint32_t k = 0; k < batch->n_inputs; k++)
+        shapes[k] = batch->inputs[k].shape;
+    onnx_plan p;
+    kiln_err e;
+    kiln_status st = kiln__onnx_plan_build(m, t, shapes, &p, &e);
+    kiln_free(shapes);
+    if (st != KILN_OK)
+        return;
+    size_t slot = m->n_plans;
+    if (slot == ONNX_MAX_PLANS) {
+        slot = 0;
+        for (size_t i = 1; i < m->n_plans; i++)
+            slot = m->plans[i].used < m->plans[slot].used ? i : slot;
+        kiln__onnx_plan_fini(&m->plans[slot], m->n_values);
+    } else {
+        m->n_plans++;
+    }
+    p.used = ++m->clock;
+    m->plans[slot] = p;
+    char in0[160] = "none";
+    if (batch->n_inputs)
+        kiln_shape_format(&batch->inputs[0].shape, in0, sizeof(in0));
+    kiln_log_ctx ctx = {.model = m->name};
+    KILN_LOGI(&ctx,
+              "memory plan for input shape %s%s: %zu of %zu steps folded for these shapes, "
+              "arena %" PRIu64 " bytes (%" PRIu64 " without reuse)",
+              in0, batch->n_inputs > 1 ? " (first input)" : "", p.n_skipped, m->n_steps,
+              p.arena_bytes, p.sum_bytes);
+}
+
 static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
 {
-    const kiln_onnx_model *g = m->g;
-    kiln_tensor *vals = kiln_calloc(g->n_values + 1, sizeof(kiln_tensor));
-    size_t max_io = m->max_io;
-    const kiln_tensor **ins = kiln_calloc(max_io, sizeof(*ins));
-    kiln_tensor *outs = kiln_calloc(max_io, sizeof(*outs));
+    size_t nv = m->n_values;
+    kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
+    if (!vals)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     kiln_status st = KILN_OK;
-    if (!vals || !ins || !outs)
-        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; st == KILN_OK && i < g->n_initializers; i++)
-        kiln_tensor_share(&g->initializers[i], &vals[g->init_values[i]]);
-    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++) {
+    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
         if (!batch->inputs[k].storage)
             st = kiln_err_set(err, KILN_INVALID_ARGUMENT, "input '%s' is required by the model",
                               m->cfg->inputs[k].name);
-        else
-            kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
+    onnx_plan *p = st == KILN_OK ? find_plan(m, batch) : NULL;
+    onnx_trace trace = {0};
+    bool tracing = false;
+    if (st == KILN_OK && p)
+        st = arena_fit(m, p, err);
+    else if (st == KILN_OK)
+        tracing = kiln__onnx_trace_init(&trace, nv, err) == KILN_OK;
+    for (size_t v = 0; st == KILN_OK && v < nv; v++) {
+        if (m->consts[v].storage)
+            kiln_tensor_share(&m->consts[v], &vals[v]);
+        else if (p && p->consts[v].storage)
+            kiln_tensor_share(&p->consts[v], &vals[v]);
     }
-    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
+    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
+        kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
+    for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
+        if (p && p->skip[i])
+            continue;
         if (batch->should_stop && batch->should_stop(batch->stop_ctx)) {
             st = kiln_err_set(err, KILN_CANCELLED, "stopped: nobody waits for this batch");
             break;
         }
-        const kiln_onnx_node *n = &g->nodes[i];
-        for (size_t k = 0; k < n->n_inputs; k++)
-            ins[k] = n->inputs[k] >= 0 ? &vals[n->inputs[k]] : NULL;
-        memset(outs, 0, max_io * sizeof(*outs));
-        kiln_onnx_call call = {.node = n,
-                               .opset = g->opset,
-                               .n_in = n->n_inputs,
-                               .in = ins,
-                               .n_out = n->n_outputs,
-                               .out = outs};
-        st = m->kernels[i]->fn(&call, err);
-        for (size_t k = 0; st == KILN_OK && k < n->n_outputs; k++)
-            if (n->outputs[k] >= 0 && !outs[k].storage)
-                st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                                  "node '%s' (%s): output %zu ('%s') is not one %s makes", n->name,
-                                  n->op, k, g->values[n->outputs[k]].name, n->op);
-        for (size_t k = 0; k < max_io; k++) {
-            if (st == KILN_OK && k < n->n_outputs && n->outputs[k] >= 0)
-                vals[n->outputs[k]] = outs[k];
-            else
-                kiln_tensor_fini(&outs[k]);
-            memset(&outs[k], 0, sizeof(outs[k]));
-        }
-        for (size_t k = 0; st == KILN_OK && k < n->n_inputs; k++) {
-            int32_t v = n->inputs[k];
-            if (v >= 0 && m->last_use[v] == (int32_t)i && !m->keep[v])
+        const onnx_step *s = &m->steps[i];
+        st = kiln__onnx_run_step(m, s, vals, p, err);
+        if (st == KILN_OK && tracing)
+            kiln__onnx_trace_step(&trace, m, i, vals);
+        for (size_t k = 0; st == KILN_OK && k < s->n_in; k++) {
+            int32_t v = s->in[k];
+            if (v >= 0 && m->last_use[v] == (int32_t)i && !m->is_output[v])
                 kiln_tensor_fini(&vals[v]);
         }
     }
-    for (uint32_t s = 0; st == KILN_OK && s < batch->n_outputs; s++) {
-        kiln_output_slot *slot = &batch->outputs[s];
+    for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
+        kiln_output_slot *slot = &batch->outputs[o];
         const kiln_tensor *t = &vals[m->out_value[slot->index]];
+        const kiln_model_io *io = &m->cfg->outputs[slot->index];
         if (!t->storage) {
-            st = kiln_err_set(err, KILN_INTERNAL, "output '%s' was not computed",
-                              m->cfg->outputs[slot->index].name);
+            st = kiln_err_set(err, KILN_INTERNAL, "output '%s' was not computed", io->name);
             break;
         }
-        const kiln_model_io *io = &m->cfg->outputs[slot->index];
         if (t->dtype != io->dtype) {
             st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
                               "output '%s': the graph made %s, the config says %s", io->name,
@@ -261,18 +466,42 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
     }
     if (st != KILN_OK)
         kiln_batch_release_outputs(batch);
-    for (size_t v = 0; vals && v < g->n_values; v++)
+    for (size_t v = 0; v < nv; v++)
         kiln_tensor_fini(&vals[v]);
     kiln_free(vals);
-    kiln_free(ins);
-    kiln_free(outs);
+    if (tracing && st == KILN_OK)
+        keep_plan(m, &trace, batch);
+    if (tracing)
+        kiln__onnx_trace_fini(&trace, nv);
     return st;
 }
 
 static void memory(const kiln_backend_model *m, uint64_t *host_bytes, uint64_t *device_bytes)
 {
-    *host_bytes = m->host_bytes;
+    *host_bytes = m->const_bytes + (m->arena ? kiln_storage_size(m->arena) : 0);
     *device_bytes = 0;
+}
+
+void kiln_onnx_stats_get(const kiln_backend_model *m, kiln_onnx_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->n_nodes = m->g->n_nodes;
+    out->n_steps = m->n_steps;
+    out->n_folded = m->n_folded;
+    out->n_bn_folded = m->n_bn_folded;
+    out->n_act_fused = m->n_act_fused;
+    out->const_bytes = m->const_bytes;
+    out->n_plans = m->n_plans;
+    out->arena_bytes = m->arena ? kiln_storage_size(m->arena) : 0;
+    const onnx_plan *last = NULL;
+    for (size_t i = 0; i < m->n_plans; i++)
+        if (!last || m->plans[i].used > last->used)
+            last = &m->plans[i];
+    if (last) {
+        out->last_plan_arena = last->arena_bytes;
+        out->last_plan_sum = last->sum_bytes;
+        out->last_plan_skipped = last->n_skipped;
+    }
 }
 
 const kiln_backend kiln_onnx_backend = {

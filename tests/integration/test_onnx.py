@@ -144,7 +144,7 @@ class TestOnnx(unittest.TestCase):
 
     def test_cnn_matches_numpy(self):
         rng = np.random.default_rng(3)
-        for batch in (1, 4):
+        for batch in (1, 4, 1, 4):  # the second time of a batch size runs on its memory plan
             x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
             got, _ = self.infer("cnn_onnx", "X", x, "Y")
             self.assertEqual(got.shape, (batch, 5))
@@ -152,7 +152,7 @@ class TestOnnx(unittest.TestCase):
 
     def test_transformer_layer_matches_numpy(self):
         rng = np.random.default_rng(4)
-        for batch in (1, 3):
+        for batch in (1, 3, 3, 1):
             x = rng.standard_normal((batch, 4, 8)).astype(np.float32)
             req = pb.ModelInferRequest(model_name="tf_onnx")
             add_input(req, "X", x)
@@ -162,6 +162,25 @@ class TestOnnx(unittest.TestCase):
             want_y, want_pooled = ob.tf_reference(self.tf, x)
             self.assertLess(rel_l2(got["Y"], want_y), 1e-5)
             self.assertLess(rel_l2(got["POOLED"], want_pooled), 1e-5)
+
+    def test_rewrites_and_plans_are_logged(self):
+        x = np.ones((2, 3, 8, 8), np.float32)
+        for _ in range(2):
+            self.infer("cnn_onnx", "X", x, "Y")
+            self.infer("tf_onnx", "X", np.ones((2, 4, 8), np.float32), "Y")
+        logs = [line for line in self.server.logs().splitlines()
+                if '"cnn_onnx"' in line or '"tf_onnx"' in line]
+        # Conv+BN+Relu: BN folded, Relu fused; depthwise Conv+Clip: Clip fused
+        self.assertTrue(any("12 nodes run as 9 steps (0 folded at load, 1 BatchNormalization "
+                            "folded into Conv, 2 activations fused)" in line for line in logs),
+                        "\n".join(logs))
+        plan = [line for line in logs if "memory plan for input shape [2,3,8,8]" in line]
+        self.assertEqual(len(plan), 1, "\n".join(logs))  # built once, then reused
+        # the transformer's Shape -> Gather -> Unsqueeze -> Concat chain folds per input shape
+        tf_plans = [line for line in logs if "memory plan" in line and "tf_onnx" in line]
+        self.assertTrue(tf_plans)
+        for line in tf_plans:
+            self.assertNotIn(" 0 of ", line)
 
     def test_load_errors_are_named(self):
         idx = {m.name: m for m in self.s.RepositoryIndex(pb.RepositoryIndexRequest()).models}

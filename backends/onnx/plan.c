@@ -1,0 +1,224 @@
+/*
+ * backends/onnx/plan.c: memory plans of the ONNX backend.
+ *
+ * The first execution with a new set of input shapes runs unplanned and is traced: the size of
+ * every value, the step that makes it, which values are views of others (Reshape, Squeeze,
+ * Identity...: they share their source's buffer, so the source lives as long as its last view),
+ * and which values depend on the input shapes only (Shape, and steps whose inputs are all
+ * constants or such values: the exporters' Shape -> Gather -> Unsqueeze -> Concat -> Reshape
+ * chains). From the trace a plan is built: the shape-only values are kept and their steps are
+ * skipped for these shapes; every other value made by a step gets an offset in one arena, so
+ * that values alive at the same step never overlap (kiln__onnx_place). Later executions with
+ * the same shapes allocate nothing for values: kernels place their outputs at the planned
+ * offsets (kiln__onnx_alloc).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/onnx/runtime_int.h"
+#include "common/alloc.h"
+
+/* ---------------------------------------------------------------- placement */
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const kiln_onnx_buf *x = *(kiln_onnx_buf *const *)a, *y = *(kiln_onnx_buf *const *)b;
+    if (x->bytes != y->bytes)
+        return x->bytes > y->bytes ? -1 : 1;
+    return x->first - y->first;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const kiln_onnx_buf *x = *(kiln_onnx_buf *const *)a, *y = *(kiln_onnx_buf *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static uint64_t align_up(uint64_t n)
+{
+    return (n + KILN_ONNX_ALIGN - 1) / KILN_ONNX_ALIGN * KILN_ONNX_ALIGN;
+}
+
+uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n)
+{
+    if (n == 0)
+        return 0;
+    kiln_onnx_buf **order = kiln_malloc(n * sizeof(*order));
+    kiln_onnx_buf **live = kiln_malloc(n * sizeof(*live));
+    if (!order || !live) {
+        kiln_free(order);
+        kiln_free(live);
+        return UINT64_MAX;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = &bufs[i];
+    qsort(order, n, sizeof(*order), by_size_desc);
+    uint64_t arena = 0;
+    for (size_t i = 0; i < n; i++) {
+        kiln_onnx_buf *b = order[i];
+        size_t n_live = 0; /* placed buffers alive at some step b is */
+        for (size_t j = 0; j < i; j++)
+            if (order[j]->first <= b->last && b->first <= order[j]->last)
+                live[n_live++] = order[j];
+        qsort(live, n_live, sizeof(*live), by_offset);
+        uint64_t at = 0;
+        for (size_t j = 0; j < n_live; j++) {
+            if (live[j]->offset >= at + b->bytes)
+                break; /* b fits in the gap before live[j] */
+            uint64_t end = align_up(live[j]->offset + live[j]->bytes);
+            at = end > at ? end : at;
+        }
+        b->offset = at;
+        arena = at + b->bytes > arena ? at + b->bytes : arena;
+    }
+    kiln_free(order);
+    kiln_free(live);
+    return align_up(arena);
+}
+
+/* ---------------------------------------------------------------- trace */
+
+kiln_status kiln__onnx_trace_init(onnx_trace *t, size_t n_values, kiln_err *err)
+{
+    memset(t, 0, sizeof(*t));
+    t->bytes = kiln_calloc(n_values + 1, sizeof(*t->bytes));
+    t->first = kiln_malloc((n_values + 1) * sizeof(*t->first));
+    t->root = kiln_malloc((n_values + 1) * sizeof(*t->root));
+    t->shape_only = kiln_calloc(n_values + 1, sizeof(*t->shape_only));
+    if (!t->bytes || !t->first || !t->root || !t->shape_only) {
+        kiln__onnx_trace_fini(t, 0);
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
+    }
+    for (size_t v = 0; v < n_values; v++)
+        t->first[v] = t->root[v] = -1;
+    return KILN_OK;
+}
+
+void kiln__onnx_trace_fini(onnx_trace *t, size_t n_values)
+{
+    for (size_t v = 0; t->shape_only && v < n_values; v++)
+        kiln_tensor_fini(&t->shape_only[v]);
+    kiln_free(t->bytes);
+    kiln_free(t->first);
+    kiln_free(t->root);
+    kiln_free(t->shape_only);
+    memset(t, 0, sizeof(*t));
+}
+
+void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
+                           const kiln_tensor *vals)
+{
+    const onnx_step *s = &m->steps[i];
+    bool shape_only = strcmp(s->node->op, "Shape") == 0;
+    if (!shape_only) {
+        shape_only = true;
+        for (size_t k = 0; k < s->n_in; k++) {
+            int32_t u = s->in[k];
+            if (u >= 0 && !m->consts[u].storage && !t->shape_only[u].storage)
+                shape_only = false;
+        }
+    }
+    for (size_t k = 0; k < s->n_out; k++) {
+        int32_t v = s->out[k];
+        if (v < 0 || !vals[v].storage)
+            continue;
+        t->bytes[v] = vals[v].byte_size;
+        t->first[v] = (int32_t)i;
+        t->root[v] = v;
+        for (size_t j = 0; j < s->n_in; j++) /* a view of an input shares its buffer */
+            if (s->in[j] >= 0 && vals[s->in[j]].storage == vals[v].storage)
+                t->root[v] = t->root[s->in[j]];
+        if (shape_only && vals[v].byte_size <= ONNX_PLAN_CONST_BYTES) {
+            kiln_tensor_share(&vals[v], &t->shape_only[v]);
+            t->root[v] = -1;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- plans */
+
+void kiln__onnx_plan_fini(onnx_plan *p, size_t n_values)
+{
+    for (size_t v = 0; p->consts && v < n_values; v++)
+        kiln_tensor_fini(&p->consts[v]);
+    kiln_free(p->in_shapes);
+    kiln_free(p->skip);
+    kiln_free(p->consts);
+    kiln_free(p->off);
+    kiln_free(p->bytes);
+    memset(p, 0, sizeof(*p));
+}
+
+kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
+                                  const kiln_shape *in_shapes, onnx_plan *p, kiln_err *err)
+{
+    size_t nv = m->n_values;
+    memset(p, 0, sizeof(*p));
+    p->in_shapes = kiln_malloc((m->cfg->n_inputs + 1) * sizeof(*p->in_shapes));
+    p->skip = kiln_calloc(m->n_steps + 1, sizeof(*p->skip));
+    p->consts = kiln_calloc(nv + 1, sizeof(*p->consts));
+    p->off = kiln_malloc((nv + 1) * sizeof(*p->off));
+    p->bytes = kiln_calloc(nv + 1, sizeof(*p->bytes));
+    int32_t *end = kiln_malloc((nv + 1) * sizeof(*end));
+    int32_t *buf_of = kiln_malloc((nv + 1) * sizeof(*buf_of));
+    kiln_onnx_buf *bufs = kiln_calloc(nv + 1, sizeof(*bufs));
+    kiln_status st = KILN_OK;
+    if (!p->in_shapes || !p->skip || !p->consts || !p->off || !p->bytes || !end || !buf_of ||
+        !bufs) {
+        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
+        goto done;
+    }
+    memcpy(p->in_shapes, in_shapes, m->cfg->n_inputs * sizeof(*in_shapes));
+    /* a step is skipped when every output it makes is kept as a shape-only value */
+    for (size_t i = 0; i < m->n_steps; i++) {
+        const onnx_step *s = &m->steps[i];
+        bool all = true;
+        for (size_t k = 0; k < s->n_out; k++)
+            if (s->out[k] >= 0 && !t->shape_only[s->out[k]].storage)
+                all = false;
+        p->skip[i] = all;
+        p->n_skipped += all;
+    }
+    /* a buffer lives from the step that makes it to the last step that reads it or a view of
+     * it; graph outputs to the end */
+    for (size_t v = 0; v < nv; v++) {
+        p->off[v] = KILN_ONNX_UNPLANNED;
+        end[v] = -1;
+        buf_of[v] = -1;
+        if (t->shape_only[v].storage)
+            kiln_tensor_share(&t->shape_only[v], &p->consts[v]);
+    }
+    for (size_t v = 0; v < nv; v++) {
+        int32_t r = t->root[v];
+        if (r < 0 || t->first[v] < 0)
+            continue;
+        int32_t last = m->is_output[v] ? (int32_t)m->n_steps : m->last_use[v];
+        last = last < t->first[v] ? t->first[v] : last;
+        end[r] = last > end[r] ? last : end[r];
+    }
+    size_t n = 0;
+    for (size_t v = 0; v < nv; v++) {
+        if (t->root[v] != (int32_t)v || t->bytes[v] == 0)
+            continue;
+        bufs[n] = (kiln_onnx_buf){.bytes = t->bytes[v], .first = t->first[v], .last = end[v]};
+        buf_of[v] = (int32_t)n++;
+        p->sum_bytes += t->bytes[v];
+    }
+    p->arena_bytes = kiln__onnx_place(bufs, n);
+    if (p->arena_bytes == UINT64_MAX) {
+        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
+        goto done;
+    }
+    for (size_t v = 0; v < nv; v++)
+        if (buf_of[v] >= 0) {
+            p->off[v] = bufs[buf_of[v]].offset;
+            p->bytes[v] = t->bytes[v];
+        }
+done:
+    kiln_free(end);
+    kiln_free(buf_of);
+    kiln_free(bufs);
+    if (st != KILN_OK)
+        kiln__onnx_plan_fini(p, nv);
+    return st;
+}

@@ -1,0 +1,111 @@
+/*
+ * backends/onnx/runtime_int.h: the loaded form of an ONNX model, shared by runtime.c (load,
+ * execute), optimize.c (what load does to the graph) and plan.c (memory plans), only.
+ *
+ * Load turns the file's nodes into steps. A step is a node with a kernel and its own input and
+ * output value lists, so that load can rewrite the graph without touching the file's model:
+ *   - constant folding: a step whose inputs are all constants runs once at load; its outputs
+ *     become constants and the step is dropped;
+ *   - BatchNormalization after a Conv with constant weights is folded into new weights and
+ *     bias (new constant values after the file's);
+ *   - a Relu, LeakyRelu or Clip that alone reads the output of a Conv, Gemm or MatMul becomes
+ *     that step's fused activation.
+ * Execute then compiles, per set of input shapes, a plan (plan.c): the steps whose inputs
+ * depend only on shapes (Shape and what follows it) are folded for those shapes, and every
+ * other value gets an offset in one arena reused by all plans of the model.
+ */
+#ifndef KILN_BACKENDS_ONNX_RUNTIME_INT_H
+#define KILN_BACKENDS_ONNX_RUNTIME_INT_H
+
+#include "backends/backend.h"
+#include "backends/onnx/onnx_int.h"
+
+typedef struct onnx_step {
+    const kiln_onnx_node *node;
+    const kiln_onnx_kernel *kernel;
+    size_t n_in, n_out;
+    int32_t *in;  /* value indexes; -1: omitted */
+    int32_t *out; /* value indexes; -1: omitted */
+    kiln_onnx_act act;
+    bool dead; /* removed by a rewrite (only during load) */
+} onnx_step;
+
+/* Plans kept per model: one per set of input shapes, least recently used replaced. */
+#define ONNX_MAX_PLANS 8
+/* A value that depends only on input shapes is kept in a plan up to this size. */
+#define ONNX_PLAN_CONST_BYTES (UINT64_C(1) << 20)
+
+typedef struct onnx_plan {
+    kiln_shape *in_shapes; /* per config input */
+    bool *skip;            /* per step: folded for these shapes */
+    kiln_tensor *consts;   /* per value: the folded ones (storage NULL otherwise) */
+    uint64_t *off;         /* per value: arena offset, or KILN_ONNX_UNPLANNED */
+    uint64_t *bytes;       /* per value: planned size */
+    uint64_t arena_bytes;  /* what the plan needs */
+    uint64_t sum_bytes;    /* what its values would need without reuse */
+    size_t n_skipped;
+    uint64_t used; /* LRU stamp */
+} onnx_plan;
+
+struct kiln_backend_model {
+    kiln_onnx_model *g;
+    const kiln_model_config *cfg;
+    const char *name; /* for messages; the config's */
+    size_t n_values;  /* the file's values, then load's new constants */
+    kiln_tensor *consts; /* per value: initializers and folded constants (storage NULL else) */
+    bool *is_output;     /* per value: a graph output */
+    size_t n_steps;
+    onnx_step *steps;
+    int32_t *in_value;  /* per config input: its graph value */
+    int32_t *out_value; /* per config output: its graph value */
+    int32_t *last_use;  /* per value: the last step that reads it, -1 if none */
+    size_t max_io;      /* the most inputs or outputs of one step */
+    /* a step's call arrays, max_io long (load, then one execute at a time) */
+    const kiln_tensor **scr_in;
+    kiln_tensor *scr_out;
+    uint64_t *scr_off, *scr_bytes;
+    uint64_t const_bytes;
+    /* load's rewrites, for the log line and tests */
+    size_t n_folded, n_bn_folded, n_act_fused;
+    /* execution (one thread at a time, see backend.h) */
+    onnx_plan plans[ONNX_MAX_PLANS];
+    size_t n_plans;
+    uint64_t clock;
+    kiln_storage *arena;
+};
+
+/* Grows m->consts/is_output to hold one more value; returns its index, or -1 out of memory. */
+int32_t kiln__onnx_new_value(kiln_backend_model *m);
+
+/* Load's rewrites (optimize.c): folding, BatchNormalization into Conv, activation fusion.
+ * Errors: a constant step that fails is a load error naming the node. */
+kiln_status kiln__onnx_optimize(kiln_backend_model *m, kiln_err *err);
+
+/* Runs step s on vals (value-indexed), with plan p's arena placement when p is non-NULL.
+ * On success the step's outputs are in vals (replacing what was there). */
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, const onnx_step *s, kiln_tensor *vals,
+                                const onnx_plan *p, kiln_err *err);
+
+/* What an unplanned execution saw, per value, to build a plan from (plan.c). */
+typedef struct onnx_trace {
+    uint64_t *bytes;
+    int32_t *first; /* the step that made it; -1 for inputs and constants */
+    int32_t *root;  /* the value whose buffer it is (itself, or what it views); -1: not ours */
+    kiln_tensor *shape_only; /* values that depend only on input shapes, kept (else NULL) */
+} onnx_trace;
+
+kiln_status kiln__onnx_trace_init(onnx_trace *t, size_t n_values, kiln_err *err);
+void kiln__onnx_trace_fini(onnx_trace *t, size_t n_values);
+
+/* Records step i's outputs, just run, in vals (before its inputs are freed). */
+void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
+                           const kiln_tensor *vals);
+
+/* Builds a plan for in_shapes from a finished trace. OUT: *p (zeroed on error). */
+kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
+                                  const kiln_shape *in_shapes, onnx_plan *p, kiln_err *err);
+
+/* Frees a plan's contents. */
+void kiln__onnx_plan_fini(onnx_plan *p, size_t n_values);
+
+#endif /* KILN_BACKENDS_ONNX_RUNTIME_INT_H */
