@@ -64,6 +64,8 @@ class TestOnnxTorch(unittest.TestCase):
         for tag in ("b1", "b3"):
             x, want = load(name, f"in_{tag}"), load(name, f"out_{tag}")
             got[tag] = self.infer(name, x)
+            # the second run of a shape runs on the memory plan the first one built
+            np.testing.assert_array_equal(self.infer(name, x), got[tag], f"{name} {tag} again")
             self.assertEqual(got[tag].shape, want.shape, f"{name} {tag}")
             err = rel_l2(got[tag], want)
             self.assertLess(err, TOL, f"{name} {tag}: relative L2 error {err:.3g} against PyTorch")
@@ -81,6 +83,16 @@ class TestOnnxTorch(unittest.TestCase):
         self.assertGreaterEqual(len(NAMES), 5)
         bad = {n: self.index[n].reason for n in NAMES if self.index[n].state != "READY"}
         self.assertEqual(bad, {})
+
+    def test_batchnorm_is_folded_at_load(self):
+        """The BatchNormalization nodes kept in the exported graphs are folded into their
+        Convs at load (and the answers still match PyTorch: the per-fixture tests)."""
+        logs = self.server.logs()
+        for name, n_bn in (("resnet", 6), ("mobilenet", 5)):
+            lines = [line for line in logs.splitlines()
+                     if f'"model":"{name}"' in line and "nodes run as" in line]
+            self.assertEqual(len(lines), 1, logs)
+            self.assertIn(f"{n_bn} BatchNormalization folded into Conv", lines[0])
 
     def test_concurrent_single_requests(self):
         """Batch-1 requests sent together (the configs ask for dynamic batching) each get their
