@@ -6,7 +6,8 @@
  * proto/onnx_model.h, finds a kernel for every node (else a load error naming the op, the node
  * and the opset), and checks the config against the graph: every config input and output is a
  * graph input or output of the same dtype and rank (the config's rank plus the batch dim), and
- * its dims agree with the dims the graph fixes.
+ * its dims agree with the dims the graph fixes. A model without a config.pbtxt gets one
+ * derived from its graph (autoconfig.c, the table's autoconfig hook).
  *
  * Execute runs the nodes in file order. Each value is freed after its last reader, so memory
  * holds the live values only (there is no static memory plan yet: every output is allocated
@@ -71,7 +72,7 @@ static int32_t find_in(const kiln_onnx_model *g, const int32_t *list, size_t n, 
 /*
  * Checks config tensor io (input or output `what`) against graph value v: dtype, rank, and
  * each dim the graph fixes. A config dim of -1 matches anything, and so does a graph dim that
- * is symbolic (-1) or 0 (exporters write 0 for "unknown"). The
+ * is symbolic (-1) or 0 (exporters write 0 for "unknown"; auto-complete reads it so too). The
  * batch dim is the config's to choose, so graph axis 0 is not compared when the model batches.
  */
 static kiln_status agree(const char *model, const char *what, const kiln_model_io *io,
@@ -297,4 +298,6 @@ const kiln_backend kiln_onnx_backend = {
     .execute = execute,
     .memory = memory,
     .unload = unload,
+    .autoconfig_file = "model.onnx",
+    .autoconfig = kiln__onnx_autoconfig,
 };
