@@ -2,7 +2,9 @@
 #include "backends/backend.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backends/onnx/onnx.h"
 #include "backends/plugin/plugin.h"
@@ -28,6 +30,39 @@ kiln_status kiln_backend_set_cpu_threads(int n, kiln_err *err)
 const char *kiln_backend_names(void)
 {
     return "plugin, onnx";
+}
+
+const kiln_backend *kiln_backend_autoconfig_find(const char *version_dir)
+{
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+        const kiln_backend *b = backends[i];
+        if (!b->autoconfig || !b->autoconfig_file)
+            continue;
+        char path[4400];
+        struct stat sb;
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", version_dir, b->autoconfig_file) <
+                sizeof(path) &&
+            stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            return b;
+    }
+    return NULL;
+}
+
+char *kiln_backend_autoconfig_files(char *buf, size_t cap)
+{
+    size_t len = 0;
+    if (cap)
+        buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && len < cap; i++) {
+        const kiln_backend *b = backends[i];
+        if (!b->autoconfig || !b->autoconfig_file)
+            continue;
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", b->autoconfig_file);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+    return buf;
 }
 
 kiln_status kiln_output_slot_alloc(kiln_output_slot *slot, const char *name, kiln_dtype dtype,

@@ -1,10 +1,12 @@
 /*
  * backends/backend.h: the interface every model format implements.
  *
- * A backend is a vtable found by name ("plugin", later "onnx") from the model config. For one
+ * A backend is a vtable found by name ("plugin", "onnx") from the model config. For one
  * model version on one device it loads a kiln_backend_model, executes batches on it, reports
- * the memory it holds, and unloads it. Inputs and outputs are described by the model config
- * (proto/model_config.h); tensors are kiln_tensor views (tensor/tensor.h).
+ * the memory it holds, and unloads it. A backend may also derive a model's config from its
+ * model file when the model has no config.pbtxt (autoconfig, below). Inputs and outputs are
+ * described by the model config (proto/model_config.h); tensors are kiln_tensor views
+ * (tensor/tensor.h).
  *
  * Batches: dim 0 of every input is the batch (batch_size rows) when the model's
  * max_batch_size > 0. Outputs are written into output slots: a slot may come with a buffer
@@ -20,6 +22,7 @@
 #define KILN_BACKENDS_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/status.h"
@@ -81,6 +84,24 @@ typedef struct kiln_backend {
 
     /* Frees everything load made. NULL is a no-op. */
     void (*unload)(kiln_backend_model *model);
+
+    /*
+     * Config auto-complete, optional: both NULL when the backend's models need a config.pbtxt.
+     * autoconfig_file names the model file ("model.onnx") whose presence in a version directory
+     * says that this backend can derive the config; the registry looks for it in the highest-
+     * numbered version directory of a model that has no config.pbtxt.
+     * autoconfig derives a complete, validated config for `model_name` from that file in
+     * `version_dir` (its name is model_name; its packed form is what the ModelConfig RPC
+     * answers). OUT: *out, owned by the caller (kiln_model_config_free); NULL on failure.
+     * Errors name the model and the tensor or file: KILN_NOT_FOUND if the file is missing,
+     * KILN_INVALID_ARGUMENT if it cannot be read as a model or a config cannot be derived
+     * (an element type Kiln has no dtype for, a tensor without a shape),
+     * KILN_RESOURCE_EXHAUSTED if memory is short.
+     * Thread-safety: any thread; it keeps no state.
+     */
+    const char *autoconfig_file;
+    kiln_status (*autoconfig)(const char *model_name, const char *version_dir,
+                              kiln_model_config **out, kiln_err *err);
 } kiln_backend;
 
 /*
@@ -99,6 +120,17 @@ const char *kiln_backend_names(void);
  * FAILED_PRECONDITION once models have fixed another count.
  */
 kiln_status kiln_backend_set_cpu_threads(int n, kiln_err *err);
+
+/*
+ * The first backend, in table order, that can auto-complete a config and whose
+ * autoconfig_file is a regular file in `version_dir`; NULL if none.
+ * Thread-safety: any thread (it only stats files).
+ */
+const kiln_backend *kiln_backend_autoconfig_find(const char *version_dir);
+
+/* Writes the autoconfig_file names of the table, comma-separated, into buf (truncated to
+ * cap) and returns buf. For messages ("looked for: model.onnx"). */
+char *kiln_backend_autoconfig_files(char *buf, size_t cap);
 
 /*
  * Allocates the output of `slot` as dtype/shape with `byte_size` bytes (0 = from the shape for

@@ -130,7 +130,11 @@ static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *
     return KILN_OK;
 }
 
-static const kiln_backend fake = {"fake", fake_load, fake_execute, fake_memory, fake_unload};
+static const kiln_backend fake = {.name = "fake",
+                                  .load = fake_load,
+                                  .execute = fake_execute,
+                                  .memory = fake_memory,
+                                  .unload = fake_unload};
 
 static const kiln_backend *find(const char *name)
 {

@@ -353,8 +353,28 @@ static void finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
 }
 
 /*
- * Loads m (state LOADING, set by the caller under mu, with cfg owned by m). Called with mu
- * held; returns with mu held; drops it around the I/O.
+ * Derives m's config from its model file (the model has no config.pbtxt). REQUIRES: mu, m
+ * LOADING; drops mu around the I/O.
+ */
+static kiln_status autoconfig_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
+{
+    kiln_model_config *cfg;
+    pthread_mutex_unlock(&reg->mu);
+    kiln_status st = kiln__repo_autoconfig(reg->repo, m->name, m->version, &cfg, err);
+    if (st == KILN_OK)
+        KILN_LOGI(&(kiln_log_ctx){.model = m->name},
+                  "no config.pbtxt: config auto-completed from version %" PRId64
+                  " by backend '%s' (max_batch_size %d, %zu inputs, %zu outputs)",
+                  m->version, cfg->backend, cfg->max_batch_size, cfg->n_inputs, cfg->n_outputs);
+    pthread_mutex_lock(&reg->mu);
+    m->config = cfg;
+    return st;
+}
+
+/*
+ * Loads m (state LOADING, set by the caller under mu, with cfg owned by m; cfg NULL when the
+ * model has no config.pbtxt: the load derives it). Called with mu held; returns with mu held;
+ * drops it around the I/O.
  */
 static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
 {
@@ -364,6 +384,8 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     kiln_model *victims[MAX_VICTIMS];
     size_t n_victims = 0;
     kiln_status st;
+    if (!m->config && (st = autoconfig_locked(reg, m, err)) != KILN_OK)
+        goto out_fail;
     m->backend = find_backend(reg, m->config->backend);
     if (!m->backend) {
         st = kiln_err_set(err, KILN_INVALID_ARGUMENT,

@@ -3,7 +3,10 @@
  *
  * Repository layout (Triton's): <repository>/<model>/config.pbtxt and
  * <repository>/<model>/<version>/<model file>, versions being positive integers. The config's
- * version_policy (latest(n), all, specific) says which versions are served.
+ * version_policy (latest(n), all, specific) says which versions are served. A model without
+ * a config.pbtxt is served when a backend can derive its config from the model file of its
+ * highest-numbered version directory (kiln_backend.autoconfig, e.g. an ONNX graph): that
+ * version alone (the default policy), with the config derived at each load.
  *
  * A loaded model version is a kiln_model. Callers pin it with kiln_registry_acquire or
  * kiln_registry_get_or_load and unpin it with kiln_model_release; a pinned model is never
@@ -157,7 +160,8 @@ kiln_status kiln_registry_unload(kiln_registry *reg, const char *name, kiln_err 
 size_t kiln_registry_sweep(kiln_registry *reg);
 
 /*
- * Lists every model of the repository (directories with a config.pbtxt) and every version the
+ * Lists every model of the repository (directories with a config.pbtxt, or with a model file a
+ * backend derives a config from) and every version the
  * registry knows, sorted by name then version. OUT: *out (free with kiln_free), *n.
  */
 kiln_status kiln_registry_index(kiln_registry *reg, kiln_model_status **out, size_t *n,

@@ -18,39 +18,6 @@ kiln_status kiln__repo_check_name(const char *name, kiln_err *err)
     return kiln_name_check(name, KILN_MODEL_NAME_MAX, "model name", "/", err);
 }
 
-kiln_status kiln__repo_read_config(const char *repo, const char *name, kiln_model_config **out,
-                                   kiln_err *err)
-{
-    *out = NULL;
-    char dir[4096], path[4200], source[300];
-    snprintf(dir, sizeof(dir), "%s/%s", repo, name);
-    snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
-    snprintf(source, sizeof(source), "%s/config.pbtxt", name);
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return kiln_err_set(err, KILN_NOT_FOUND, "model '%s' is not in the repository", name);
-    kiln_model_config *c;
-    kiln_status st = kiln_model_config_load(path, source, &c, err);
-    if (st == KILN_NOT_FOUND)
-        return kiln_err_set(err, KILN_NOT_FOUND,
-                            "model '%s' has no config.pbtxt (plugin models need one)", name);
-    if (st != KILN_OK)
-        return st;
-    if (c->name[0] && strcmp(c->name, name) != 0) {
-        st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                          "%s: name '%s' does not match the model's directory '%s'", source,
-                          c->name, name);
-        kiln_model_config_free(c);
-        return st;
-    }
-    if (!c->name[0] && (st = kiln_model_config_set_name(c, name, err)) != KILN_OK) {
-        kiln_model_config_free(c);
-        return st;
-    }
-    *out = c;
-    return KILN_OK;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -68,14 +35,12 @@ static bool version_dir(const char *s, int64_t *v)
     return *v >= 1;
 }
 
-kiln_status kiln__repo_served_versions(const char *repo, const char *name,
-                                       const kiln_model_config *cfg, int64_t **out, size_t *n,
-                                       kiln_err *err)
+/* The version numbers of model directory `dir`, ascending. OUT: *out (kiln_free it), *n. */
+static kiln_status list_versions(const char *dir, const char *name, int64_t **out, size_t *n,
+                                 kiln_err *err)
 {
     *out = NULL;
     *n = 0;
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/%s", repo, name);
     DIR *d = opendir(dir);
     if (!d)
         return kiln_err_set(err, KILN_NOT_FOUND, "model '%s' is not in the repository", name);
@@ -107,12 +72,114 @@ kiln_status kiln__repo_served_versions(const char *repo, const char *name,
     if (!v)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory listing versions");
     qsort(v, count, sizeof(*v), cmp_i64);
-    /* apply the policy in place */
+    *out = v;
+    *n = count;
+    return KILN_OK;
+}
+
+/*
+ * For a model with no config.pbtxt: its highest-numbered version and the backend that can
+ * derive a config from that version's model file. KILN_NOT_FOUND saying what was looked for.
+ */
+static kiln_status autoconfig_source(const char *repo, const char *name, int64_t *version,
+                                     const kiln_backend **backend, kiln_err *err)
+{
+    char dir[4096], vdir[4400], files[128];
+    snprintf(dir, sizeof(dir), "%s/%s", repo, name);
+    int64_t *v;
+    size_t n;
+    kiln_status st = list_versions(dir, name, &v, &n, err);
+    if (st != KILN_OK)
+        return st;
+    *version = n ? v[n - 1] : 0;
+    kiln_free(v);
+    kiln_backend_autoconfig_files(files, sizeof(files));
+    if (!*version)
+        return kiln_err_set(err, KILN_NOT_FOUND,
+                            "model '%s' has no config.pbtxt, and no version directory holding a "
+                            "model file to read a config from (looked for: config.pbtxt, "
+                            "<version>/%s)",
+                            name, files);
+    snprintf(vdir, sizeof(vdir), "%s/%" PRId64, dir, *version);
+    if (!(*backend = kiln_backend_autoconfig_find(vdir)))
+        return kiln_err_set(err, KILN_NOT_FOUND,
+                            "model '%s' has no config.pbtxt, and its latest version directory "
+                            "%" PRId64 " holds no model file to read a config from (looked for: "
+                            "config.pbtxt, %" PRId64 "/%s)",
+                            name, *version, *version, files);
+    return KILN_OK;
+}
+
+kiln_status kiln__repo_read_config(const char *repo, const char *name, kiln_model_config **out,
+                                   kiln_err *err)
+{
+    *out = NULL;
+    char dir[4096], path[4200], source[300];
+    snprintf(dir, sizeof(dir), "%s/%s", repo, name);
+    snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
+    snprintf(source, sizeof(source), "%s/config.pbtxt", name);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return kiln_err_set(err, KILN_NOT_FOUND, "model '%s' is not in the repository", name);
+    kiln_model_config *c;
+    kiln_status st = kiln_model_config_load(path, source, &c, err);
+    if (st == KILN_NOT_FOUND) {
+        /* no config.pbtxt: a backend may derive one at load */
+        int64_t version;
+        const kiln_backend *b;
+        return autoconfig_source(repo, name, &version, &b, err);
+    }
+    if (st != KILN_OK)
+        return st;
+    if (c->name[0] && strcmp(c->name, name) != 0) {
+        st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                          "%s: name '%s' does not match the model's directory '%s'", source,
+                          c->name, name);
+        kiln_model_config_free(c);
+        return st;
+    }
+    if (!c->name[0] && (st = kiln_model_config_set_name(c, name, err)) != KILN_OK) {
+        kiln_model_config_free(c);
+        return st;
+    }
+    *out = c;
+    return KILN_OK;
+}
+
+kiln_status kiln__repo_autoconfig(const char *repo, const char *name, int64_t version,
+                                  kiln_model_config **out, kiln_err *err)
+{
+    *out = NULL;
+    char vdir[4400], files[128];
+    snprintf(vdir, sizeof(vdir), "%s/%s/%" PRId64, repo, name, version);
+    const kiln_backend *b = kiln_backend_autoconfig_find(vdir);
+    if (!b)
+        return kiln_err_set(err, KILN_NOT_FOUND,
+                            "model '%s' has no config.pbtxt, and its version directory %" PRId64
+                            " holds no model file to read a config from (looked for: %s)",
+                            name, version, kiln_backend_autoconfig_files(files, sizeof(files)));
+    return b->autoconfig(name, vdir, out, err);
+}
+
+kiln_status kiln__repo_served_versions(const char *repo, const char *name,
+                                       const kiln_model_config *cfg, int64_t **out, size_t *n,
+                                       kiln_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/%s", repo, name);
+    int64_t *v;
+    size_t count;
+    kiln_status st = list_versions(dir, name, &v, &count, err);
+    if (st != KILN_OK)
+        return st;
+    /* apply the policy in place (no config yet: the default, the latest version) */
     size_t kept = 0;
-    if (cfg->version_policy.kind == KILN_VERSIONS_ALL) {
+    if (cfg && cfg->version_policy.kind == KILN_VERSIONS_ALL) {
         kept = count;
-    } else if (cfg->version_policy.kind == KILN_VERSIONS_LATEST) {
-        size_t k = cfg->version_policy.num_versions;
+    } else if (!cfg || cfg->version_policy.kind == KILN_VERSIONS_LATEST) {
+        size_t k = cfg ? cfg->version_policy.num_versions : 1;
         size_t first = count > k ? count - k : 0;
         memmove(v, v + first, (count - first) * sizeof(*v));
         kept = count - first;
@@ -172,6 +239,21 @@ void kiln__repo_free_names(char **names, size_t n)
     kiln_free(names);
 }
 
+/* A model directory: one with a config.pbtxt, or one a backend can derive a config for. */
+static bool is_model(const char *repo, const char *name)
+{
+    char p[4400];
+    struct stat sb;
+    snprintf(p, sizeof(p), "%s/%s/config.pbtxt", repo, name);
+    if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+        return true;
+    snprintf(p, sizeof(p), "%s/%s", repo, name);
+    int64_t version;
+    const kiln_backend *b;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+           autoconfig_source(repo, name, &version, &b, NULL) == KILN_OK;
+}
+
 kiln_status kiln__repo_list(const char *repo, char ***names, size_t *n, kiln_err *err)
 {
     *names = NULL;
@@ -187,10 +269,7 @@ kiln_status kiln__repo_list(const char *repo, char ***names, size_t *n, kiln_err
     while (v && (de = readdir(d))) {
         if (de->d_name[0] == '.' || kiln__repo_check_name(de->d_name, NULL) != KILN_OK)
             continue;
-        char p[4400];
-        struct stat sb;
-        snprintf(p, sizeof(p), "%s/%s/config.pbtxt", repo, de->d_name);
-        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode))
+        if (!is_model(repo, de->d_name))
             continue;
         if (count == cap) {
             char **g = kiln_realloc(v, 2 * cap * sizeof(*v));

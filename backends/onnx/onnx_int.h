@@ -1,5 +1,6 @@
 /*
- * backends/onnx/onnx_int.h: the kernel interface of the ONNX backend, shared by its files only.
+ * backends/onnx/onnx_int.h: shared by the ONNX backend's files only: the kernel interface, and
+ * the config auto-complete that runtime.c's backend table points at.
  *
  * A kernel computes one node. It reads its inputs (NULL for an omitted optional input), and
  * makes each output tensor itself (kiln__onnx_alloc, or a view of an input when the op only
@@ -15,6 +16,7 @@
 #define KILN_BACKENDS_ONNX_ONNX_INT_H
 
 #include "common/status.h"
+#include "proto/model_config.h"
 #include "proto/onnx_model.h"
 #include "tensor/tensor.h"
 
@@ -84,5 +86,19 @@ typedef struct kiln_onnx_buf {
  */
 #define KILN_ONNX_ALIGN 64
 uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n);
+
+/* ---------------------------------------------------------------- config auto-complete */
+
+/* The max_batch_size of an auto-completed config whose graph batches (Triton's default). */
+#define KILN_ONNX_AUTOCONFIG_MAX_BATCH 4
+
+/*
+ * The backend's autoconfig hook (backends/backend.h): derives the config of `model_name` from
+ * <version_dir>/model.onnx (autoconfig.c; docs/onnx.md "Config auto-complete" has the rules).
+ * OUT: *out (NULL on failure). Errors as the hook's, prefixed "model '<name>' (config
+ * auto-complete): ". Thread-safety: any thread.
+ */
+kiln_status kiln__onnx_autoconfig(const char *model_name, const char *version_dir,
+                                  kiln_model_config **out, kiln_err *err);
 
 #endif /* KILN_BACKENDS_ONNX_ONNX_INT_H */

@@ -6,7 +6,9 @@
  * Load reads <version>/model.onnx (or the config's default_model_filename) with the loader of
  * proto/onnx_model.h, finds a kernel for every node (else a load error naming the op, the node
  * and the opset), and checks the config against the graph: every config input and output is a
- * graph input or output of the same dtype and rank (the config's rank plus the batch dim).
+ * graph input or output of the same dtype and rank (the config's rank plus the batch dim), and
+ * its dims agree with the dims the graph fixes. A model without a config.pbtxt gets one
+ * derived from its graph (autoconfig.c, the table's autoconfig hook).
  *
  * Execute looks up the plan for the batch's input shapes. Without one it runs unplanned (each
  * value allocated by its kernel and freed after its last reader), traces the run, and builds
@@ -107,7 +109,12 @@ static int32_t find_in(const kiln_onnx_model *g, const int32_t *list, size_t n, 
     return -1;
 }
 
-/* Checks config tensor io (input or output `what`) against graph value v. */
+/*
+ * Checks config tensor io (input or output `what`) against graph value v: dtype, rank, and
+ * each dim the graph fixes. A config dim of -1 matches anything, and so does a graph dim that
+ * is symbolic (-1) or 0 (exporters write 0 for "unknown"; auto-complete reads it so too). The
+ * batch dim is the config's to choose, so graph axis 0 is not compared when the model batches.
+ */
 static kiln_status agree(const char *model, const char *what, const kiln_model_io *io,
                          const kiln_onnx_value *v, int32_t max_batch, kiln_err *err)
 {
@@ -115,12 +122,22 @@ static kiln_status agree(const char *model, const char *what, const kiln_model_i
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "model '%s': config %s '%s' is %s, the ONNX graph says %s", model, what,
                             io->name, kiln_dtype_name(io->dtype), kiln_dtype_name(v->dtype));
-    int rank = io->dims.rank + (max_batch > 0 ? 1 : 0);
+    int off = max_batch > 0 ? 1 : 0;
+    int rank = io->dims.rank + off;
     if (v->has_shape && v->rank != rank)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "model '%s': config %s '%s' has rank %d%s, the ONNX graph says %d",
-                            model, what, io->name, rank,
-                            max_batch > 0 ? " (with the batch dim)" : "", v->rank);
+                            model, what, io->name, rank, off ? " (with the batch dim)" : "",
+                            v->rank);
+    for (int d = 0; v->has_shape && d < io->dims.rank; d++) {
+        int64_t want = io->dims.dims[d], got = v->dims[d + off];
+        if (want >= 0 && got > 0 && want != got)
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "model '%s': config %s '%s' has dims[%d] = %" PRId64
+                                ", the ONNX graph's axis %d is %" PRId64 "%s",
+                                model, what, io->name, d, want, d + off, got,
+                                off ? " (axis 0 is the batch dim)" : "");
+    }
     return KILN_OK;
 }
 
@@ -510,4 +527,6 @@ const kiln_backend kiln_onnx_backend = {
     .execute = execute,
     .memory = memory,
     .unload = unload,
+    .autoconfig_file = "model.onnx",
+    .autoconfig = kiln__onnx_autoconfig,
 };

@@ -68,7 +68,11 @@ static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *
     return KILN_OK;
 }
 
-static const kiln_backend fake = {"fake", fake_load, fake_execute, fake_memory, fake_unload};
+static const kiln_backend fake = {.name = "fake",
+                                  .load = fake_load,
+                                  .execute = fake_execute,
+                                  .memory = fake_memory,
+                                  .unload = fake_unload};
 
 static const kiln_backend *find(const char *name)
 {
@@ -544,6 +548,112 @@ static void index_lists_repository_and_states(void **state)
     kiln_free(v);
 }
 
+/* Copies the example ONNX model into <repo>/<name>/<version>/model.onnx (no config.pbtxt). */
+static void add_onnx(fx *f, const char *name, const char *version)
+{
+    char src[512], p[512];
+    snprintf(src, sizeof(src), "%s/models/mlp_onnx/1/model.onnx", kiln_test_build_dir());
+    snprintf(p, sizeof(p), "%s/%s", f->repo, name);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/%s/%s", f->repo, name, version);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/%s/%s/model.onnx", f->repo, name, version);
+    FILE *in = fopen(src, "rb"), *out = fopen(p, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+}
+
+static void models_without_config_are_auto_completed(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    add_onnx(f, "auto", "1");
+    add_onnx(f, "auto", "2");
+    /* a lookup does not read the model file: acquire says "not loaded", not "unknown" */
+    assert_status(kiln_registry_acquire(f->reg, "auto", 0, &m, &e), KILN_UNAVAILABLE, &e,
+                  "not loaded");
+    assert_ok(kiln_registry_get_or_load(f->reg, "auto", 0, &m, &e), &e);
+    assert_int_equal(kiln_model_version(m), 2); /* the default policy: the latest */
+    const kiln_model_config *c = kiln_model_get_config(m);
+    assert_string_equal(c->name, "auto");
+    assert_string_equal(c->backend, "onnx");
+    assert_int_equal(c->max_batch_size, 4);
+    assert_true(c->dynamic_batching);
+    assert_int_equal(c->n_inputs, 1);
+    assert_string_equal(c->inputs[0].name, "INPUT");
+    assert_int_equal(c->inputs[0].dims.rank, 1);
+    assert_int_equal(c->inputs[0].dims.dims[0], 16);
+    assert_int_equal(c->n_outputs, 1);
+    assert_string_equal(c->outputs[0].name, "PROBS");
+    assert_int_equal(c->outputs[0].dims.dims[0], 10);
+    assert_true(c->packed_len > 0);
+    kiln_model_release(m);
+    assert_status(kiln_registry_get_or_load(f->reg, "auto", 1, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'auto' has no version 1 to serve (versions served: 2)");
+    /* unload and load again: the config is derived again */
+    assert_ok(kiln_registry_unload(f->reg, "auto", &e), &e);
+    assert_ok(kiln_registry_load(f->reg, "auto", &e), &e);
+    assert_ok(kiln_registry_acquire(f->reg, "auto", 2, &m, &e), &e);
+    assert_int_equal(kiln_model_get_config(m)->max_batch_size, 4);
+    kiln_model_release(m);
+
+    /* a model file that cannot be read: the load fails, and its record says why */
+    add_onnx(f, "broken", "1");
+    char p[512];
+    snprintf(p, sizeof(p), "%s/broken/1/model.onnx", f->repo);
+    write_file(p, "not a model");
+    assert_status(kiln_registry_get_or_load(f->reg, "broken", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "model 'broken' (config auto-complete): ");
+    assert_null(m);
+    kiln_model_status st;
+    assert_ok(kiln_registry_status(f->reg, "broken", 1, &st, &e), &e);
+    assert_int_equal(st.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(st.reason, "not a valid ONNX model"));
+}
+
+static void models_with_neither_config_nor_model_file(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    char p[512];
+    snprintf(p, sizeof(p), "%s/bare", f->repo);
+    mkdir(p, 0700);
+    assert_status(kiln_registry_get_or_load(f->reg, "bare", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'bare' has no config.pbtxt, and no version directory holding a model "
+                  "file to read a config from (looked for: config.pbtxt, <version>/model.onnx)");
+    /* the latest version decides: an ONNX file in an older one does not count */
+    add_onnx(f, "plugin_like", "1");
+    snprintf(p, sizeof(p), "%s/plugin_like/2", f->repo);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/plugin_like/2/model.so", f->repo);
+    write_file(p, "");
+    assert_status(kiln_registry_get_or_load(f->reg, "plugin_like", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'plugin_like' has no config.pbtxt, and its latest version directory 2 "
+                  "holds no model file to read a config from (looked for: config.pbtxt, "
+                  "2/model.onnx)");
+    assert_status(kiln_registry_load(f->reg, "plugin_like", &e), KILN_NOT_FOUND, &e,
+                  "looked for: config.pbtxt, 2/model.onnx");
+    assert_status(kiln_registry_acquire(f->reg, "plugin_like", 0, &m, &e), KILN_NOT_FOUND, &e,
+                  "model 'plugin_like' is not in the repository");
+    /* the index lists models with a config or a model file to derive one from, only */
+    add_onnx(f, "auto", "1");
+    kiln_model_status *v;
+    size_t n;
+    assert_ok(kiln_registry_index(f->reg, &v, &n, &e), &e);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].name, "auto");
+    assert_string_equal(v[0].reason, "not loaded");
+    kiln_free(v);
+}
+
 /* Readers pin and unpin while another thread loads, unloads and sweeps (TSan watches). */
 static atomic_int stop;
 static void *reader(void *arg)
@@ -643,6 +753,8 @@ int main(void)
         T(idle_ttl_unloads),
         T(unload_waits_for_users),
         T(index_lists_repository_and_states),
+        T(models_without_config_are_auto_completed),
+        T(models_with_neither_config_nor_model_file),
         T(concurrent_pins_and_unloads),
         cmocka_unit_test(registry_cycles_do_not_grow_rss),
     };
