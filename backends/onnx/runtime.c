@@ -253,6 +253,71 @@ static kiln_status finish_steps(kiln_backend_model *m, kiln_err *err)
     return KILN_OK;
 }
 
+static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err);
+
+/* Runs one batch of `rows` (0: no batch dim) of zeros, every output requested. */
+static kiln_status warm_run(kiln_backend_model *m, uint32_t rows, kiln_err *err)
+{
+    const kiln_model_config *cfg = m->cfg;
+    kiln_tensor *in = kiln_calloc(cfg->n_inputs + 1, sizeof(*in));
+    kiln_output_slot *out = kiln_calloc(cfg->n_outputs + 1, sizeof(*out));
+    kiln_status st =
+        in && out ? KILN_OK : kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t k = 0; st == KILN_OK && k < cfg->n_inputs; k++) {
+        kiln_shape s = {.rank = 0};
+        if (cfg->max_batch_size > 0)
+            s.dims[s.rank++] = rows;
+        for (int d = 0; d < cfg->inputs[k].dims.rank; d++)
+            s.dims[s.rank++] = cfg->inputs[k].dims.dims[d];
+        st = kiln_tensor_alloc(cfg->inputs[k].dtype, &s, 0, &in[k], err);
+        if (st == KILN_OK && in[k].byte_size)
+            memset(in[k].data, 0, in[k].byte_size);
+    }
+    for (size_t k = 0; out && k < cfg->n_outputs; k++)
+        out[k].index = (uint32_t)k;
+    kiln_batch b = {.batch_size = rows,
+                    .n_inputs = (uint32_t)cfg->n_inputs,
+                    .inputs = in,
+                    .n_outputs = (uint32_t)cfg->n_outputs,
+                    .outputs = out};
+    if (st == KILN_OK && (st = execute(m, &b, err)) == KILN_OK)
+        kiln_batch_release_outputs(&b);
+    for (size_t k = 0; in && k < cfg->n_inputs; k++)
+        kiln_tensor_fini(&in[k]);
+    kiln_free(in);
+    kiln_free(out);
+    return st;
+}
+
+/*
+ * The load check: runs the model on zeros at batch 1 and at max_batch_size (or once, without a
+ * batch dim). A graph whose shapes do not work, or whose outputs disagree with the config,
+ * fails here, at load, instead of on the first request; and the plans for those two shapes
+ * are built before any request comes. Skipped when an input has a dynamic non-batch dim or
+ * is BYTES (no zeros to make).
+ */
+static kiln_status warm_up(kiln_backend_model *m, kiln_err *err)
+{
+    const kiln_model_config *cfg = m->cfg;
+    for (size_t k = 0; k < cfg->n_inputs; k++) {
+        if (cfg->inputs[k].dtype == KILN_DTYPE_BYTES)
+            return KILN_OK;
+        for (int d = 0; d < cfg->inputs[k].dims.rank; d++)
+            if (cfg->inputs[k].dims.dims[d] < 0)
+                return KILN_OK;
+    }
+    uint32_t sizes[2] = {cfg->max_batch_size > 0 ? 1 : 0, (uint32_t)cfg->max_batch_size};
+    for (int i = 0; i < (cfg->max_batch_size > 1 ? 2 : 1); i++) {
+        kiln_err e;
+        if (warm_run(m, sizes[i], &e) != KILN_OK)
+            return kiln_err_set(err,
+                                e.code == KILN_RESOURCE_EXHAUSTED ? e.code : KILN_INVALID_ARGUMENT,
+                                "model '%s': the load check (a batch of %u, all zeros) failed: %s",
+                                m->name, sizes[i], e.msg);
+    }
+    return KILN_OK;
+}
+
 static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err)
 {
     *out = NULL;
@@ -270,7 +335,7 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     if (!m)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->cfg = cfg;
-    m->name = cfg->name;
+    snprintf(m->name, sizeof(m->name), "%s", args->model_name);
     pthread_once(&blas_once, blas_apply);
     kiln_status st = kiln_onnx_model_load(path, &m->g, err);
     if (st != KILN_OK) {
@@ -298,6 +363,8 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
         st = kiln__onnx_optimize(m, err);
     if (st == KILN_OK)
         st = finish_steps(m, err);
+    if (st == KILN_OK)
+        st = warm_up(m, err);
     if (st != KILN_OK) {
         unload(m);
         return st;

@@ -50,8 +50,8 @@ typedef struct onnx_plan {
 struct kiln_backend_model {
     kiln_onnx_model *g;
     const kiln_model_config *cfg;
-    const char *name; /* for messages; the config's */
-    size_t n_values;  /* the file's values, then load's new constants */
+    char name[160];      /* for messages and logs: the model's name (truncated) */
+    size_t n_values;     /* the file's values, then load's new constants */
     kiln_tensor *consts; /* per value: initializers and folded constants (storage NULL else) */
     bool *is_output;     /* per value: a graph output */
     size_t n_steps;

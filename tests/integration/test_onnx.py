@@ -106,6 +106,12 @@ class TestOnnx(unittest.TestCase):
                         [ob.value("Y", ob.FLOAT, [None, 2, 3])],
                         [ob.tensor("K", np.zeros((1, 2, 3), np.int64))])
         write_model(cls.repo, "intout_onnx", OPS_CONFIG.replace("ops_onnx", "intout_onnx"), ints)
+        gather = ob.model([ob.node("Cast", ["X"], ["I"], to=ob.INT64),
+                           ob.node("Gather", ["T", "I"], ["Y"], name="g")],
+                          [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                          [ob.value("Y", ob.FLOAT, [None, 2, 3])],
+                          [ob.tensor("T", np.arange(5, dtype=np.float32))])
+        write_model(cls.repo, "gather_onnx", OPS_CONFIG.replace("ops_onnx", "gather_onnx"), gather)
         cls.tf = ob.tf_weights()
         write_model(cls.repo, "tf_onnx", TF_CONFIG, ob.tf_model(cls.tf))
         cls.cnn = ob.cnn_weights()
@@ -196,15 +202,30 @@ class TestOnnx(unittest.TestCase):
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("NonMaxSuppression", ctx.exception.details())
 
-    def test_bad_graphs_fail_requests_cleanly(self):
-        x = np.ones((1, 2, 3), np.float32)
+    def test_bad_graphs_fail_at_load(self):
+        """The load check runs each model on zeros, so a graph that cannot answer fails at
+        load, with the node named, instead of on its first request."""
+        idx = {m.name: m for m in self.s.RepositoryIndex(pb.RepositoryIndexRequest()).models}
         for model, msg in [("twoout_onnx", "node 'r' (Relu): output 1 ('Z') is not one Relu makes"),
                            ("intout_onnx", "output 'Y': the graph made INT64, the config says FP32")]:
+            self.assertEqual(idx[model].state, "UNAVAILABLE", model)
+            self.assertIn("the load check (a batch of 1, all zeros) failed: " + msg,
+                          idx[model].reason)
             with self.assertRaises(grpc.RpcError) as ctx:
-                self.infer(model, "X", x, "Y")
-            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-            self.assertIn(msg, ctx.exception.details())
-        got, _ = self.infer("ops_onnx", "X", x, "Y")  # the server goes on
+                self.infer(model, "X", np.ones((1, 2, 3), np.float32), "Y")
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_bad_values_fail_requests_cleanly(self):
+        """A kernel error that depends on the request's values (a Gather index out of range)
+        fails that request with INVALID_ARGUMENT naming the node; the server goes on."""
+        x = np.zeros((2, 2, 3), np.float32)
+        self.assertEqual(self.infer("gather_onnx", "X", x, "Y")[0].shape, (2, 2, 3))
+        x[1, 1, 2] = 7
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.infer("gather_onnx", "X", x, "Y")
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("node 'g' (Gather): index 7 is outside -5..4", ctx.exception.details())
+        got, _ = self.infer("ops_onnx", "X", np.ones((1, 2, 3), np.float32), "Y")
         self.assertEqual(got.shape, (1, 2, 3))
 
     def test_metadata_and_batch_limit(self):
