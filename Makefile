@@ -104,7 +104,7 @@ FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
 all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
@@ -215,6 +215,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
 $(BUILD)/obj/bench/bench_server.o: KILN_CFLAGS += -Wno-cast-qual
+# The ONNX CPU kernels' loops (activations, elementwise ops, bias) are written to vectorize;
+# GCC's -O2 cost model leaves most of them scalar.
+$(BUILD)/obj/backends/onnx/cpu_%.o: KILN_CFLAGS += -ftree-vectorize -fvect-cost-model=dynamic
 
 $(BUILD)/.dir:
 	@mkdir -p $(BUILD) && touch $@
@@ -264,7 +267,14 @@ pystubs:
 	    --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin health.proto
 
 bench: $(BENCH_BIN) $(MODEL_FILES) $(SERVER_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@for b in $(filter-out %/bench_onnx,$(BENCH_BIN)); do echo "== $$b"; $$b || exit 1; done
+	@if /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null; then \
+	    echo "== bench/onnx_vs_torch.py"; /usr/bin/python3 bench/onnx_vs_torch.py --build $(BUILD); \
+	else echo "== bench/onnx_vs_torch.py skipped: no python3-torch/torchvision (make deps-bench)"; fi
+
+# Kiln's ONNX CPU backend against PyTorch alone (make deps-bench installs PyTorch).
+bench-onnx: $(BUILD)/bench/bench_onnx
+	/usr/bin/python3 bench/onnx_vs_torch.py --build $(BUILD)
 
 # Fuzz targets: clang + libFuzzer + ASan/UBSan, built from the library sources directly.
 build/fuzz/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
@@ -284,6 +294,9 @@ fuzz-smoke: $(FUZZ_BIN)
 
 deps:
 	scripts/deps.sh
+
+deps-bench:
+	scripts/deps.sh --bench
 
 clean:
 	rm -rf build compile_commands.json examples/models/*/1/model.so
@@ -307,6 +320,8 @@ help:
 	@echo "make test             unit tests here, then ASan+UBSan, TSan and fuzz smoke runs"
 	@echo "make SAN=... test     one sanitizer configuration only (address,undefined | thread)"
 	@echo "make bench            build and run the benchmarks (figures as ratios)"
+	@echo "make bench-onnx       Kiln's ONNX CPU backend against PyTorch (needs make deps-bench)"
+	@echo "make deps-bench       also install PyTorch and torchvision (Debian) for bench-onnx"
 	@echo "make fuzz             build the libFuzzer targets under build/fuzz"
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
 	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"

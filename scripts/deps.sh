@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kiln needs. Idempotent: installs only what is missing.
 # Runs apt-get as root, or through sudo when not root.
+#   scripts/deps.sh           what building, running and testing need
+#   scripts/deps.sh --bench   also PyTorch and torchvision, for bench/onnx_vs_torch.py
+#                             (and for remaking tests/fixtures/torch)
 set -euo pipefail
 
 PKGS=(
@@ -18,6 +21,9 @@ PKGS=(
     # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json
     clang libclang-rt-14-dev clang-format bear
 )
+if [ "${1:-}" = "--bench" ]; then
+    PKGS+=(python3-torch python3-torchvision)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

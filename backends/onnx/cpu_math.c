@@ -235,20 +235,18 @@ static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
     if (na == n && nb == n) {
         for (size_t i = 0; i < n; i++)
             z[i] = apply(op, x[i], y[i]);
-        return KILN_OK;
-    }
-    if (na == n && nb == 1) {
+    } else if (na == n && nb == 1) {
         for (size_t i = 0; i < n; i++)
             z[i] = apply(op, x[i], y[0]);
-        return KILN_OK;
+    } else { /* general: walk the output index, moving each input's offset by its strides */
+        int64_t idx[KILN_MAX_RANK] = {0};
+        int64_t oa = 0, ob = 0;
+        for (size_t i = 0; i < n; i++) {
+            z[i] = apply(op, x[oa], y[ob]);
+            kiln__onnx_step(shape.rank, shape.dims, idx, sa, &oa, sb, &ob);
+        }
     }
-    /* general: walk the output index, moving each input's offset by its strides */
-    int64_t idx[KILN_MAX_RANK] = {0};
-    int64_t oa = 0, ob = 0;
-    for (size_t i = 0; i < n; i++) {
-        z[i] = apply(op, x[oa], y[ob]);
-        kiln__onnx_step(shape.rank, shape.dims, idx, sa, &oa, sb, &ob);
-    }
+    kiln__onnx_act_apply(&c->act, z, n);
     return KILN_OK;
 }
 
@@ -445,10 +443,10 @@ const kiln_onnx_kernel kiln__onnx_cpu_math[] = {
     {"Erf", KILN_DEVICE_CPU, k_erf, false},
     {"Neg", KILN_DEVICE_CPU, k_neg, false},
     {"Abs", KILN_DEVICE_CPU, k_abs, false},
-    {"Add", KILN_DEVICE_CPU, k_add, false},
-    {"Sub", KILN_DEVICE_CPU, k_sub, false},
-    {"Mul", KILN_DEVICE_CPU, k_mul, false},
-    {"Div", KILN_DEVICE_CPU, k_div, false},
+    {"Add", KILN_DEVICE_CPU, k_add, true},
+    {"Sub", KILN_DEVICE_CPU, k_sub, true},
+    {"Mul", KILN_DEVICE_CPU, k_mul, true},
+    {"Div", KILN_DEVICE_CPU, k_div, true},
     {"Pow", KILN_DEVICE_CPU, k_pow, false},
     {"Softmax", KILN_DEVICE_CPU, k_softmax, false},
     {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax, false},

@@ -85,6 +85,52 @@ static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const
 
 /* ---------------------------------------------------------------- Conv */
 
+/* Writes the columns of one group's input xg ([Cg, H, W]): row (ci, ky, kx), column (oy, ox)
+ * holds the input under that kernel tap for that output, or 0 in the padding. Each row is
+ * split into the padding on both sides and the span inside the input (a copy at stride 1). */
+static void im2col(const float *xg, int64_t Cg, const window *w, float *cols)
+{
+    int64_t H = w->in[0], Wd = w->in[1], OH = w->out[0], OW = w->out[1];
+    float *p = cols;
+    for (int64_t ci = 0; ci < Cg; ci++)
+        for (int64_t ky = 0; ky < w->k[0]; ky++)
+            for (int64_t kx = 0; kx < w->k[1]; kx++) {
+                int64_t shift = kx * w->d[1] - w->pad[1]; /* ix = ox * s + shift */
+                int64_t lo = shift >= 0 ? 0 : (-shift + w->s[1] - 1) / w->s[1];
+                int64_t hi = Wd - 1 - shift < 0 ? 0 : (Wd - 1 - shift) / w->s[1] + 1;
+                lo = lo > OW ? OW : lo;
+                hi = hi > OW ? OW : hi < lo ? lo : hi;
+                for (int64_t oy = 0; oy < OH; oy++, p += OW) {
+                    int64_t iy = oy * w->s[0] - w->pad[0] + ky * w->d[0];
+                    if (iy < 0 || iy >= H) {
+                        memset(p, 0, (size_t)OW * sizeof(float));
+                        continue;
+                    }
+                    const float *row = xg + (ci * H + iy) * Wd;
+                    memset(p, 0, (size_t)lo * sizeof(float));
+                    if (w->s[1] == 1)
+                        memcpy(p + lo, row + lo + shift, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++)
+                            p[ox] = row[ox * w->s[1] + shift];
+                    memset(p + hi, 0, (size_t)(OW - hi) * sizeof(float));
+                }
+            }
+}
+
+/* Adds bias b[m] (NULL: none) to each of the rows of y ([rows, len]) and applies act, in one
+ * pass. */
+static void bias_act(float *y, const float *b, const kiln_onnx_act *act, int64_t rows, int64_t len)
+{
+    for (int64_t m = 0; m < rows; m++) {
+        float *r = y + m * len;
+        if (b)
+            for (int64_t i = 0; i < len; i++)
+                r[i] += b[m];
+        kiln__onnx_act_apply(act, r, (size_t)len);
+    }
+}
+
 static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
 {
     kiln_status st = kiln__onnx_want_f32(c, 0, err);
@@ -132,31 +178,14 @@ static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
     for (int64_t n = 0; n < N; n++) {
         for (int64_t g = 0; g < group; g++) {
             const float *xg = X + (n * C + g * Cg) * HW;
-            const float *src = xg;
-            if (!direct) { /* im2col: row (ci, ky, kx), column (oy, ox) */
-                float *p = cols;
-                for (int64_t ci = 0; ci < Cg; ci++)
-                    for (int64_t ky = 0; ky < w.k[0]; ky++)
-                        for (int64_t kx = 0; kx < w.k[1]; kx++)
-                            for (int64_t oy = 0; oy < w.out[0]; oy++) {
-                                int64_t iy = oy * w.s[0] - w.pad[0] + ky * w.d[0];
-                                for (int64_t ox = 0; ox < w.out[1]; ox++) {
-                                    int64_t ix = ox * w.s[1] - w.pad[1] + kx * w.d[1];
-                                    *p++ = iy >= 0 && iy < w.in[0] && ix >= 0 && ix < w.in[1]
-                                               ? xg[ci * HW + iy * w.in[1] + ix]
-                                               : 0.f;
-                                }
-                            }
-                src = cols;
-            }
+            if (!direct)
+                im2col(xg, Cg, &w, cols);
             float *yg = Y + (n * M + g * Mg) * OHW;
             if (Mg && OHW && KK)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)OHW, (int)KK,
-                            1.f, W + g * Mg * KK, (int)KK, src, (int)OHW, 0.f, yg, (int)OHW);
-            for (int64_t m = 0; B && m < Mg; m++)
-                for (int64_t i = 0; i < OHW; i++)
-                    yg[m * OHW + i] += B[g * Mg + m];
-            kiln__onnx_act_apply(&c->act, yg, (size_t)(Mg * OHW));
+                            1.f, W + g * Mg * KK, (int)KK, direct ? xg : cols, (int)OHW, 0.f, yg,
+                            (int)OHW);
+            bias_act(yg, B ? B + g * Mg : NULL, &c->act, Mg, OHW);
         }
     }
     kiln_free(cols);

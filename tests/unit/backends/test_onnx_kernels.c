@@ -407,6 +407,91 @@ static void plumbing_kernels(void **state)
     kiln_tensor_fini(&zero), kiln_tensor_fini(&a1), kiln_tensor_fini(&big);
 }
 
+/* Conv against a direct loop: strides, dilations, asymmetric pads, groups, 1x1, with the
+ * fused bias and activation; the im2col rows are split into padding and a copied span. */
+typedef struct conv_case {
+    int64_t n, c, h, w, m, kh, kw, group, s[2], d[2], pads[4];
+    kiln_onnx_act act;
+} conv_case;
+
+static void conv_one(const conv_case *kc)
+{
+    conv_case copy = *kc, *k = &copy; /* attributes point into it */
+    int64_t xd[4] = {k->n, k->c, k->h, k->w}, wd[4] = {k->m, k->c / k->group, k->kh, k->kw};
+    kiln_tensor x = f32(xd, 4, -3.f), wt = f32(wd, 4, -1.f), b = f32((int64_t[]){k->m}, 1, -0.5f);
+    float *W = wt.data;
+    for (size_t i = 0; i < wt.byte_size / 4; i++)
+        W[i] = (float)((int)(i * 7 % 11) - 5) * 0.1f;
+    kiln_onnx_attr at[3] = {
+        {.name = "strides", .type = KILN_ONNX_ATTR_INTS, .n = 2, .ints = k->s},
+        {.name = "dilations", .type = KILN_ONNX_ATTR_INTS, .n = 2, .ints = k->d},
+        {.name = "pads", .type = KILN_ONNX_ATTR_INTS, .n = 4, .ints = k->pads},
+    };
+    kiln_onnx_attr grp = {.name = "group", .type = KILN_ONNX_ATTR_INT, .i = k->group};
+    kiln_onnx_attr all[4] = {at[0], at[1], at[2], grp};
+    int32_t outs[1] = {0};
+    char op[] = "Conv", name[] = "c1", domain[] = "";
+    kiln_onnx_node node = {.name = name,
+                           .op = op,
+                           .domain = domain,
+                           .n_outputs = 1,
+                           .outputs = outs,
+                           .n_attrs = 4,
+                           .attrs = all};
+    const kiln_tensor *in[3] = {&x, &wt, &b};
+    kiln_tensor y = {0};
+    kiln_onnx_call c = {
+        .node = &node, .opset = 17, .n_in = 3, .in = in, .n_out = 1, .out = &y, .act = k->act};
+    kiln_err e;
+    assert_ok(kiln__onnx_kernel_find("Conv", KILN_DEVICE_CPU)->fn(&c, &e), &e);
+    int64_t oh = (k->h + k->pads[0] + k->pads[2] - ((k->kh - 1) * k->d[0] + 1)) / k->s[0] + 1;
+    int64_t ow = (k->w + k->pads[1] + k->pads[3] - ((k->kw - 1) * k->d[1] + 1)) / k->s[1] + 1;
+    assert_int_equal(y.shape.dims[2], oh);
+    assert_int_equal(y.shape.dims[3], ow);
+    const float *X = x.data, *B = b.data, *Y = y.data;
+    int64_t cg = k->c / k->group, mg = k->m / k->group;
+    for (int64_t n = 0; n < k->n; n++)
+        for (int64_t m = 0; m < k->m; m++)
+            for (int64_t i = 0; i < oh; i++)
+                for (int64_t j = 0; j < ow; j++) {
+                    double acc = B[m];
+                    for (int64_t ci = 0; ci < cg; ci++)
+                        for (int64_t ky = 0; ky < k->kh; ky++)
+                            for (int64_t kx = 0; kx < k->kw; kx++) {
+                                int64_t iy = i * k->s[0] - k->pads[0] + ky * k->d[0];
+                                int64_t ix = j * k->s[1] - k->pads[1] + kx * k->d[1];
+                                if (iy < 0 || iy >= k->h || ix < 0 || ix >= k->w)
+                                    continue;
+                                int64_t cin = (m / mg) * cg + ci;
+                                acc += (double)X[((n * k->c + cin) * k->h + iy) * k->w + ix] *
+                                       W[((m * cg + ci) * k->kh + ky) * k->kw + kx];
+                            }
+                    float want = (float)acc;
+                    kiln__onnx_act_apply(&k->act, &want, 1);
+                    float got = Y[((n * k->m + m) * oh + i) * ow + j];
+                    assert_true(fabsf(got - want) < 1e-4f * (1.f + fabsf(want)));
+                }
+    kiln_tensor_fini(&x);
+    kiln_tensor_fini(&wt);
+    kiln_tensor_fini(&b);
+    kiln_tensor_fini(&y);
+}
+
+static void conv_matches_loops(void **state)
+{
+    (void)state;
+    const conv_case cases[] = {
+        {2, 3, 7, 9, 4, 3, 2, 1, {2, 3}, {1, 2}, {1, 0, 2, 1}, {KILN_ONNX_ACT_NONE, 0, 0}},
+        {1, 4, 6, 6, 4, 3, 3, 4, {1, 1}, {1, 1}, {1, 1, 1, 1}, {KILN_ONNX_ACT_RELU, 0, 0}},
+        {2, 5, 4, 3, 3, 1, 1, 1, {1, 1}, {1, 1}, {0, 0, 0, 0}, {KILN_ONNX_ACT_CLIP, -.5f, .5f}},
+        {1, 2, 5, 5, 2, 3, 3, 1, {1, 1}, {2, 2}, {2, 2, 2, 2}, {KILN_ONNX_ACT_LEAKY, .1f, 0}},
+        {1, 6, 8, 8, 4, 3, 3, 2, {2, 2}, {1, 1}, {0, 3, 1, 0}, {KILN_ONNX_ACT_NONE, 0, 0}},
+        {1, 1, 3, 3, 1, 3, 3, 1, {1, 1}, {1, 1}, {4, 4, 4, 4}, {KILN_ONNX_ACT_NONE, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        conv_one(&cases[i]);
+}
+
 static void registry_lists_ops(void **state)
 {
     (void)state;
@@ -433,6 +518,7 @@ int main(void)
         cmocka_unit_test(nn_errors_name_the_node),
         cmocka_unit_test(hostile_inputs_are_refused),
         cmocka_unit_test(plumbing_kernels),
+        cmocka_unit_test(conv_matches_loops),
         cmocka_unit_test(registry_lists_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

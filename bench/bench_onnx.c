@@ -1,0 +1,262 @@
+/*
+ * bench/bench_onnx.c: the ONNX CPU backend's execute time on one model, through the backend
+ * interface (no server): latency at a batch size (one instance, runs one after another) and
+ * throughput (N instances, each on its own thread, for a fixed time), with the memory plan's
+ * figures. bench/onnx_vs_torch.py runs it beside PyTorch on the same inputs and prints ratios;
+ * alone it prints one JSON object per batch size.
+ *
+ *   bench_onnx MODEL_DIR [--batch 1,8] [--runs 30] [--seconds 3] [--instances 2]
+ *              [--blas-threads 1] [--input FILE.raw] [--output FILE.raw]
+ *
+ * MODEL_DIR holds config.pbtxt and 1/model.onnx. Inputs are random (seed 1) unless --input
+ * gives the raw FP32 bytes of the first input at the first batch size; --output writes the
+ * first output of that run (raw FP32), so a caller can compare with another runtime.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/onnx/onnx.h"
+#include "bench/bench_util.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/model_config.h"
+
+typedef struct bench_opts {
+    const char *dir;
+    int64_t batches[16];
+    int n_batches;
+    int runs, instances, blas_threads;
+    double seconds;
+    const char *input, *output;
+} bench_opts;
+
+typedef struct instance {
+    const kiln_backend *be;
+    kiln_backend_model *model;
+    kiln_tensor in[8];
+    size_t n_in;
+    const kiln_model_config *cfg;
+    uint64_t deadline_ns;
+    uint64_t done;
+} instance;
+
+static void die(const char *what, const kiln_err *e)
+{
+    fprintf(stderr, "bench_onnx: %s: %s\n", what, e ? e->msg : "");
+    exit(1);
+}
+
+static kiln_model_config *read_config(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
+    kiln_model_config *c;
+    kiln_err e;
+    if (kiln_model_config_load(path, path, &c, &e) != KILN_OK)
+        die("config", &e);
+    return c;
+}
+
+static void load(instance *in, const char *dir, const kiln_model_config *cfg)
+{
+    char vdir[4200];
+    snprintf(vdir, sizeof(vdir), "%s/1", dir);
+    in->be = kiln_backend_find("onnx");
+    in->cfg = cfg;
+    kiln_load_args a = {cfg->name, dir, vdir, 1, cfg, {KILN_DEVICE_CPU, 0}};
+    kiln_err e;
+    if (in->be->load(&a, &in->model, &e) != KILN_OK)
+        die("load", &e);
+}
+
+/* Fills the inputs for `rows` (random, or the first from `file`). */
+static void make_inputs(instance *in, int64_t rows, const char *file)
+{
+    kiln_err e;
+    unsigned seed = 1;
+    for (size_t k = 0; k < in->n_in; k++)
+        kiln_tensor_fini(&in->in[k]);
+    in->n_in = in->cfg->n_inputs;
+    for (size_t k = 0; k < in->n_in; k++) {
+        const kiln_model_io *io = &in->cfg->inputs[k];
+        kiln_shape s = {.rank = 0};
+        if (in->cfg->max_batch_size > 0)
+            s.dims[s.rank++] = rows;
+        for (int d = 0; d < io->dims.rank; d++)
+            s.dims[s.rank++] = io->dims.dims[d] < 0 ? 8 : io->dims.dims[d];
+        if (io->dtype != KILN_DTYPE_FP32)
+            die("inputs must be FP32", NULL);
+        if (kiln_tensor_alloc(KILN_DTYPE_FP32, &s, 0, &in->in[k], &e) != KILN_OK)
+            die("input", &e);
+        float *p = in->in[k].data;
+        for (size_t i = 0; i < in->in[k].byte_size / 4; i++)
+            p[i] = (float)rand_r(&seed) / (float)RAND_MAX * 2.f - 1.f;
+        if (k == 0 && file) {
+            FILE *f = fopen(file, "rb");
+            if (!f || fread(p, 1, in->in[k].byte_size, f) != in->in[k].byte_size)
+                die("--input: cannot read the first input's bytes", NULL);
+            fclose(f);
+        }
+    }
+}
+
+/* One execute; returns output 0 when keep is set (else finalizes it). */
+static kiln_tensor run_once(instance *in, int64_t rows, bool keep)
+{
+    kiln_output_slot out = {.index = 0};
+    kiln_batch b = {.batch_size = in->cfg->max_batch_size > 0 ? (uint32_t)rows : 0,
+                    .n_inputs = (uint32_t)in->n_in,
+                    .inputs = in->in,
+                    .n_outputs = 1,
+                    .outputs = &out};
+    kiln_err e;
+    if (in->be->execute(in->model, &b, &e) != KILN_OK)
+        die("execute", &e);
+    if (!keep) {
+        kiln_tensor_fini(&out.result);
+        return (kiln_tensor){0};
+    }
+    return out.result;
+}
+
+static int64_t g_rows;
+
+static void *throughput_thread(void *arg)
+{
+    instance *in = arg;
+    while (kiln_clock_now_ns() < in->deadline_ns) {
+        run_once(in, g_rows, false);
+        in->done++;
+    }
+    return NULL;
+}
+
+static void parse(int argc, char **argv, bench_opts *o)
+{
+    *o = (bench_opts){.runs = 30, .instances = 2, .blas_threads = 1, .seconds = 3};
+    o->batches[0] = 1, o->batches[1] = 8, o->n_batches = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: bench_onnx MODEL_DIR [--batch 1,8] [--runs N] [--seconds S] "
+                   "[--instances N] [--blas-threads N] [--input F] [--output F]\n");
+            exit(0);
+        } else if (a[0] != '-' && !o->dir) {
+            o->dir = a;
+            continue;
+        } else if (!v) {
+            fprintf(stderr, "bench_onnx: %s needs a value\n", a);
+            exit(2);
+        } else if (!strcmp(a, "--batch")) {
+            o->n_batches = 0;
+            const char *p = v;
+            while (*p && o->n_batches < 16) {
+                char *end;
+                long long n = strtoll(p, &end, 10);
+                if (end == p || n < 1 || (*end && *end != ',')) {
+                    fprintf(stderr, "bench_onnx: --batch '%s' is not a list of sizes\n", v);
+                    exit(2);
+                }
+                o->batches[o->n_batches++] = n;
+                p = *end ? end + 1 : end;
+            }
+        } else if (!strcmp(a, "--runs")) {
+            o->runs = atoi(v);
+        } else if (!strcmp(a, "--seconds")) {
+            o->seconds = atof(v);
+        } else if (!strcmp(a, "--instances")) {
+            o->instances = atoi(v);
+        } else if (!strcmp(a, "--blas-threads")) {
+            o->blas_threads = atoi(v);
+        } else if (!strcmp(a, "--input")) {
+            o->input = v;
+        } else if (!strcmp(a, "--output")) {
+            o->output = v;
+        } else {
+            fprintf(stderr, "bench_onnx: unknown flag %s\n", a);
+            exit(2);
+        }
+        i++;
+    }
+    if (!o->dir || o->runs < 1 || o->instances < 1 || o->instances > 64 || o->n_batches < 1) {
+        fprintf(stderr, "bench_onnx: need MODEL_DIR (see --help)\n");
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o;
+    parse(argc, argv, &o);
+    kiln_log_set_level(KILN_LOG_WARN);
+    kiln_err e;
+    if (kiln_onnx_set_blas_threads(o.blas_threads, &e) != KILN_OK)
+        die("--blas-threads", &e);
+    kiln_model_config *cfg = read_config(o.dir);
+    instance inst[64];
+    memset(inst, 0, sizeof(inst));
+    for (int i = 0; i < o.instances; i++)
+        load(&inst[i], o.dir, cfg);
+    for (int bi = 0; bi < o.n_batches; bi++) {
+        int64_t rows = o.batches[bi];
+        for (int i = 0; i < o.instances; i++) {
+            make_inputs(&inst[i], rows, bi == 0 ? o.input : NULL);
+            run_once(&inst[i], rows, false); /* traced: builds the plan */
+        }
+        if (bi == 0 && o.output) {
+            kiln_tensor t = run_once(&inst[0], rows, true);
+            FILE *f = fopen(o.output, "wb");
+            if (!f || fwrite(t.data, 1, t.byte_size, f) != t.byte_size || fclose(f) != 0)
+                die("--output: cannot write", NULL);
+            kiln_tensor_fini(&t);
+        }
+        /* latency: one instance, one run after another */
+        uint64_t *ns = calloc((size_t)o.runs, sizeof(*ns));
+        uint64_t total = 0;
+        for (int r = 0; r < o.runs; r++) {
+            uint64_t t0 = kiln_clock_now_ns();
+            run_once(&inst[0], rows, false);
+            ns[r] = kiln_clock_now_ns() - t0;
+            total += ns[r];
+        }
+        double mean_ms = (double)total / o.runs / 1e6;
+        double p50_ms = (double)bench_median(ns, o.runs) / 1e6;
+        free(ns);
+        /* throughput: every instance on its own thread */
+        g_rows = rows;
+        pthread_t th[64];
+        uint64_t t0 = kiln_clock_now_ns();
+        for (int i = 0; i < o.instances; i++) {
+            inst[i].done = 0;
+            inst[i].deadline_ns = t0 + (uint64_t)(o.seconds * 1e9);
+            pthread_create(&th[i], NULL, throughput_thread, &inst[i]);
+        }
+        uint64_t runs = 0;
+        for (int i = 0; i < o.instances; i++) {
+            pthread_join(th[i], NULL);
+            runs += inst[i].done;
+        }
+        double secs = (double)(kiln_clock_now_ns() - t0) / 1e9;
+        kiln_onnx_stats st;
+        kiln_onnx_stats_get(inst[0].model, &st);
+        printf("{\"model\":\"%s\",\"batch\":%" PRId64 ",\"blas_threads\":%d,\"instances\":%d,"
+               "\"p50_ms\":%.3f,\"mean_ms\":%.3f,\"items_per_s\":%.1f,"
+               "\"plan_arena_bytes\":%" PRIu64 ",\"plan_no_reuse_bytes\":%" PRIu64
+               ",\"const_bytes\":%" PRIu64 ",\"nodes\":%zu,\"steps\":%zu,"
+               "\"shape_steps_folded\":%zu}\n",
+               cfg->name, rows, o.blas_threads, o.instances, p50_ms, mean_ms,
+               (double)runs * (double)rows / secs, st.last_plan_arena, st.last_plan_sum,
+               st.const_bytes, st.n_nodes, st.n_steps, st.last_plan_skipped);
+        fflush(stdout);
+    }
+    for (int i = 0; i < o.instances; i++) {
+        for (size_t k = 0; k < inst[i].n_in; k++)
+            kiln_tensor_fini(&inst[i].in[k]);
+        inst[i].be->unload(inst[i].model);
+    }
+    kiln_model_config_free(cfg);
+    return 0;
+}
