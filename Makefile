@@ -76,8 +76,13 @@ LIB := $(BUILD)/libkiln.a
 # Example plugins (examples/plugins) and the model repositories assembled from them:
 #   $(BUILD)/models       the example repository (examples/models + built plugins)
 #   $(BUILD)/test-models  models only the tests use (misbehave, broken plugins)
+#   $(BUILD)/torch-models the ONNX models exported from PyTorch (tests/fixtures/torch)
 PLUGIN_NAMES := simple simple_string misbehave
 PLUGINS := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so) $(BUILD)/plugins/identity.so
+# The models exported from PyTorch (tests/fixtures/torch), for the unit tests: $(BUILD)/torch-models
+TORCH_MODEL_FILES := $(patsubst tests/fixtures/torch/models/%,$(BUILD)/torch-models/%,\
+                       $(wildcard tests/fixtures/torch/models/*/config.pbtxt \
+                                  tests/fixtures/torch/models/*/1/model.onnx))
 # ONNX examples carry their committed model.onnx; the others are plugins built here.
 ONNX_EXAMPLES := $(patsubst examples/models/%/1/model.onnx,%,$(wildcard examples/models/*/1/model.onnx))
 EXAMPLE_MODELS := $(filter-out $(ONNX_EXAMPLES),$(notdir $(wildcard examples/models/*)))
@@ -87,6 +92,7 @@ MODEL_FILES := $(foreach m,$(EXAMPLE_MODELS),$(BUILD)/models/$(m)/config.pbtxt \
                $(foreach m,$(ONNX_EXAMPLES),$(BUILD)/models/$(m)/config.pbtxt \
                  $(BUILD)/models/$(m)/1/model.onnx) \
                $(BUILD)/test-models/misbehave/config.pbtxt $(BUILD)/test-models/misbehave/1/model.so \
+               $(TORCH_MODEL_FILES) \
                $(BROKEN_VARIANTS:%=$(BUILD)/plugins/broken%.so)
 PLUGIN_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -shared -Ibackends/plugin \
                  $(if $(SAN),-fsanitize=$(SAN))
@@ -152,6 +158,9 @@ $(BUILD)/models/%/1/model.onnx: examples/models/%/1/model.onnx
 	@mkdir -p $(@D) && cp $< $@
 
 $(BUILD)/test-models/%/config.pbtxt: tests/fixtures/models/%/config.pbtxt
+	@mkdir -p $(@D) && cp $< $@
+
+$(BUILD)/torch-models/%: tests/fixtures/torch/models/%
 	@mkdir -p $(@D) && cp $< $@
 
 .SECONDEXPANSION:

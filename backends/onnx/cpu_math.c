@@ -51,9 +51,9 @@ void kiln__onnx_act_apply(const kiln_onnx_act *act, float *p, size_t n)
     switch (act->kind) {
     case KILN_ONNX_ACT_NONE:
         break;
-    case KILN_ONNX_ACT_RELU:
+    case KILN_ONNX_ACT_RELU: /* as the Relu kernel: NaN and -0 give 0 */
         for (size_t i = 0; i < n; i++)
-            p[i] = p[i] < 0.f ? 0.f : p[i];
+            p[i] = p[i] > 0.f ? p[i] : 0.f;
         break;
     case KILN_ONNX_ACT_LEAKY:
         for (size_t i = 0; i < n; i++)

@@ -8,9 +8,11 @@
  * output in the execution's memory plan when the call carries one (see plan.c). On error its
  * outputs are left empty and err names the node. Kernels are found by (op, device) in a
  * registry; dtypes are checked by the kernel, at run time, with an error naming the node and
- * the dtype. A kernel with `fuses_act` applies call->act to its output (load fuses a following
- * Relu, LeakyRelu or Clip into it).
- * Thread-safety: kernels keep no state; any thread may run any kernel.
+ * the dtype. A kernel's output is either a view of one of its own inputs or new memory from
+ * kiln__onnx_alloc, the same for every run with the same input shapes (the memory plans
+ * rely on it; Constant, which shares its attribute, is always folded at load). A kernel with
+ * `fuses_act` applies call->act to its output (load fuses a following Relu, LeakyRelu or Clip into
+ * it). Thread-safety: kernels keep no state; any thread may run any kernel.
  */
 #ifndef KILN_BACKENDS_ONNX_ONNX_INT_H
 #define KILN_BACKENDS_ONNX_ONNX_INT_H
@@ -81,11 +83,11 @@ typedef struct kiln_onnx_buf {
 /*
  * Places bufs in one arena so that two buffers whose live ranges share a step never overlap,
  * each at a multiple of KILN_ONNX_ALIGN: the largest first, each at the lowest offset that
- * fits (greedy by size). Returns the arena size (0 for none); bufs[].offset are set. Returns
- * UINT64_MAX when out of memory (offsets unset).
+ * fits (greedy by size). OUT: bufs[].offset and *arena_bytes (0 for none).
+ * RESOURCE_EXHAUSTED when out of memory (offsets unset).
  */
 #define KILN_ONNX_ALIGN 64
-uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n);
+kiln_status kiln__onnx_place(kiln_onnx_buf *bufs, size_t n, uint64_t *arena_bytes, kiln_err *err);
 
 /* ---------------------------------------------------------------- config auto-complete */
 

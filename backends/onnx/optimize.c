@@ -17,7 +17,7 @@
 static kiln_status fold_constants(kiln_backend_model *m, kiln_err *err)
 {
     for (size_t i = 0; i < m->n_steps; i++) {
-        onnx_step *s = &m->steps[i];
+        kiln_onnx_step *s = &m->steps[i];
         bool all = true;
         for (size_t k = 0; all && k < s->n_in; k++)
             all = s->in[k] < 0 || m->consts[s->in[k]].storage;
@@ -42,12 +42,13 @@ static kiln_status readers(const kiln_backend_model *m, int32_t **prod, int32_t 
     if (!*prod || !*uses) {
         kiln_free(*prod);
         kiln_free(*uses);
+        *prod = *uses = NULL;
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     }
     for (size_t v = 0; v < m->n_values; v++)
         (*prod)[v] = -1;
     for (size_t i = 0; i < m->n_steps; i++) {
-        const onnx_step *s = &m->steps[i];
+        const kiln_onnx_step *s = &m->steps[i];
         if (s->dead)
             continue;
         for (size_t k = 0; k < s->n_in; k++)
@@ -61,12 +62,12 @@ static kiln_status readers(const kiln_backend_model *m, int32_t **prod, int32_t 
 }
 
 /* The step that alone reads value x and makes it as its first output: the step to fuse into. */
-static onnx_step *sole_producer(kiln_backend_model *m, const int32_t *prod, const int32_t *uses,
-                                int32_t x, const char *op)
+static kiln_onnx_step *sole_producer(kiln_backend_model *m, const int32_t *prod,
+                                     const int32_t *uses, int32_t x, const char *op)
 {
     if (x < 0 || prod[x] < 0 || uses[x] != 1 || m->is_output[x])
         return NULL;
-    onnx_step *s = &m->steps[prod[x]];
+    kiln_onnx_step *s = &m->steps[prod[x]];
     if (s->out[0] != x || s->act.kind != KILN_ONNX_ACT_NONE)
         return NULL;
     return op ? (strcmp(s->node->op, op) == 0 ? s : NULL) : (s->kernel->fuses_act ? s : NULL);
@@ -89,8 +90,8 @@ static float attr_f(const kiln_onnx_node *n, const char *name, float dflt)
 
 /* Folds BatchNormalization t into Conv s (checked by the caller to be foldable) when its
  * parameters are constants of the right sizes; returns whether it did. */
-static kiln_status fold_one_bn(kiln_backend_model *m, onnx_step *s, onnx_step *t, bool *done,
-                               kiln_err *err)
+static kiln_status fold_one_bn(kiln_backend_model *m, kiln_onnx_step *s, kiln_onnx_step *t,
+                               bool *done, kiln_err *err)
 {
     *done = false;
     const kiln_tensor *w = const_f32(m, s->in[1], -1);
@@ -128,11 +129,12 @@ static kiln_status fold_one_bn(kiln_backend_model *m, onnx_step *s, onnx_step *t
             NW[(size_t)o * per + j] = W[(size_t)o * per + j] * a;
         NB[o] = ((B ? B[o] : 0.f) - MEAN[o]) * a + BI[o];
     }
-    int32_t vw = kiln__onnx_new_value(m), vb = vw < 0 ? -1 : kiln__onnx_new_value(m);
-    if (vb < 0) {
+    int32_t vw, vb;
+    if ((st = kiln__onnx_new_value(m, &vw, err)) != KILN_OK ||
+        (st = kiln__onnx_new_value(m, &vb, err)) != KILN_OK) {
         kiln_tensor_fini(&nw);
         kiln_tensor_fini(&nb);
-        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+        return st;
     }
     m->consts[vw] = nw;
     m->consts[vb] = nb;
@@ -150,10 +152,10 @@ static kiln_status fold_batchnorm(kiln_backend_model *m, kiln_err *err)
     int32_t *prod, *uses;
     kiln_status st = readers(m, &prod, &uses, err);
     for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
-        onnx_step *t = &m->steps[i];
+        kiln_onnx_step *t = &m->steps[i];
         if (t->dead || strcmp(t->node->op, "BatchNormalization") != 0 || t->n_in < 1)
             continue;
-        onnx_step *s = sole_producer(m, prod, uses, t->in[0], "Conv");
+        kiln_onnx_step *s = sole_producer(m, prod, uses, t->in[0], "Conv");
         bool done = false;
         if (s && (st = fold_one_bn(m, s, t, &done, err)) == KILN_OK && done)
             m->n_bn_folded++;
@@ -164,7 +166,7 @@ static kiln_status fold_batchnorm(kiln_backend_model *m, kiln_err *err)
 }
 
 /* The activation step t computes, when it can be fused (its parameters are constants). */
-static bool activation_of(const kiln_backend_model *m, const onnx_step *t, kiln_onnx_act *act)
+static bool activation_of(const kiln_backend_model *m, const kiln_onnx_step *t, kiln_onnx_act *act)
 {
     const char *op = t->node->op;
     if (strcmp(op, "Relu") == 0) {
@@ -194,11 +196,11 @@ static kiln_status fuse_activations(kiln_backend_model *m, kiln_err *err)
     int32_t *prod, *uses;
     kiln_status st = readers(m, &prod, &uses, err);
     for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
-        onnx_step *t = &m->steps[i];
+        kiln_onnx_step *t = &m->steps[i];
         kiln_onnx_act act;
         if (t->dead || t->n_in < 1 || t->n_out != 1 || !activation_of(m, t, &act))
             continue;
-        onnx_step *s = sole_producer(m, prod, uses, t->in[0], NULL);
+        kiln_onnx_step *s = sole_producer(m, prod, uses, t->in[0], NULL);
         if (!s)
             continue;
         s->act = act;

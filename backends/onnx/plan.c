@@ -6,11 +6,12 @@
  * Identity...: they share their source's buffer, so the source lives as long as its last view),
  * and which values depend on the input shapes only (Shape, and steps whose inputs are all
  * constants or such values: the exporters' Shape -> Gather -> Unsqueeze -> Concat -> Reshape
- * chains). From the trace a plan is built: the shape-only values are kept and their steps are
- * skipped for these shapes; every other value made by a step gets an offset in one arena, so
- * that values alive at the same step never overlap (kiln__onnx_place). Later executions with
- * the same shapes allocate nothing for values: kernels place their outputs at the planned
- * offsets (kiln__onnx_alloc).
+ * chains). A Shape of a value whose shape depends on input *values* (a Slice whose ends come
+ * from an input, and everything computed from it) is not shape-only: it is computed per run. From
+ * the trace a plan is built: the shape-only values are kept and their steps are skipped for these
+ * shapes; every other value made by a step gets an offset in one arena, so that values alive at the
+ * same step never overlap (kiln__onnx_place). Later executions with the same shapes allocate
+ * nothing for values: kernels place their outputs at the planned offsets (kiln__onnx_alloc).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,16 +40,17 @@ static uint64_t align_up(uint64_t n)
     return (n + KILN_ONNX_ALIGN - 1) / KILN_ONNX_ALIGN * KILN_ONNX_ALIGN;
 }
 
-uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n)
+kiln_status kiln__onnx_place(kiln_onnx_buf *bufs, size_t n, uint64_t *arena_bytes, kiln_err *err)
 {
+    *arena_bytes = 0;
     if (n == 0)
-        return 0;
+        return KILN_OK;
     kiln_onnx_buf **order = kiln_malloc(n * sizeof(*order));
     kiln_onnx_buf **live = kiln_malloc(n * sizeof(*live));
     if (!order || !live) {
         kiln_free(order);
         kiln_free(live);
-        return UINT64_MAX;
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a memory plan");
     }
     for (size_t i = 0; i < n; i++)
         order[i] = &bufs[i];
@@ -73,19 +75,21 @@ uint64_t kiln__onnx_place(kiln_onnx_buf *bufs, size_t n)
     }
     kiln_free(order);
     kiln_free(live);
-    return align_up(arena);
+    *arena_bytes = align_up(arena);
+    return KILN_OK;
 }
 
 /* ---------------------------------------------------------------- trace */
 
-kiln_status kiln__onnx_trace_init(onnx_trace *t, size_t n_values, kiln_err *err)
+kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, size_t n_values, kiln_err *err)
 {
     memset(t, 0, sizeof(*t));
     t->bytes = kiln_calloc(n_values + 1, sizeof(*t->bytes));
     t->first = kiln_malloc((n_values + 1) * sizeof(*t->first));
     t->root = kiln_malloc((n_values + 1) * sizeof(*t->root));
+    t->data_shape = kiln_calloc(n_values + 1, sizeof(*t->data_shape));
     t->shape_only = kiln_calloc(n_values + 1, sizeof(*t->shape_only));
-    if (!t->bytes || !t->first || !t->root || !t->shape_only) {
+    if (!t->bytes || !t->first || !t->root || !t->data_shape || !t->shape_only) {
         kiln__onnx_trace_fini(t, 0);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
     }
@@ -94,29 +98,57 @@ kiln_status kiln__onnx_trace_init(onnx_trace *t, size_t n_values, kiln_err *err)
     return KILN_OK;
 }
 
-void kiln__onnx_trace_fini(onnx_trace *t, size_t n_values)
+void kiln__onnx_trace_fini(kiln_onnx_trace *t, size_t n_values)
 {
     for (size_t v = 0; t->shape_only && v < n_values; v++)
         kiln_tensor_fini(&t->shape_only[v]);
     kiln_free(t->bytes);
     kiln_free(t->first);
     kiln_free(t->root);
+    kiln_free(t->data_shape);
     kiln_free(t->shape_only);
     memset(t, 0, sizeof(*t));
 }
 
-void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
+/*
+ * The inputs of op that give the shape of its output (a Reshape's target shape, a Slice's
+ * starts and ends...), as a bit mask; 0 for ops whose output shape follows from their input
+ * shapes alone.
+ */
+static unsigned shape_args(const char *op)
+{
+    static const struct {
+        const char *op;
+        unsigned mask;
+    } table[] = {
+        {"Reshape", 1u << 1},   {"Expand", 1u << 1},    {"Split", 1u << 1},
+        {"Squeeze", 1u << 1},   {"Unsqueeze", 1u << 1}, {"ReduceMean", 1u << 1},
+        {"ReduceSum", 1u << 1}, {"Slice", 0x1eu}, /* starts, ends, axes, steps */
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (strcmp(table[i].op, op) == 0)
+            return table[i].mask;
+    return 0;
+}
+
+void kiln__onnx_trace_step(kiln_onnx_trace *t, const kiln_backend_model *m, size_t i,
                            const kiln_tensor *vals)
 {
-    const onnx_step *s = &m->steps[i];
-    bool shape_only = strcmp(s->node->op, "Shape") == 0;
-    if (!shape_only) {
-        shape_only = true;
-        for (size_t k = 0; k < s->n_in; k++) {
-            int32_t u = s->in[k];
-            if (u >= 0 && !m->consts[u].storage && !t->shape_only[u].storage)
-                shape_only = false;
-        }
+    const kiln_onnx_step *s = &m->steps[i];
+    /* Shape(u) is a constant for these input shapes unless u's shape depends on values */
+    bool shape_op = strcmp(s->node->op, "Shape") == 0;
+    bool shape_only = shape_op ? s->n_in > 0 && s->in[0] >= 0 && !t->data_shape[s->in[0]] : true;
+    bool data_shape = false;
+    unsigned args = shape_args(s->node->op);
+    for (size_t k = 0; k < s->n_in; k++) {
+        int32_t u = s->in[k];
+        if (u < 0)
+            continue;
+        bool known = m->consts[u].storage || t->shape_only[u].storage;
+        if (!shape_op && !known)
+            shape_only = false;
+        if (t->data_shape[u] || (k < 32 && (args >> k & 1u) && !known))
+            data_shape = true;
     }
     for (size_t k = 0; k < s->n_out; k++) {
         int32_t v = s->out[k];
@@ -125,10 +157,11 @@ void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
         t->bytes[v] = vals[v].byte_size;
         t->first[v] = (int32_t)i;
         t->root[v] = v;
+        t->data_shape[v] = data_shape;
         for (size_t j = 0; j < s->n_in; j++) /* a view of an input shares its buffer */
             if (s->in[j] >= 0 && vals[s->in[j]].storage == vals[v].storage)
                 t->root[v] = t->root[s->in[j]];
-        if (shape_only && vals[v].byte_size <= ONNX_PLAN_CONST_BYTES) {
+        if (shape_only && vals[v].byte_size <= KILN_ONNX_PLAN_CONST_BYTES) {
             kiln_tensor_share(&vals[v], &t->shape_only[v]);
             t->root[v] = -1;
         }
@@ -137,7 +170,7 @@ void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
 
 /* ---------------------------------------------------------------- plans */
 
-void kiln__onnx_plan_fini(onnx_plan *p, size_t n_values)
+void kiln__onnx_plan_fini(kiln_onnx_plan *p, size_t n_values)
 {
     for (size_t v = 0; p->consts && v < n_values; v++)
         kiln_tensor_fini(&p->consts[v]);
@@ -149,8 +182,16 @@ void kiln__onnx_plan_fini(onnx_plan *p, size_t n_values)
     memset(p, 0, sizeof(*p));
 }
 
-kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
-                                  const kiln_shape *in_shapes, onnx_plan *p, kiln_err *err)
+uint64_t kiln__onnx_plan_bytes(const kiln_onnx_plan *p, size_t n_values)
+{
+    uint64_t bytes = 0;
+    for (size_t v = 0; p->consts && v < n_values; v++)
+        bytes += p->consts[v].storage ? p->consts[v].byte_size : 0;
+    return bytes;
+}
+
+kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, kiln_onnx_trace *t,
+                                  const kiln_shape *in_shapes, kiln_onnx_plan *p, kiln_err *err)
 {
     size_t nv = m->n_values;
     memset(p, 0, sizeof(*p));
@@ -171,7 +212,7 @@ kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
     memcpy(p->in_shapes, in_shapes, m->cfg->n_inputs * sizeof(*in_shapes));
     /* a step is skipped when every output it makes is kept as a shape-only value */
     for (size_t i = 0; i < m->n_steps; i++) {
-        const onnx_step *s = &m->steps[i];
+        const kiln_onnx_step *s = &m->steps[i];
         bool all = true;
         for (size_t k = 0; k < s->n_out; k++)
             if (s->out[k] >= 0 && !t->shape_only[s->out[k]].storage)
@@ -204,11 +245,8 @@ kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
         buf_of[v] = (int32_t)n++;
         p->sum_bytes += t->bytes[v];
     }
-    p->arena_bytes = kiln__onnx_place(bufs, n);
-    if (p->arena_bytes == UINT64_MAX) {
-        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
+    if ((st = kiln__onnx_place(bufs, n, &p->arena_bytes, err)) != KILN_OK)
         goto done;
-    }
     for (size_t v = 0; v < nv; v++)
         if (buf_of[v] >= 0) {
             p->off[v] = bufs[buf_of[v]].offset;

@@ -31,12 +31,25 @@
 #include "common/alloc.h"
 #include "common/log.h"
 
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static int blas_threads = 1;
+/* OpenBLAS's thread count is process-wide: the first of kiln_onnx_set_blas_threads or a
+ * model load fixes it (a load, to 1). */
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int blas_threads; /* 0 until fixed */
 
-static void blas_apply(void)
+static kiln_status blas_fix(int n, kiln_err *err)
 {
-    openblas_set_num_threads(blas_threads);
+    pthread_mutex_lock(&blas_mu);
+    kiln_status st = KILN_OK;
+    if (!blas_threads) {
+        openblas_set_num_threads(n);
+        blas_threads = n;
+    } else if (n != blas_threads) {
+        st = kiln_err_set(err, KILN_FAILED_PRECONDITION,
+                          "BLAS threads are already %d (set them before loading models)",
+                          blas_threads);
+    }
+    pthread_mutex_unlock(&blas_mu);
+    return st;
 }
 
 kiln_status kiln_onnx_set_blas_threads(int n, kiln_err *err)
@@ -44,33 +57,36 @@ kiln_status kiln_onnx_set_blas_threads(int n, kiln_err *err)
     if (n < 1 || n > KILN_ONNX_MAX_BLAS_THREADS)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT, "BLAS threads must be 1 to %d (got %d)",
                             KILN_ONNX_MAX_BLAS_THREADS, n);
-    int before = blas_threads;
-    blas_threads = n;
-    pthread_once(&blas_once, blas_apply);
-    if (openblas_get_num_threads() != n) {
-        blas_threads = before;
-        return kiln_err_set(err, KILN_FAILED_PRECONDITION,
-                            "BLAS threads are already %d (set them before loading models)",
-                            openblas_get_num_threads());
-    }
-    return KILN_OK;
+    return blas_fix(n, err);
 }
 
-int32_t kiln__onnx_new_value(kiln_backend_model *m)
+/* At load: fixes the count at 1 unless it is fixed already. */
+static void blas_default(void)
+{
+    pthread_mutex_lock(&blas_mu);
+    if (!blas_threads) {
+        openblas_set_num_threads(1);
+        blas_threads = 1;
+    }
+    pthread_mutex_unlock(&blas_mu);
+}
+
+kiln_status kiln__onnx_new_value(kiln_backend_model *m, int32_t *v, kiln_err *err)
 {
     size_t n = m->n_values + 1;
     kiln_tensor *c = kiln_realloc(m->consts, (n + 1) * sizeof(*c));
     if (!c)
-        return -1;
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->consts = c;
     bool *o = kiln_realloc(m->is_output, (n + 1) * sizeof(*o));
     if (!o)
-        return -1;
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->is_output = o;
     memset(&m->consts[n - 1], 0, sizeof(m->consts[n - 1]));
     m->is_output[n - 1] = false;
     m->n_values = n;
-    return (int32_t)(n - 1);
+    *v = (int32_t)(n - 1);
+    return KILN_OK;
 }
 
 static void unload(kiln_backend_model *m)
@@ -151,7 +167,7 @@ static kiln_status make_steps(kiln_backend_model *m, kiln_err *err)
     m->n_steps = g->n_nodes;
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kiln_onnx_node *n = &g->nodes[i];
-        onnx_step *s = &m->steps[i];
+        kiln_onnx_step *s = &m->steps[i];
         s->node = n;
         s->kernel = n->domain[0] ? NULL : kiln__onnx_kernel_find(n->op, KILN_DEVICE_CPU);
         if (s->kernel && (!n->n_outputs || n->outputs[0] < 0))
@@ -222,7 +238,8 @@ static kiln_status match_config(kiln_backend_model *m, const char *file, kiln_er
     return st;
 }
 
-/* Drops the steps rewrites removed; computes last_use and max_io over the rest. */
+/* Drops the steps rewrites removed and the constants no step reads any more (a Conv's weights
+ * after BatchNormalization folded into new ones); computes last_use and const_bytes. */
 static kiln_status finish_steps(kiln_backend_model *m, kiln_err *err)
 {
     size_t n = 0;
@@ -242,14 +259,30 @@ static kiln_status finish_steps(kiln_backend_model *m, kiln_err *err)
     for (size_t v = 0; v < m->n_values; v++)
         m->last_use[v] = -1;
     for (size_t i = 0; i < m->n_steps; i++) {
-        const onnx_step *s = &m->steps[i];
+        const kiln_onnx_step *s = &m->steps[i];
         for (size_t k = 0; k < s->n_in; k++)
             if (s->in[k] >= 0)
                 m->last_use[s->in[k]] = (int32_t)i;
     }
+    kiln_onnx_model *g = m->g;
+    for (size_t i = 0; i < g->n_initializers; i++) {
+        int32_t v = g->init_values[i];
+        if (m->last_use[v] < 0 && !m->is_output[v]) {
+            kiln_tensor_fini(&g->initializers[i]);
+            kiln_tensor_fini(&m->consts[v]);
+        }
+    }
     m->const_bytes = 0;
-    for (size_t v = 0; v < m->n_values; v++)
-        m->const_bytes += m->consts[v].storage ? m->consts[v].byte_size : 0;
+    for (size_t v = 0; v < m->n_values; v++) {
+        if (!m->consts[v].storage || (m->last_use[v] < 0 && !m->is_output[v])) {
+            kiln_tensor_fini(&m->consts[v]);
+            continue;
+        }
+        bool seen = false; /* a folded view of another constant shares its bytes */
+        for (size_t u = 0; u < v && !seen; u++)
+            seen = m->consts[u].storage == m->consts[v].storage;
+        m->const_bytes += seen ? 0 : kiln_storage_size(m->consts[v].storage);
+    }
     return KILN_OK;
 }
 
@@ -336,7 +369,7 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->cfg = cfg;
     snprintf(m->name, sizeof(m->name), "%s", args->model_name);
-    pthread_once(&blas_once, blas_apply);
+    blas_default();
     kiln_status st = kiln_onnx_model_load(path, &m->g, err);
     if (st != KILN_OK) {
         unload(m);
@@ -380,8 +413,8 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     return KILN_OK;
 }
 
-kiln_status kiln__onnx_run_step(kiln_backend_model *m, const onnx_step *s, kiln_tensor *vals,
-                                const onnx_plan *p, kiln_err *err)
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, const kiln_onnx_step *s, kiln_tensor *vals,
+                                const kiln_onnx_plan *p, kiln_err *err)
 {
     const kiln_tensor **ins = m->scr_in;
     kiln_tensor *outs = m->scr_out;
@@ -423,10 +456,10 @@ kiln_status kiln__onnx_run_step(kiln_backend_model *m, const onnx_step *s, kiln_
 }
 
 /* The plan for the batch's input shapes, or NULL. */
-static onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
+static kiln_onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
 {
     for (size_t i = 0; i < m->n_plans; i++) {
-        onnx_plan *p = &m->plans[i];
+        kiln_onnx_plan *p = &m->plans[i];
         bool same = true;
         for (uint32_t k = 0; same && k < batch->n_inputs; k++)
             same = kiln_shape_equal(&p->in_shapes[k], &batch->inputs[k].shape);
@@ -439,7 +472,7 @@ static onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
 }
 
 /* Makes the arena big enough for p (between executions: nothing views it then). */
-static kiln_status arena_fit(kiln_backend_model *m, const onnx_plan *p, kiln_err *err)
+static kiln_status arena_fit(kiln_backend_model *m, const kiln_onnx_plan *p, kiln_err *err)
 {
     if (p->arena_bytes == 0 || (m->arena && kiln_storage_size(m->arena) >= p->arena_bytes))
         return KILN_OK;
@@ -450,21 +483,21 @@ static kiln_status arena_fit(kiln_backend_model *m, const onnx_plan *p, kiln_err
 
 /* Keeps a plan built from trace t for the batch's shapes (replacing the least recently used).
  * Failing to build one is not an error: the next execution traces again. */
-static void keep_plan(kiln_backend_model *m, onnx_trace *t, const kiln_batch *batch)
+static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batch *batch)
 {
     kiln_shape *shapes = kiln_malloc((batch->n_inputs + 1) * sizeof(*shapes));
     if (!shapes)
         return;
     for (uint32_t k = 0; k < batch->n_inputs; k++)
         shapes[k] = batch->inputs[k].shape;
-    onnx_plan p;
+    kiln_onnx_plan p;
     kiln_err e;
     kiln_status st = kiln__onnx_plan_build(m, t, shapes, &p, &e);
     kiln_free(shapes);
     if (st != KILN_OK)
         return;
     size_t slot = m->n_plans;
-    if (slot == ONNX_MAX_PLANS) {
+    if (slot == KILN_ONNX_MAX_PLANS) {
         slot = 0;
         for (size_t i = 1; i < m->n_plans; i++)
             slot = m->plans[i].used < m->plans[slot].used ? i : slot;
@@ -474,15 +507,17 @@ static void keep_plan(kiln_backend_model *m, onnx_trace *t, const kiln_batch *ba
     }
     p.used = ++m->clock;
     m->plans[slot] = p;
+    (void)arena_fit(m, &p, &e); /* now, so memory() counts it; else the next run retries */
     char in0[160] = "none";
     if (batch->n_inputs)
         kiln_shape_format(&batch->inputs[0].shape, in0, sizeof(in0));
     kiln_log_ctx ctx = {.model = m->name};
-    KILN_LOGI(&ctx,
-              "memory plan for input shape %s%s: %zu of %zu steps folded for these shapes, "
-              "arena %" PRIu64 " bytes (%" PRIu64 " without reuse)",
-              in0, batch->n_inputs > 1 ? " (first input)" : "", p.n_skipped, m->n_steps,
-              p.arena_bytes, p.sum_bytes);
+    /* a model whose shapes keep changing would log a line per batch: the first plans only */
+    KILN_LOG_AT(++m->n_built <= KILN_ONNX_MAX_PLANS ? KILN_LOG_INFO : KILN_LOG_DEBUG, &ctx,
+                "memory plan for input shape %s%s: %zu of %zu steps folded for these shapes, "
+                "arena %" PRIu64 " bytes (%" PRIu64 " without reuse)",
+                in0, batch->n_inputs > 1 ? " (first input)" : "", p.n_skipped, m->n_steps,
+                p.arena_bytes, p.sum_bytes);
 }
 
 static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
@@ -496,13 +531,14 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
         if (!batch->inputs[k].storage)
             st = kiln_err_set(err, KILN_INVALID_ARGUMENT, "input '%s' is required by the model",
                               m->cfg->inputs[k].name);
-    onnx_plan *p = st == KILN_OK ? find_plan(m, batch) : NULL;
-    onnx_trace trace = {0};
+    kiln_onnx_plan *p = st == KILN_OK ? find_plan(m, batch) : NULL;
+    kiln_onnx_trace trace = {0};
     bool tracing = false;
-    if (st == KILN_OK && p)
-        st = arena_fit(m, p, err);
-    else if (st == KILN_OK)
-        tracing = kiln__onnx_trace_init(&trace, nv, err) == KILN_OK;
+    kiln_err e;
+    if (p && arena_fit(m, p, &e) != KILN_OK)
+        p = NULL; /* no room for the arena in one block: run unplanned, untraced */
+    else if (!p && st == KILN_OK)
+        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK; /* else: untraced */
     for (size_t v = 0; st == KILN_OK && v < nv; v++) {
         if (m->consts[v].storage)
             kiln_tensor_share(&m->consts[v], &vals[v]);
@@ -512,16 +548,16 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
     for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
         kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
     for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
-        if (p && p->skip[i])
-            continue;
-        if (batch->should_stop && batch->should_stop(batch->stop_ctx)) {
-            st = kiln_err_set(err, KILN_CANCELLED, "stopped: nobody waits for this batch");
-            break;
+        const kiln_onnx_step *s = &m->steps[i];
+        if (!p || !p->skip[i]) {
+            if (batch->should_stop && batch->should_stop(batch->stop_ctx)) {
+                st = kiln_err_set(err, KILN_CANCELLED, "stopped: nobody waits for this batch");
+                break;
+            }
+            st = kiln__onnx_run_step(m, s, vals, p, err);
+            if (st == KILN_OK && tracing)
+                kiln__onnx_trace_step(&trace, m, i, vals);
         }
-        const onnx_step *s = &m->steps[i];
-        st = kiln__onnx_run_step(m, s, vals, p, err);
-        if (st == KILN_OK && tracing)
-            kiln__onnx_trace_step(&trace, m, i, vals);
         for (size_t k = 0; st == KILN_OK && k < s->n_in; k++) {
             int32_t v = s->in[k];
             if (v >= 0 && m->last_use[v] == (int32_t)i && !m->is_output[v])
@@ -562,7 +598,10 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
 
 static void memory(const kiln_backend_model *m, uint64_t *host_bytes, uint64_t *device_bytes)
 {
-    *host_bytes = m->const_bytes + (m->arena ? kiln_storage_size(m->arena) : 0);
+    uint64_t plans = 0;
+    for (size_t i = 0; i < m->n_plans; i++)
+        plans += kiln__onnx_plan_bytes(&m->plans[i], m->n_values);
+    *host_bytes = m->const_bytes + (m->arena ? kiln_storage_size(m->arena) : 0) + plans;
     *device_bytes = 0;
 }
 
@@ -577,7 +616,7 @@ void kiln_onnx_stats_get(const kiln_backend_model *m, kiln_onnx_stats *out)
     out->const_bytes = m->const_bytes;
     out->n_plans = m->n_plans;
     out->arena_bytes = m->arena ? kiln_storage_size(m->arena) : 0;
-    const onnx_plan *last = NULL;
+    const kiln_onnx_plan *last = NULL;
     for (size_t i = 0; i < m->n_plans; i++)
         if (!last || m->plans[i].used > last->used)
             last = &m->plans[i];

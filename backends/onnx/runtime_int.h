@@ -13,6 +13,10 @@
  * Execute then compiles, per set of input shapes, a plan (plan.c): the steps whose inputs
  * depend only on shapes (Shape and what follows it) are folded for those shapes, and every
  * other value gets an offset in one arena reused by all plans of the model.
+ *
+ * Thread-safety: load and unload run on one thread; execute (and so run_step, the trace and
+ * the plans, which use the model's scratch arrays and arena) on one thread at a time per
+ * model (backends/backend.h). Nothing here locks.
  */
 #ifndef KILN_BACKENDS_ONNX_RUNTIME_INT_H
 #define KILN_BACKENDS_ONNX_RUNTIME_INT_H
@@ -20,7 +24,7 @@
 #include "backends/backend.h"
 #include "backends/onnx/onnx_int.h"
 
-typedef struct onnx_step {
+typedef struct kiln_onnx_step {
     const kiln_onnx_node *node;
     const kiln_onnx_kernel *kernel;
     size_t n_in, n_out;
@@ -28,14 +32,14 @@ typedef struct onnx_step {
     int32_t *out; /* value indexes; -1: omitted */
     kiln_onnx_act act;
     bool dead; /* removed by a rewrite (only during load) */
-} onnx_step;
+} kiln_onnx_step;
 
 /* Plans kept per model: one per set of input shapes, least recently used replaced. */
-#define ONNX_MAX_PLANS 8
+#define KILN_ONNX_MAX_PLANS 16
 /* A value that depends only on input shapes is kept in a plan up to this size. */
-#define ONNX_PLAN_CONST_BYTES (UINT64_C(1) << 20)
+#define KILN_ONNX_PLAN_CONST_BYTES (UINT64_C(1) << 20)
 
-typedef struct onnx_plan {
+typedef struct kiln_onnx_plan {
     kiln_shape *in_shapes; /* per config input */
     bool *skip;            /* per step: folded for these shapes */
     kiln_tensor *consts;   /* per value: the folded ones (storage NULL otherwise) */
@@ -45,7 +49,7 @@ typedef struct onnx_plan {
     uint64_t sum_bytes;    /* what its values would need without reuse */
     size_t n_skipped;
     uint64_t used; /* LRU stamp */
-} onnx_plan;
+} kiln_onnx_plan;
 
 struct kiln_backend_model {
     kiln_onnx_model *g;
@@ -55,7 +59,7 @@ struct kiln_backend_model {
     kiln_tensor *consts; /* per value: initializers and folded constants (storage NULL else) */
     bool *is_output;     /* per value: a graph output */
     size_t n_steps;
-    onnx_step *steps;
+    kiln_onnx_step *steps;
     int32_t *in_value;  /* per config input: its graph value */
     int32_t *out_value; /* per config output: its graph value */
     int32_t *last_use;  /* per value: the last step that reads it, -1 if none */
@@ -68,44 +72,53 @@ struct kiln_backend_model {
     /* load's rewrites, for the log line and tests */
     size_t n_folded, n_bn_folded, n_act_fused;
     /* execution (one thread at a time, see backend.h) */
-    onnx_plan plans[ONNX_MAX_PLANS];
+    kiln_onnx_plan plans[KILN_ONNX_MAX_PLANS];
     size_t n_plans;
+    size_t n_built; /* plans built so far (the first KILN_ONNX_MAX_PLANS are logged at info) */
     uint64_t clock;
-    kiln_storage *arena;
+    kiln_storage *arena; /* sized for the largest plan built; NULL before the first */
 };
 
-/* Grows m->consts/is_output to hold one more value; returns its index, or -1 out of memory. */
-int32_t kiln__onnx_new_value(kiln_backend_model *m);
+/* Grows m->consts and m->is_output by one value. OUT: *v, its index. RESOURCE_EXHAUSTED when
+ * out of memory (m unchanged). REQUIRES: load (no execute yet). */
+kiln_status kiln__onnx_new_value(kiln_backend_model *m, int32_t *v, kiln_err *err);
 
 /* Load's rewrites (optimize.c): folding, BatchNormalization into Conv, activation fusion.
  * Errors: a constant step that fails is a load error naming the node. */
 kiln_status kiln__onnx_optimize(kiln_backend_model *m, kiln_err *err);
 
-/* Runs step s on vals (value-indexed), with plan p's arena placement when p is non-NULL.
- * On success the step's outputs are in vals (replacing what was there). */
-kiln_status kiln__onnx_run_step(kiln_backend_model *m, const onnx_step *s, kiln_tensor *vals,
-                                const onnx_plan *p, kiln_err *err);
+/* Runs step s on vals (value-indexed; vals hold references), with plan p's arena placement
+ * when p is non-NULL. On success the step's outputs are in vals (replacing what was there);
+ * on error vals are unchanged and err names the node. */
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, const kiln_onnx_step *s, kiln_tensor *vals,
+                                const kiln_onnx_plan *p, kiln_err *err);
 
 /* What an unplanned execution saw, per value, to build a plan from (plan.c). */
-typedef struct onnx_trace {
+typedef struct kiln_onnx_trace {
     uint64_t *bytes;
-    int32_t *first; /* the step that made it; -1 for inputs and constants */
-    int32_t *root;  /* the value whose buffer it is (itself, or what it views); -1: not ours */
+    int32_t *first;   /* the step that made it; -1 for inputs and constants */
+    int32_t *root;    /* the value whose buffer it is (itself, or what it views); -1: not ours */
+    bool *data_shape; /* its shape depends on input values, not only on input shapes */
     kiln_tensor *shape_only; /* values that depend only on input shapes, kept (else NULL) */
-} onnx_trace;
+} kiln_onnx_trace;
 
-kiln_status kiln__onnx_trace_init(onnx_trace *t, size_t n_values, kiln_err *err);
-void kiln__onnx_trace_fini(onnx_trace *t, size_t n_values);
+/* Allocates a trace for n_values (RESOURCE_EXHAUSTED) / frees one (a zeroed one too). */
+kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, size_t n_values, kiln_err *err);
+void kiln__onnx_trace_fini(kiln_onnx_trace *t, size_t n_values);
 
 /* Records step i's outputs, just run, in vals (before its inputs are freed). */
-void kiln__onnx_trace_step(onnx_trace *t, const kiln_backend_model *m, size_t i,
+void kiln__onnx_trace_step(kiln_onnx_trace *t, const kiln_backend_model *m, size_t i,
                            const kiln_tensor *vals);
 
-/* Builds a plan for in_shapes from a finished trace. OUT: *p (zeroed on error). */
-kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, onnx_trace *t,
-                                  const kiln_shape *in_shapes, onnx_plan *p, kiln_err *err);
+/* Builds a plan for in_shapes from a finished trace; the plan takes references on the kept
+ * shape-only values. OUT: *p (zeroed on error, RESOURCE_EXHAUSTED). */
+kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, kiln_onnx_trace *t,
+                                  const kiln_shape *in_shapes, kiln_onnx_plan *p, kiln_err *err);
 
-/* Frees a plan's contents. */
-void kiln__onnx_plan_fini(onnx_plan *p, size_t n_values);
+/* Frees a plan's contents (a zeroed plan too). */
+void kiln__onnx_plan_fini(kiln_onnx_plan *p, size_t n_values);
+
+/* Bytes a plan holds besides the arena (its kept values). */
+uint64_t kiln__onnx_plan_bytes(const kiln_onnx_plan *p, size_t n_values);
 
 #endif /* KILN_BACKENDS_ONNX_RUNTIME_INT_H */

@@ -68,6 +68,13 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4, 8 ] },
          { name: "POOLED" data_type: TYPE_FP32 dims: [ 8 ] } ]"""
 
 
+DYN_CONFIG = """name: "dynshape_onnx" backend: "onnx" max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1, 8 ] },
+        { name: "N" data_type: TYPE_INT64 dims: [ 1 ] } ]
+output [ { name: "S" data_type: TYPE_INT64 dims: [ 2 ] },
+         { name: "Z" data_type: TYPE_FP32 dims: [ 1, -1 ] } ]"""
+
+
 def write_model(repo, name, config, blob):
     os.makedirs(f"{repo}/{name}/1")
     with open(f"{repo}/{name}/config.pbtxt", "w") as f:
@@ -112,6 +119,16 @@ class TestOnnx(unittest.TestCase):
                           [ob.value("Y", ob.FLOAT, [None, 2, 3])],
                           [ob.tensor("T", np.arange(5, dtype=np.float32))])
         write_model(cls.repo, "gather_onnx", OPS_CONFIG.replace("ops_onnx", "gather_onnx"), gather)
+        # Slice ends from an input: Y's shape depends on a value, so Shape(Y) must not be
+        # kept in a memory plan (the load check ran it with N = 0)
+        dyn = ob.model([ob.node("Slice", ["X", "ZERO", "N", "ONE"], ["Y"], name="slice"),
+                        ob.node("Shape", ["Y"], ["S"], name="shape"),
+                        ob.node("Reshape", ["Y", "S"], ["Z"], name="reshape")],
+                       [ob.value("X", ob.FLOAT, [1, 8]), ob.value("N", ob.INT64, [1])],
+                       [ob.value("S", ob.INT64, [2]), ob.value("Z", ob.FLOAT, [1, None])],
+                       [ob.tensor("ZERO", np.array([0], np.int64)),
+                        ob.tensor("ONE", np.array([1], np.int64))])
+        write_model(cls.repo, "dynshape_onnx", DYN_CONFIG, dyn)
         cls.tf = ob.tf_weights()
         write_model(cls.repo, "tf_onnx", TF_CONFIG, ob.tf_model(cls.tf))
         cls.cnn = ob.cnn_weights()
@@ -227,6 +244,18 @@ class TestOnnx(unittest.TestCase):
         self.assertIn("node 'g' (Gather): index 7 is outside -5..4", ctx.exception.details())
         got, _ = self.infer("ops_onnx", "X", np.ones((1, 2, 3), np.float32), "Y")
         self.assertEqual(got.shape, (1, 2, 3))
+
+    def test_value_dependent_shapes_are_not_planned(self):
+        x = np.arange(8, dtype=np.float32).reshape(1, 8)
+        for n in (3, 5, 3, 8, 0, 5):  # same input shapes every time: one memory plan
+            req = pb.ModelInferRequest(model_name="dynshape_onnx")
+            add_input(req, "X", x)
+            add_input(req, "N", np.array([n], np.int64), datatype="INT64")
+            r = self.s.ModelInfer(req, timeout=30)
+            out = {o.name: (o, r.raw_output_contents[i]) for i, o in enumerate(r.outputs)}
+            self.assertEqual(list(np.frombuffer(out["S"][1], np.int64)), [1, n])
+            self.assertEqual(list(out["Z"][0].shape), [1, n])
+            np.testing.assert_array_equal(np.frombuffer(out["Z"][1], np.float32), x[0, :n])
 
     def test_metadata_and_batch_limit(self):
         md = self.s.ModelMetadata(pb.ModelMetadataRequest(name="mlp_onnx"))
