@@ -60,7 +60,7 @@ PROTO_C := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc/health/v1/health.pb-c.c
 PROTO_H := $(PROTOS:%.proto=$(GEN)/%.pb-c.h) $(GEN)/grpc/health/v1/health.pb-c.h
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KILN_CFLAGS += -I$(GEN)
-LDLIBS += -lprotobuf-c -lseccomp -ldl -lopenblas
+LDLIBS += -lprotobuf-c -lseccomp -ldl -lopenblas -lmicrohttpd
 
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)

@@ -234,6 +234,21 @@ static kiln_status take_outputs(infer_job *j, kiln_err *err)
 void kiln__pending_finish(kiln_pending *j, kiln_status st, const kiln_err *err)
 {
     kiln_infer_request *req = j->req;
+    if (j->model && j->enqueued_ns) {
+        uint64_t now = kiln_clock_now_ns();
+        uint64_t queued = (j->started_ns ? j->started_ns : now) - j->enqueued_ns;
+        uint64_t e2e = now - j->enqueued_ns;
+        kiln_model_record_request(j->model, st == KILN_OK, queued, e2e, req->copied_in_bytes,
+                                  st == KILN_OK ? j->copied_out : 0);
+        uint64_t slow = j->e->opt.slow_request_ns;
+        if (slow && e2e > slow)
+            KILN_LOGW(&((kiln_log_ctx){.request_id = req->request_id,
+                                       .model = kiln_model_name(j->model)}),
+                      "slow request: %.3f ms end to end (%.3f ms queued, %.3f ms in its batch), "
+                      "%s; over --slow-request-ms %.0f",
+                      (double)e2e / 1e6, (double)queued / 1e6, (double)(e2e - queued) / 1e6,
+                      kiln_status_name(st), (double)slow / 1e6);
+    }
     if (st != KILN_OK) {
         req->done(req->done_ctx, NULL, st, err);
         kiln__pending_free(j);

@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "model_worker/worker.h"
+#include "server/metrics_http.h"
 #include "server/server.h"
 
 #define KILN_VERSION "0.1.0"
@@ -59,6 +60,8 @@ static flag flags[] = {
     {"model-idle-ttl-ms", F_INT, "0", "unload models unused this long (0 = never)", NULL},
     {"max-message-bytes", F_BYTES, "2147483647", "largest gRPC message received or sent", NULL},
     {"max-tensor-bytes", F_BYTES, "2G", "largest single input or output tensor", NULL},
+    {"slow-request-ms", F_INT, "0",
+     "log a warning for each request slower than this end to end (0 = off)", NULL},
     {"cpu-limit-ms", F_INT, "0", "CPU time one request may use in model code (0 = no limit)", NULL},
     {"allow-shm", F_BOOL, "true", "accept client system shared memory regions", NULL},
     {"shm-key-prefixes", F_STR, "", "comma-separated allowed shm key prefixes (empty = any)", NULL},
@@ -66,6 +69,11 @@ static flag flags[] = {
     {"sandbox", F_BOOL, "true", "run model code under the seccomp sandbox (false only to debug)",
      NULL},
     {"grace-ms", F_INT, "30000", "on SIGTERM/SIGINT, time given to calls in progress", NULL},
+    {"metrics", F_BOOL, "true", "serve Prometheus metrics over HTTP (--metrics-address)", NULL},
+    {"metrics-address", F_STR, "0.0.0.0:8002",
+     "HTTP listen address of the metrics (port 0 picks one)", NULL},
+    {"metrics-path", F_STR, "/metrics", "HTTP path of the metrics", NULL},
+    {"metrics-port-file", F_STR, "", "write the metrics port to this file once serving", NULL},
     {"log-level", F_STR, "info", "debug, info, warn, error or off", NULL},
     {"port-file", F_STR, "", "write the bound port to this file once serving", NULL},
 };
@@ -274,6 +282,7 @@ int main(int argc, char **argv)
     eo.model_idle_ttl_ns = num_flag("model-idle-ttl-ms") * KILN_NS_PER_MS;
     eo.max_tensor_bytes = num_flag("max-tensor-bytes");
     eo.cpu_limit_ns = num_flag("cpu-limit-ms") * KILN_NS_PER_MS;
+    eo.slow_request_ns = num_flag("slow-request-ms") * KILN_NS_PER_MS;
     eo.allow_shm = num_flag("allow-shm") != 0;
     eo.shm_key_prefixes = str_flag("shm-key-prefixes");
     eo.shm_quota_bytes = num_flag("shm-quota");
@@ -299,16 +308,22 @@ int main(int argc, char **argv)
                               .tls_client_ca_file = str_flag("tls-client-ca"),
                               .unix_socket = str_flag("unix-socket")};
     kiln_server *server = NULL, *health = NULL;
+    kiln_metrics_http *metrics = NULL;
     kiln_server_options ho = {.address = str_flag("health-address"),
                               .cq_threads = 1,
                               .requests_per_method = 4,
                               .version = KILN_VERSION,
                               .health_only = true};
-    if (kiln_server_create(&so, engine, &server, &err) != KILN_OK ||
+    /* the metrics first: a gRPC server that bound its port must be started to be destroyed */
+    if ((num_flag("metrics") &&
+         kiln_metrics_http_start(str_flag("metrics-address"), str_flag("metrics-path"), engine,
+                                 &metrics, &err) != KILN_OK) ||
+        kiln_server_create(&so, engine, &server, &err) != KILN_OK ||
         (ho.address[0] && kiln_server_create(&ho, engine, &health, &err) != KILN_OK) ||
         kiln_server_start(server, &err) != KILN_OK ||
         (health && kiln_server_start(health, &err) != KILN_OK)) {
         KILN_LOGE(NULL, "cannot start: %s", err.msg);
+        kiln_metrics_http_stop(metrics);
         kiln_server_destroy(health);
         kiln_server_destroy(server);
         kiln_engine_destroy(engine);
@@ -322,10 +337,15 @@ int main(int argc, char **argv)
     write_port(str_flag("port-file"), port);
     if (health)
         write_port(str_flag("health-port-file"), kiln_server_port(health));
+    if (metrics)
+        write_port(str_flag("metrics-port-file"), kiln_metrics_http_port(metrics));
     KILN_LOGI(NULL,
               "serving on %s (port %d), repository %s, %d model load failure%s, ready in %.1f ms",
               so.address, port, eo.repository, failed, failed == 1 ? "" : "s",
               (double)(kiln_clock_now_ns() - t_start) / 1e6);
+    if (metrics)
+        KILN_LOGI(NULL, "metrics on http://%s%s (port %d)", str_flag("metrics-address"),
+                  str_flag("metrics-path"), kiln_metrics_http_port(metrics));
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -344,7 +364,8 @@ int main(int argc, char **argv)
         kiln_server_shutdown(health, 0);
         kiln_server_stop(health);
     }
-    kiln_engine_destroy(engine); /* unloads models */
+    kiln_metrics_http_stop(metrics); /* before the engine it reads */
+    kiln_engine_destroy(engine);     /* unloads models */
     kiln_server_destroy(health);
     kiln_server_destroy(server);
     KILN_LOGI(NULL, "stopped");

@@ -463,6 +463,7 @@ static void run_batch(kiln_job *job)
     for (uint32_t i = 0; i < b->n; i++) {
         rows += b->reqs[i]->rows;
         queue_ns += start - b->reqs[i]->enqueued_ns;
+        b->reqs[i]->started_ns = start;
     }
     kiln_err err;
     kiln_err_clear(&err);

@@ -48,6 +48,7 @@ typedef struct kiln_engine_options {
                                    * max_queue_size; past it: RESOURCE_EXHAUSTED */
     uint64_t max_tensor_bytes;    /* one input or output; past it: RESOURCE_EXHAUSTED */
     uint64_t cpu_limit_ns;        /* per request; 0 = no watchdog */
+    uint64_t slow_request_ns;     /* log requests slower than this end to end; 0 = off */
     bool sandbox;                 /* false only for debugging: model code runs unfiltered */
     bool allow_shm;               /* client system shared memory accepted */
     const char *shm_key_prefixes; /* comma-separated allow-list of key prefixes; NULL = any */
@@ -72,6 +73,13 @@ void kiln_engine_drain(kiln_engine *e);
 void kiln_engine_destroy(kiln_engine *e);
 
 kiln_registry *kiln_engine_registry(kiln_engine *e);
+
+/*
+ * The engine's figures in the Prometheus text format 0.0.4 (model_worker/metrics.c;
+ * docs/operations.md lists them). OUT: *text (len bytes, NUL-terminated), freed with
+ * kiln_free. RESOURCE_EXHAUSTED when out of memory. Thread-safety: any thread.
+ */
+kiln_status kiln_engine_metrics(kiln_engine *e, char **text, size_t *len, kiln_err *err);
 kiln_shm_registry *kiln_engine_shm(kiln_engine *e);
 const kiln_engine_options *kiln_engine_get_options(const kiln_engine *e);
 

@@ -30,6 +30,7 @@ struct kiln_pending {
     uint32_t n_slots;
     kiln_output_slot *slots; /* requested outputs; buffer = the client's region window */
     uint64_t enqueued_ns;
+    uint64_t started_ns;        /* when its batch started; 0 while queued */
     uint64_t deadline_ns;       /* the client's (bounds queueing and execution); 0 = none */
     uint64_t queue_deadline_ns; /* the model's queue policy timeout (queueing only); 0 = none */
     uint64_t copied_out;

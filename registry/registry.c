@@ -24,6 +24,33 @@
 #include "common/log.h"
 #include "registry/registry_int.h"
 
+const uint64_t kiln_hist_bounds_ns[KILN_HIST_BUCKETS - 1] = {
+    100000,   250000,    500000,    1000000,   2500000,    5000000,    10000000,   25000000,
+    50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
+};
+
+typedef struct atomic_hist {
+    atomic_uint_fast64_t count, sum_ns, buckets[KILN_HIST_BUCKETS];
+} atomic_hist;
+
+static void hist_add(atomic_hist *h, uint64_t ns)
+{
+    size_t b = 0;
+    while (b < KILN_HIST_BUCKETS - 1 && ns > kiln_hist_bounds_ns[b])
+        b++;
+    atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+static void hist_read(const atomic_hist *h, kiln_hist *out)
+{
+    out->count = atomic_load(&h->count);
+    out->sum_ns = atomic_load(&h->sum_ns);
+    for (size_t b = 0; b < KILN_HIST_BUCKETS; b++)
+        out->buckets[b] = atomic_load(&h->buckets[b]);
+}
+
 struct kiln_model {
     kiln_registry *reg;
     char name[KILN_MODEL_NAME_MAX + 1];
@@ -45,6 +72,8 @@ struct kiln_model {
         failure_count, queue_ns, compute_ns;
     /* executions by batch size (index = rows; larger batches in the last slot) */
     atomic_uint_fast64_t batch_count[KILN_BATCH_STATS], batch_ns[KILN_BATCH_STATS];
+    atomic_uint_fast64_t request_success, request_failure, copied_in, copied_out;
+    atomic_hist request_hist, queue_hist, compute_hist;
 };
 
 /* ---------------------------------------------------------------- instances */
@@ -767,6 +796,13 @@ static void status_locked(const kiln_model *m, kiln_model_status *o)
     o->stats.failure_count = atomic_load(&m->failure_count);
     o->stats.queue_ns = atomic_load(&m->queue_ns);
     o->stats.compute_ns = atomic_load(&m->compute_ns);
+    o->stats.request_success = atomic_load(&m->request_success);
+    o->stats.request_failure = atomic_load(&m->request_failure);
+    o->stats.copied_in_bytes = atomic_load(&m->copied_in);
+    o->stats.copied_out_bytes = atomic_load(&m->copied_out);
+    hist_read(&m->request_hist, &o->stats.request_hist);
+    hist_read(&m->queue_hist, &o->stats.queue_hist);
+    hist_read(&m->compute_hist, &o->stats.compute_hist);
 }
 
 static int cmp_status(const void *a, const void *b)
@@ -863,6 +899,17 @@ void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out)
     pthread_mutex_unlock(&reg->mu);
 }
 
+void kiln_model_record_request(kiln_model *m, bool success, uint64_t queue_ns, uint64_t e2e_ns,
+                               uint64_t copied_in, uint64_t copied_out)
+{
+    atomic_fetch_add_explicit(success ? &m->request_success : &m->request_failure, 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->copied_in, copied_in, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->copied_out, copied_out, memory_order_relaxed);
+    hist_add(&m->queue_hist, queue_ns);
+    hist_add(&m->request_hist, e2e_ns);
+}
+
 const char *kiln_model_name(const kiln_model *m)
 {
     return m->name;
@@ -907,6 +954,7 @@ void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queu
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&m->queue_ns, queue_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->compute_ns, compute_ns, memory_order_relaxed);
+    hist_add(&m->compute_hist, compute_ns);
     if (success) {
         size_t b = rows < KILN_BATCH_STATS ? (size_t)rows : KILN_BATCH_STATS - 1;
         atomic_fetch_add_explicit(&m->batch_count[b], 1, memory_order_relaxed);

@@ -78,6 +78,16 @@ typedef struct kiln_registry_options {
     void *clock_ctx;
 } kiln_registry_options;
 
+/* Duration histograms: bucket i counts durations <= kiln_hist_bounds_ns[i] (and above the
+ * bound before it); the last bucket counts the rest (+Inf). Not cumulative. */
+#define KILN_HIST_BUCKETS 17
+extern const uint64_t kiln_hist_bounds_ns[KILN_HIST_BUCKETS - 1];
+
+typedef struct kiln_hist {
+    uint64_t count, sum_ns;
+    uint64_t buckets[KILN_HIST_BUCKETS];
+} kiln_hist;
+
 /* Statistics of one model version (cumulative since it was loaded, times in ns). */
 typedef struct kiln_model_stats {
     uint64_t load_ns;         /* how long the load took */
@@ -89,6 +99,12 @@ typedef struct kiln_model_stats {
     uint64_t failure_count;
     uint64_t queue_ns;
     uint64_t compute_ns;
+    /* per request (kiln_model_record_request) */
+    uint64_t request_success, request_failure;
+    uint64_t copied_in_bytes, copied_out_bytes; /* bytes copied for its inputs and outputs */
+    kiln_hist request_hist;                     /* end to end: accepted by the engine to answered */
+    kiln_hist queue_hist;   /* accepted to its batch's start (or to the answer if never run) */
+    kiln_hist compute_hist; /* per execution: the batch's execute, gather and split included */
 } kiln_model_stats;
 
 /* One row of kiln_registry_index. */
@@ -197,6 +213,11 @@ kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i);
  * executions of that batch size). Thread-safe (atomics). */
 void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
                        uint64_t compute_ns);
+
+/* Adds one answered request: its outcome, time queued, time end to end, and bytes copied.
+ * Thread-safe (atomics). */
+void kiln_model_record_request(kiln_model *m, bool success, uint64_t queue_ns, uint64_t e2e_ns,
+                               uint64_t copied_in, uint64_t copied_out);
 
 #ifdef __cplusplus
 }

@@ -2,28 +2,37 @@
 # Installs the Debian packages Kiln needs. Idempotent: installs only what is missing.
 # Runs apt-get as root, or through sudo when not root.
 #   scripts/deps.sh           what building, running and testing need
+#   scripts/deps.sh --build   what building needs only (the container's build stage)
 #   scripts/deps.sh --bench   also PyTorch and torchvision, for bench/onnx_vs_torch.py
 #                             (and for remaking tests/fixtures/torch)
 set -euo pipefail
 
-PKGS=(
-    # build
+# what building kiln-server needs (the container's build stage installs only these)
+BUILD_PKGS=(
     gcc make pkg-config git
-    # libraries
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
-    libseccomp-dev libdlpack-dev libcmocka-dev libopenblas-dev
+    libseccomp-dev libdlpack-dev libopenblas-dev libmicrohttpd-dev
     # the standard health proto (grpc.health.v1)
     grpc-proto
+)
+# what the tests and the tooling need besides
+TEST_PKGS=(
+    libcmocka-dev
     # TLS tests make their certificates with openssl
     openssl
     # tests: an independent Python client, stubs generated at test time
-    python3-grpcio python3-numpy python3-protobuf protobuf-compiler-grpc
+    python3-grpcio python3-numpy python3-protobuf protobuf-compiler-grpc python3-prometheus-client
     # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json
     clang libclang-rt-14-dev clang-format bear
+    # the Helm chart test renders with Go templates + sprig; PyYAML reads what they make
+    golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev python3-yaml
 )
-if [ "${1:-}" = "--bench" ]; then
-    PKGS+=(python3-torch python3-torchvision)
-fi
+case "${1:-}" in
+    "") PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+    --build) PKGS=("${BUILD_PKGS[@]}") ;;
+    --bench) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}" python3-torch python3-torchvision) ;;
+    *) echo "usage: $0 [--build | --bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do

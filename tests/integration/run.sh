@@ -14,6 +14,8 @@ protoc -I"$root" --python_out="$py" proto/onnx.proto || exit 1
 # health as a top-level module (a grpc/ folder would shadow the grpc package)
 protoc -I/usr/share/grpc-proto/grpc/health/v1 --python_out="$py" --grpc_out="$py" \
     --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin health.proto || exit 1
+# every kiln-server a test starts serves its metrics on a loopback port it picks
+export KILN_METRICS_ADDRESS=127.0.0.1:0
 out=$(mktemp)
 KILN_BUILD="$build" KILN_PY="$py" PYTHONPATH="$py:$root/tests/integration:$root/tests/fixtures/onnx" \
     /usr/bin/python3 -m unittest discover -s "$root/tests/integration" -p 'test_*.py' -v \

@@ -113,11 +113,7 @@ class TestOnnx(unittest.TestCase):
                         [ob.value("Y", ob.FLOAT, [None, 2, 3])],
                         [ob.tensor("K", np.zeros((1, 2, 3), np.int64))])
         write_model(cls.repo, "intout_onnx", OPS_CONFIG.replace("ops_onnx", "intout_onnx"), ints)
-        gather = ob.model([ob.node("Cast", ["X"], ["I"], to=ob.INT64),
-                           ob.node("Gather", ["T", "I"], ["Y"], name="g")],
-                          [ob.value("X", ob.FLOAT, [None, 2, 3])],
-                          [ob.value("Y", ob.FLOAT, [None, 2, 3])],
-                          [ob.tensor("T", np.arange(5, dtype=np.float32))])
+        gather = ob.gather_model(dims=(2, 3))
         write_model(cls.repo, "gather_onnx", OPS_CONFIG.replace("ops_onnx", "gather_onnx"), gather)
         # Slice ends from an input: Y's shape depends on a value, so Shape(Y) must not be
         # kept in a memory plan (the load check ran it with N = 0)

@@ -53,9 +53,12 @@ class Server:
         self.repo = repo or make_repo()
         self.tmp = tempfile.mkdtemp(prefix="kiln-it-")
         self.port_file = f"{self.tmp}/port"
+        self.metrics_port_file = f"{self.tmp}/metrics-port"
         self.log = open(f"{self.tmp}/server.log", "w+")
         args = [f"{BUILD}/kiln-server", "--address=127.0.0.1:0", f"--model-repository={self.repo}",
-                f"--port-file={self.port_file}", "--grace-ms=5000", *flags]
+                f"--port-file={self.port_file}", "--grace-ms=5000",
+                "--metrics-address=127.0.0.1:0", f"--metrics-port-file={self.metrics_port_file}",
+                *flags]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while not os.path.exists(self.port_file):
@@ -64,6 +67,12 @@ class Server:
             time.sleep(0.02)
         with open(self.port_file) as f:
             self.port = int(f.read())
+        self.metrics_port = None  # written just after the gRPC port, when metrics are on
+        if os.path.exists(self.metrics_port_file) or "--metrics=false" not in flags:
+            while not os.path.exists(self.metrics_port_file) and time.time() < deadline:
+                time.sleep(0.01)
+            with open(self.metrics_port_file) as f:
+                self.metrics_port = int(f.read())
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}",
             options=[("grpc.max_receive_message_length", 1 << 30),
