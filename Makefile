@@ -110,7 +110,7 @@ FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib tests models examples run pystubs bundle docs test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
 all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
@@ -301,6 +301,10 @@ fuzz-smoke: $(FUZZ_BIN)
 	    $$f -runs=$(FUZZ_RUNS) -seed=1 -artifact_prefix=build/fuzz/ $$corpus 2>&1 | tail -n 3 \
 	    || exit 1; done
 
+# docs/configuration.md is generated from kiln-server's flag table (tests check it is current)
+docs: $(SERVER_BIN)
+	$(SERVER_BIN) --help-markdown > docs/configuration.md
+
 deps:
 	scripts/deps.sh
 
@@ -329,6 +333,7 @@ help:
 	@echo "make test             unit tests here, then ASan+UBSan, TSan and fuzz smoke runs"
 	@echo "make SAN=... test     one sanitizer configuration only (address,undefined | thread)"
 	@echo "make bench            build and run the benchmarks (figures as ratios)"
+	@echo "make docs             regenerate docs/configuration.md from kiln-server's flags"
 	@echo "make bench-onnx       Kiln's ONNX CPU backend against PyTorch (needs make deps-bench)"
 	@echo "make deps-bench       also install PyTorch and torchvision (Debian) for bench-onnx"
 	@echo "make fuzz             build the libFuzzer targets under build/fuzz"

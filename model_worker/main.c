@@ -92,7 +92,35 @@ static void usage(FILE *f)
         fprintf(f, "  --%-22s %s\n  %-24s env %s, default \"%s\"\n", flags[i].name, flags[i].help,
                 "", env, flags[i].def);
     }
-    fprintf(f, "  --%-22s %s\n  --%-22s %s\n", "help", "this text", "version", "print the version");
+    fprintf(f, "  --%-22s %s\n  --%-22s %s\n  --%-22s %s\n", "help", "this text", "help-markdown",
+            "the flags as Markdown (docs/configuration.md)", "version", "print the version");
+}
+
+/* The flag table as the Markdown of docs/configuration.md (`make docs` writes it; a test
+ * checks that the committed page is what this prints). */
+static void usage_markdown(FILE *f)
+{
+    fprintf(f, "# kiln-server configuration\n\n"
+               "Generated from kiln-server's flag table by `make docs` "
+               "(`kiln-server --help-markdown`); do not edit.\n\n"
+               "Every flag can also be set by its environment twin; a flag wins over it. "
+               "Sizes take K, M, G and T suffixes (powers of 1024); booleans take "
+               "true/false, 1/0, on/off, yes/no.\n\n"
+               "| flag | environment | default | |\n| --- | --- | --- | --- |\n");
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        char env[64];
+        snprintf(env, sizeof(env), "KILN_%s", flags[i].name);
+        for (char *p = env; *p; p++)
+            *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        fprintf(f, "| `--%s` | `%s` | %s%s%s | ", flags[i].name, env, flags[i].def[0] ? "`" : "",
+                flags[i].def[0] ? flags[i].def : "(none)", flags[i].def[0] ? "`" : "");
+        for (const char *p = flags[i].help; *p; p++) {
+            if (*p == '|') /* it would end the cell */
+                fputc('\\', f);
+            fputc(*p, f);
+        }
+        fputs(" |\n", f);
+    }
 }
 
 static flag *find_flag(const char *name, size_t len)
@@ -117,6 +145,10 @@ static int parse_args(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
+            exit(0);
+        }
+        if (strcmp(a, "--help-markdown") == 0) {
+            usage_markdown(stdout);
             exit(0);
         }
         if (strcmp(a, "--version") == 0) {

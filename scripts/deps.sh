@@ -19,7 +19,7 @@ BUILD_PKGS=(
 TEST_PKGS=(
     libcmocka-dev
     # TLS tests make their certificates with openssl
-    openssl
+    openssl curl
     # tests: an independent Python client, stubs generated at test time
     python3-grpcio python3-numpy python3-protobuf protobuf-compiler-grpc python3-prometheus-client
     # tooling: fuzzing and sanitizer runtimes, formatting, compile_commands.json

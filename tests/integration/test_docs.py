@@ -1,0 +1,85 @@
+"""Docs that cannot rot: the configuration page is what kiln-server's flag table prints, every
+kiln-server flag the docs mention exists, every `make` target they name exists, and the
+shell blocks marked `<!-- test -->` run (against a real kiln-server when they need one)."""
+import glob
+import os
+import re
+import subprocess
+import unittest
+
+from test_server import BUILD, Server
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS = [f"{ROOT}/README.md"] + sorted(glob.glob(f"{ROOT}/docs/*.md"))
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def server_flags():
+    out = subprocess.run([f"{BUILD}/kiln-server", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    return set(re.findall(r"^  --([a-z][a-z0-9-]*)", out, re.M))
+
+
+def make_targets():
+    out = subprocess.run(["make", "-C", ROOT, "-qp"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^([a-z][a-z0-9_-]*):", out, re.M))
+
+
+def tested_blocks(text):
+    """The ```sh blocks right after a `<!-- test -->` line."""
+    return re.findall(r"<!-- test -->\s*\n```sh\n(.*?)```", text, re.S)
+
+
+class TestDocs(unittest.TestCase):
+    def test_configuration_page_is_generated(self):
+        want = subprocess.run([f"{BUILD}/kiln-server", "--help-markdown"], capture_output=True,
+                              text=True, check=True).stdout
+        self.assertEqual(read(f"{ROOT}/docs/configuration.md"), want,
+                         "docs/configuration.md is stale: run `make docs`")
+
+    def test_every_server_flag_in_the_docs_exists(self):
+        flags = server_flags()
+        bad = []
+        for path in DOCS:
+            for line in read(path).splitlines():
+                if "kiln-server" not in line:
+                    continue
+                for flag in re.findall(r"kiln-server[^`\n]*?--([a-z][a-z0-9-]*)", line):
+                    if flag not in flags:
+                        bad.append(f"{os.path.relpath(path, ROOT)}: --{flag}")
+        self.assertEqual(bad, [])
+
+    def test_every_make_target_in_the_docs_exists(self):
+        targets = make_targets()
+        bad = []
+        for path in DOCS:
+            for t in re.findall(r"`make ([a-z][a-z0-9_-]*)", read(path)):
+                if t not in targets:
+                    bad.append(f"{os.path.relpath(path, ROOT)}: make {t}")
+        self.assertEqual(bad, [])
+
+    def test_marked_shell_blocks_run(self):
+        blocks = [(p, b) for p in DOCS for b in tested_blocks(read(p))]
+        if not blocks:
+            self.skipTest("no block is marked <!-- test -->")
+        srv = Server()
+        try:
+            env = dict(os.environ, PATH=f"{BUILD}:/usr/bin:/bin")
+            for path, block in blocks:
+                # the docs' addresses are the defaults; the test's server picked its own ports
+                block = block.replace("127.0.0.1:8001", f"127.0.0.1:{srv.port}")
+                block = block.replace("127.0.0.1:8002", f"127.0.0.1:{srv.metrics_port}")
+                r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, 0,
+                                 f"{os.path.relpath(path, ROOT)}:\n{block}\n{r.stdout}{r.stderr}")
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
