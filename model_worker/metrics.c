@@ -261,8 +261,7 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
     free(all);
     kiln_registry_stats rs;
     kiln_registry_get_stats(e->registry, &rs);
-    scalar(&t, "kiln_registry_host_bytes", "gauge", "Host memory of loaded models.",
-           rs.host_bytes);
+    scalar(&t, "kiln_registry_host_bytes", "gauge", "Host memory of loaded models.", rs.host_bytes);
     scalar(&t, "kiln_registry_device_bytes", "gauge", "Device memory of loaded models.",
            rs.device_bytes);
     scalar(&t, "kiln_registry_evictions_total", "counter", "Models evicted to fit a budget.",

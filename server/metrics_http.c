@@ -62,7 +62,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         KILN_LOGW(NULL, "metrics: %s", err.msg);
         return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, plain, err.msg, strlen(err.msg));
     }
-    enum MHD_Result ok = reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    enum MHD_Result ok =
+        reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len);
     kiln_free(text);
     return ok;
 }
@@ -81,7 +82,8 @@ static kiln_status resolve(const char *address, struct addrinfo **ai, kiln_err *
                             "metrics address '%s' is not host:port (e.g. 0.0.0.0:8002)", address);
     memcpy(host, h, hl);
     host[hl] = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int rc = getaddrinfo(hl ? host : NULL, colon + 1, &hints, ai);
     if (rc != 0)
@@ -112,15 +114,14 @@ kiln_status kiln_metrics_http_start(const char *address, const char *path, kiln_
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR,
-                                 ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         kiln_free(h);
         return kiln_err_set(err, KILN_UNAVAILABLE,
-                            "cannot serve metrics on %s (address in use or not local?)",
-                            address);
+                            "cannot serve metrics on %s (address in use or not local?)", address);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
