@@ -62,6 +62,35 @@ PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KILN_CFLAGS += -I$(GEN)
 LDLIBS += -lprotobuf-c -lseccomp -ldl -lopenblas
 
+# protoc-gen-kiln-c (tools/protoc-gen-kiln-c, C over protobuf-c) reads protoc's
+# CodeGeneratorRequest through protoc-c's code for Debian's descriptor.proto (libprotobuf-dev)
+# and plugin.proto (libprotoc-dev). For each .proto with services it writes
+# <name>.kiln-methods.{h,c} (method tables: paths, streaming flags, descriptors; the server's)
+# and <name>.kiln.{h,c} (typed client stubs over client/kiln_rpc.h). See docs/client.md.
+GOOGLE_PROTO_DIR := /usr/include
+PLUGIN_PROTOS := google/protobuf/descriptor.proto google/protobuf/compiler/plugin.proto
+PLUGIN_PB_C := $(PLUGIN_PROTOS:%.proto=$(GEN)/%.pb-c.c)
+PLUGIN_PB_H := $(PLUGIN_PROTOS:%.proto=$(GEN)/%.pb-c.h)
+PROTOC_GEN_KILN := $(BUILD)/tools/protoc-gen-kiln-c
+PLUGIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/protoc-gen-kiln-c/*.c)) \
+              $(PLUGIN_PB_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o) \
+              $(BUILD)/obj/common/status.o $(BUILD)/obj/common/alloc.o
+RPC_PROTOS := proto/grpc_service grpc/health/v1/health
+# The generator's test fixture: one service of every streaming shape in a nested package.
+FIXTURE_PROTOS := tests/fixtures/proto/echo
+METHODS_H := $(RPC_PROTOS:%=$(GEN)/%.kiln-methods.h)
+METHODS_OBJ := $(RPC_PROTOS:%=$(BUILD)/obj/gen/%.kiln-methods.o)
+STUBS_H := $(RPC_PROTOS:%=$(GEN)/%.kiln.h)
+STUBS_OBJ := $(RPC_PROTOS:%=$(BUILD)/obj/gen/%.kiln.o)
+FIXTURE_H := $(FIXTURE_PROTOS:%=$(GEN)/%.pb-c.h) $(FIXTURE_PROTOS:%=$(GEN)/%.kiln-methods.h) \
+             $(FIXTURE_PROTOS:%=$(GEN)/%.kiln.h)
+FIXTURE_OBJ := $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.pb-c.o) \
+               $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.kiln-methods.o) \
+               $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.kiln.o)
+# libkilnrpc: the client runtime (client/kiln_rpc*.c) and the stubs of our services.
+RPC_LIB := $(BUILD)/libkilnrpc.a
+RPC_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/kiln_rpc*.c)) $(STUBS_OBJ)
+
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
@@ -70,7 +99,7 @@ NVCCFLAGS := -std=c++17 -O2 -I. -Xcompiler -fPIC,-Wall,-Werror \
 else
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(NONE_SRC:%.c=$(BUILD)/obj/%.o)
 endif
-LIB_OBJ += $(PROTO_OBJ)
+LIB_OBJ += $(PROTO_OBJ) $(METHODS_OBJ)
 LIB := $(BUILD)/libkiln.a
 
 # Example plugins (examples/plugins) and the model repositories assembled from them:
@@ -113,7 +142,7 @@ FUZZ_RUNS ?= 200000
 .PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
+all: lib $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -195,6 +224,33 @@ $(GEN)/grpc/health/v1/health.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.h &: $(HEA
 # grpc_service.proto imports model_config.proto
 $(GEN)/proto/grpc_service.pb-c.c: $(GEN)/proto/model_config.pb-c.h
 
+$(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h &: $(GOOGLE_PROTO_DIR)/google/protobuf/%.proto
+	@mkdir -p $(GEN)
+	@echo "PROTO $<"
+	$(Q)protoc-c -I$(GOOGLE_PROTO_DIR) --c_out=$(GEN) $<
+
+$(PROTOC_GEN_KILN): $(PLUGIN_OBJ)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lprotobuf-c
+
+$(filter-out $(BUILD)/obj/common/%,$(PLUGIN_OBJ)): | $(PLUGIN_PB_H)
+
+$(GEN)/%.kiln-methods.c $(GEN)/%.kiln-methods.h $(GEN)/%.kiln.c $(GEN)/%.kiln.h &: %.proto $(PROTOC_GEN_KILN)
+	@mkdir -p $(GEN)
+	@echo "KILN  $<"
+	$(Q)protoc -I. --plugin=protoc-gen-kiln-c=$(PROTOC_GEN_KILN) --kiln-c_out=$(GEN) $<
+
+$(GEN)/grpc/health/v1/health.kiln-methods.c $(GEN)/grpc/health/v1/health.kiln-methods.h \
+$(GEN)/grpc/health/v1/health.kiln.c $(GEN)/grpc/health/v1/health.kiln.h &: $(HEALTH_PROTO) $(PROTOC_GEN_KILN)
+	@mkdir -p $(GEN)
+	@echo "KILN  $<"
+	$(Q)protoc -I/usr/share/grpc-proto --plugin=protoc-gen-kiln-c=$(PROTOC_GEN_KILN) --kiln-c_out=$(GEN) $<
+
+$(RPC_LIB): $(RPC_OBJ)
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(@D)
 	@echo "CC    $<"
@@ -202,7 +258,11 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 
 # Every object may include generated headers: generate them first (order-only).
 $(BUILD)/obj/model_worker/main.o $(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
-    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
+    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(FIXTURE_OBJ): | $(PROTO_H)
+# ... and protoc-gen-kiln-c's (the plugin itself links common/ objects: not those).
+$(filter $(BUILD)/obj/server/%,$(LIB_OBJ)) $(METHODS_OBJ) $(RPC_OBJ) $(FIXTURE_OBJ) \
+    $(patsubst %.c,$(BUILD)/obj/%.o,$(filter tests/unit/client/%,$(UNIT_SRC))): \
+    | $(METHODS_H) $(STUBS_H) $(FIXTURE_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
 	@mkdir -p $(@D)
@@ -217,6 +277,14 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+
+# Client tests: the runtime, our stubs and the fixture's; they run the plugin and kiln-server.
+$(BUILD)/tests/unit/client/%: $(BUILD)/obj/tests/unit/client/%.o $(TEST_SUPPORT) $(FIXTURE_OBJ) \
+        $(RPC_LIB) $(LIB) | $(PROTOC_GEN_KILN) $(SERVER_BIN)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+$(BUILD)/obj/tests/unit/client/%.o: KILN_CFLAGS += -Wno-cast-qual -DKILN_TEST_SOURCE_DIR=\"$(abspath .)\"
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(@D)
