@@ -138,11 +138,97 @@ FUZZ_BIN := $(FUZZ_SRC:%.c=build/fuzz/%)
 FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
+# ---------------------------------------------------------------- libkilnclient
+# The C client (client/, installed header client/kiln_client.h). It shares only common/
+# (status, allocation) and the generated protocol code with the server, and is built as
+#   $(BUILD)/libkilnclient.so.0.1.0 (soname libkilnclient.so.0; exports kiln_client_* only)
+#   $(BUILD)/libkilnclient.a        (one object whose only global symbols are kiln_client_*)
+# `make install` copies the header, both libraries, kilnclient.pc and CLIENT_PROGRAMS under
+# $(DESTDIR)$(PREFIX).
+CLIENT_VERSION := 0.1.0
+CLIENT_SOMAJOR := 0
+CLIENT_SRC := $(filter-out client/kiln_rpc%,$(wildcard client/*.c))
+CLIENT_PROTO_OBJ := $(BUILD)/obj/gen/proto/grpc_service.pb-c.o $(BUILD)/obj/gen/proto/model_config.pb-c.o \
+                    $(BUILD)/obj/gen/grpc/health/v1/health.pb-c.o $(METHODS_OBJ)
+# libkilnclient = its own files + the runtime and stubs (RPC_OBJ) + what they all stand on.
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(BUILD)/obj/common/status.o \
+              $(BUILD)/obj/common/alloc.o $(CLIENT_PROTO_OBJ)
+CLIENT_SO := $(BUILD)/libkilnclient.so.$(CLIENT_VERSION)
+CLIENT_A := $(BUILD)/libkilnclient.a
+CLIENT_LIBS := -lgrpc -lgpr -lprotobuf-c -lpthread -lm
+# Programs `make install` puts in $(BINDIR): the kiln command-line tool adds itself here.
+CLIENT_PROGRAMS ?=
+# Built against the shared library, as a user would: the example and the live-server tests.
+CLIENT_EXAMPLE := $(BUILD)/examples/client/infer_simple
+CLIENT_IT := $(BUILD)/tests/integration/client_live
+CLIENT_TEST_BIN := $(CLIENT_EXAMPLE) $(CLIENT_IT)
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+client: $(CLIENT_SO) $(CLIENT_A)
+
+$(CLIENT_OBJ) $(CLIENT_TEST_BIN:$(BUILD)/%=$(BUILD)/obj/%.o): | $(PROTO_H)
+$(CLIENT_SRC:%.c=$(BUILD)/obj/%.o): | $(METHODS_H) $(STUBS_H)
+# protobuf-c's INIT macros cast away the const of protobuf_c_empty_string.
+$(BUILD)/obj/client/%.o: KILN_CFLAGS += -Wno-cast-qual
+
+$(CLIENT_SO): $(CLIENT_OBJ) client/libkilnclient.map
+	@echo "SO    $@"
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libkilnclient.so.$(CLIENT_SOMAJOR) \
+	    -Wl,--version-script=client/libkilnclient.map -Wl,--no-undefined \
+	    $(CLIENT_OBJ) -o $@ $(CLIENT_LIBS)
+	$(Q)ln -sf $(@F) $(BUILD)/libkilnclient.so.$(CLIENT_SOMAJOR)
+	$(Q)ln -sf libkilnclient.so.$(CLIENT_SOMAJOR) $(BUILD)/libkilnclient.so
+
+# One relocatable object with everything but kiln_client_* made local, so a program that links
+# its own copy of the KServe protocol code (or of libkiln) meets no duplicate symbols.
+$(CLIENT_A): $(CLIENT_OBJ)
+	@echo "AR    $@"
+	$(Q)ld -r -o $(BUILD)/obj/client/kilnclient.o $(CLIENT_OBJ)
+	$(Q)objcopy --wildcard --keep-global-symbol='kiln_client_*' $(BUILD)/obj/client/kilnclient.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/obj/client/kilnclient.o
+
+# Their fake transport (tests/unit/client/fake.h) stands in for kiln_rpc_unary under the stubs;
+# test_json also links its own test message.
+CLIENT_FAKE_TESTS := $(patsubst %,$(BUILD)/tests/unit/client/test_%,client infer models retry shm)
+$(CLIENT_FAKE_TESTS): LDFLAGS += -Wl,--wrap=kiln_rpc_unary
+$(BUILD)/tests/unit/client/test_json: $(BUILD)/obj/gen/tests/unit/client/json_test.pb-c.o
+$(BUILD)/obj/tests/unit/client/test_json.o: | $(GEN)/tests/unit/client/json_test.pb-c.h
+
+$(BUILD)/obj/examples/client/%.o $(BUILD)/obj/tests/integration/%.o: KILN_CFLAGS += -Iclient
+$(CLIENT_TEST_BIN): $(BUILD)/%: $(BUILD)/obj/%.o $(CLIENT_SO)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,$(abspath $(BUILD)) -lkilnclient \
+	    $(if $(filter $(CLIENT_IT),$@),-lcmocka -lpthread)
+
+install: $(CLIENT_SO) $(CLIENT_A) $(CLIENT_PROGRAMS)
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 client/kiln_client.h $(DESTDIR)$(INCLUDEDIR)/kiln_client.h
+	install -m 755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libkilnclient.so.$(CLIENT_VERSION) $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR)
+	ln -sf libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so
+	install -m 644 $(CLIENT_A) $(DESTDIR)$(LIBDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(CLIENT_VERSION)|' client/kilnclient.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/kilnclient.pc
+	$(if $(strip $(CLIENT_PROGRAMS)),install -d $(DESTDIR)$(BINDIR) && \
+	    install -m 755 $(CLIENT_PROGRAMS) $(DESTDIR)$(BINDIR)/)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/kiln_client.h $(DESTDIR)$(PKGCONFIGDIR)/kilnclient.pc \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_VERSION) \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.a $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(CLIENT_PROGRAMS)))
+
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib client install uninstall tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
+all: lib client $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -150,7 +236,7 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN)
+tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN)
 
 models: $(MODEL_FILES)
 
@@ -279,8 +365,9 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
 
 # Client tests: the runtime, our stubs and the fixture's; they run the plugin and kiln-server.
+# libkilnclient's own tests reach its internals (client/client_int.h), so they link its objects.
 $(BUILD)/tests/unit/client/%: $(BUILD)/obj/tests/unit/client/%.o $(TEST_SUPPORT) $(FIXTURE_OBJ) \
-        $(RPC_LIB) $(LIB) | $(PROTOC_GEN_KILN) $(SERVER_BIN)
+        $(CLIENT_OBJ) $(RPC_LIB) $(LIB) | $(PROTOC_GEN_KILN) $(SERVER_BIN)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
@@ -402,7 +489,10 @@ help:
 	@echo "make fuzz             build the libFuzzer targets under build/fuzz"
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
 	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"
+	@echo "make client           libkilnclient (.so.0 and .a) in $(BUILD)"
+	@echo "make install          kiln_client.h, libkilnclient, kilnclient.pc (+ CLIENT_PROGRAMS)"
+	@echo "                      under \$$(DESTDIR)\$$(PREFIX) (PREFIX=$(PREFIX)); make uninstall"
 	@echo "make format / format-check / check / compile_commands / clean"
-	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS"
+	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS, PREFIX, DESTDIR, CLIENT_PROGRAMS"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

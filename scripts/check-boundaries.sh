@@ -12,6 +12,11 @@ for f in $(git ls-files '*.c' '*.h'); do
         if grep -nE '^\s*#\s*if(def)?\s.*(CUDA|__CUDACC__)' "$f"; then
             echo "$f: CUDA #if in a .c file (use a *_none.c twin)"; bad=1; fi ;;
     esac
+    case "$f" in client/*)  # the client stands apart: common/ and generated code only
+        if grep -nE '#include *"(tensor|registry|sandbox|backends|model_worker|server)/' "$f"; then
+            echo "$f: client/ includes a server-side module (it shares only common/ and proto/)"
+            bad=1; fi ;;
+    esac
     case "$f" in tests/gpu/*) ;; *)  # GPU test clients talk to CUDA directly
         if grep -nE '#include *<(cuda|cudnn|cublas)' "$f"; then
             echo "$f: CUDA header outside .cu files"; bad=1; fi ;;
