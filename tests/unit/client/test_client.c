@@ -142,6 +142,8 @@ static void test_bad_options(void **state)
     BAD(o.backoff_multiplier = 0.5, "options.backoff_multiplier 0.5 is outside 1..1000");
     BAD(o.backoff_multiplier = 0.0 / 0.0, "options.backoff_multiplier");
 #undef BAD
+    kiln_client_options_default(&o);
+    assert_client_err(kiln_client_create(&o, NULL, &e), e, KILN_INVALID_ARGUMENT, "out is NULL");
     assert_int_equal(fake_channels_open, 0); /* no channel was made for any of them */
 }
 
