@@ -11,6 +11,8 @@ set -euo pipefail
 BUILD_PKGS=(
     gcc make pkg-config git
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+    # descriptor.proto (libprotobuf-dev) and compiler/plugin.proto, for protoc-gen-kiln-c
+    libprotobuf-dev libprotoc-dev
     libseccomp-dev libdlpack-dev libopenblas-dev libmicrohttpd-dev
     # the standard health proto (grpc.health.v1)
     grpc-proto
