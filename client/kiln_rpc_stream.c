@@ -95,12 +95,18 @@ static kiln_status final_status(kiln_rpc_stream *s, kiln_err *err)
     return kiln__rpc_status(&s->b, err);
 }
 
-/* Runs one op as its own batch and waits for it. Returns ev.success. */
-static bool run_op(kiln_rpc_stream *s, grpc_op *op, void *tag)
+/* Runs one op as its own batch and waits for it. KILN_OK: it went through; KILN_CANCELLED:
+ * the call is over (err not set: the caller asks for the final status); INTERNAL: gRPC
+ * refused the batch, e.g. a second send while one is in flight (err set). */
+static kiln_status run_op(kiln_rpc_stream *s, grpc_op *op, void *tag, kiln_err *err)
 {
-    if (grpc_call_start_batch(s->b.link.call, op, 1, tag, NULL) != GRPC_CALL_OK)
-        return false;
-    return grpc_completion_queue_pluck(s->cq, tag, forever(), NULL).success != 0;
+    grpc_call_error e = grpc_call_start_batch(s->b.link.call, op, 1, tag, NULL);
+    if (e != GRPC_CALL_OK)
+        return kiln_err_set(err, KILN_INTERNAL, "gRPC refused the stream operation (%s)",
+                            grpc_call_error_to_string(e));
+    if (!grpc_completion_queue_pluck(s->cq, tag, forever(), NULL).success)
+        return KILN_CANCELLED;
+    return KILN_OK;
 }
 
 /* A send that failed: the call is over; say how it ended. */
@@ -124,10 +130,12 @@ kiln_status kiln_rpc_stream_send(kiln_rpc_stream *s, const ProtobufCMessage *msg
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
     op.data.send_message.send_message = kiln__rpc_pack(msg);
-    bool ok = run_op(s, &op, &s->send_tag);
+    kiln_status st = run_op(s, &op, &s->send_tag, err);
     grpc_byte_buffer_destroy(op.data.send_message.send_message);
-    if (!ok)
+    if (st == KILN_CANCELLED)
         return send_failed(s, err);
+    if (st != KILN_OK)
+        return st;
     kiln_err_clear(err);
     return KILN_OK;
 }
@@ -142,8 +150,11 @@ kiln_status kiln_rpc_stream_close_send(kiln_rpc_stream *s, kiln_err *err)
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    if (!run_op(s, &op, &s->send_tag))
+    kiln_status st = run_op(s, &op, &s->send_tag, err);
+    if (st == KILN_CANCELLED)
         return send_failed(s, err);
+    if (st != KILN_OK)
+        return st;
     kiln_err_clear(err);
     return KILN_OK;
 }
@@ -157,12 +168,14 @@ kiln_status kiln_rpc_stream_recv(kiln_rpc_stream *s, ProtobufCMessage **msg, kil
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &s->recv_bb;
-    bool ok = run_op(s, &op, &s->recv_tag);
-    if (!ok || !s->recv_bb) {
+    kiln_status st = run_op(s, &op, &s->recv_tag, err);
+    if (st == KILN_INTERNAL)
+        return st;
+    if (st != KILN_OK || !s->recv_bb) {
         s->recv_ended = true; /* the server's end of the stream, or the call failed */
         return final_status(s, err);
     }
-    kiln_status st = kiln__rpc_unpack(s->recv_bb, s->resp_desc, msg, err);
+    st = kiln__rpc_unpack(s->recv_bb, s->resp_desc, msg, err);
     grpc_byte_buffer_destroy(s->recv_bb);
     s->recv_bb = NULL;
     if (st != KILN_OK) {

@@ -2,8 +2,9 @@
  * tests/unit/client/test_rpc.c: the generated stubs (proto/grpc_service.kiln.h,
  * grpc/health/v1/health.kiln.h) over client/kiln_rpc.h against a live kiln-server on
  * 127.0.0.1 with an ephemeral port: unary blocking and async, the bidi stream, health Check
- * and Watch, deadlines, the server's error statuses, metadata, cancellation on destroy.
- * TLS, mutual TLS and the channel options are in test_rpc_tls.c.
+ * and Watch, deadlines, the server's error statuses, cancellation on destroy, the runtime by
+ * path. TLS, mutual TLS, the other options, metadata and allocation failures are in
+ * test_rpc_options.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
 #include "grpc/health/v1/health.kiln.h"
 #include "proto/grpc_service.kiln.h"
 #include "tests/fixtures/proto/echo.kiln.h"
@@ -28,8 +28,7 @@ static char target[64];
 static int setup(void **state)
 {
     (void)state;
-    const char *flags[] = {"--log-level=debug", NULL};
-    kiln_test_server_start(&server, flags);
+    kiln_test_server_start(&server, NULL);
     snprintf(target, sizeof(target), "127.0.0.1:%d", server.port);
     return 0;
 }
@@ -381,7 +380,7 @@ static void test_health(void **state)
     kiln_rpc_channel_destroy(ch);
 }
 
-/* ---------------------------------------------------------------- deadlines, metadata */
+/* ---------------------------------------------------------------- deadlines */
 
 static void slow_request(Inference__ModelInferRequest *req,
                          Inference__ModelInferRequest__InferInputTensor *in,
@@ -431,48 +430,6 @@ static void test_deadline_exceeded(void **state)
     assert_int_equal(resp->n_raw_output_contents, 1);
     assert_memory_equal(resp->raw_output_contents[0].data, v, sizeof(v));
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    kiln_rpc_channel_destroy(ch);
-}
-
-static void test_metadata(void **state)
-{
-    (void)state;
-    kiln_rpc_channel *ch = channel(10000);
-    kiln_err err;
-    simple_req r;
-    simple_init(&r, "nope", 0);
-    const char *md[] = {"x-request-id", "kiln-rpc-test-42", "x-extra-bin", "\x01\x02", NULL};
-    kiln_rpc_call_opts opts = {.metadata = md};
-    Inference__ModelInferResponse *resp;
-    assert_status(
-        inference__grpcinference_service__model_infer__call(ch, &r.req, &resp, &opts, &err),
-        KILN_NOT_FOUND, &err, "nope");
-    /* the server logs a failed call under the client's x-request-id */
-    char *log = NULL;
-    for (int i = 0; i < 100 && !(log && strstr(log, "kiln-rpc-test-42")); i++) {
-        free(log);
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        log = kiln_test_read_file(server.log);
-    }
-    assert_non_null(log);
-    assert_non_null(strstr(log, "\"request_id\":\"kiln-rpc-test-42\""));
-    free(log);
-    const char *bad_key[] = {"Bad Key", "v", NULL};
-    opts.metadata = bad_key;
-    assert_status(
-        inference__grpcinference_service__model_infer__call(ch, &r.req, &resp, &opts, &err),
-        KILN_INVALID_ARGUMENT, &err, "metadata key 'Bad Key' is not a legal header");
-    const char *bad_value[] = {"x-a", "line\nbreak", NULL};
-    opts.metadata = bad_value;
-    assert_status(
-        inference__grpcinference_service__model_infer__call(ch, &r.req, &resp, &opts, &err),
-        KILN_INVALID_ARGUMENT, &err, "metadata 'x-a': the value is not printable");
-    const char *odd[] = {"x-a", NULL, NULL};
-    opts.metadata = odd;
-    assert_status(
-        inference__grpcinference_service__model_infer__call(ch, &r.req, &resp, &opts, &err),
-        KILN_INVALID_ARGUMENT, &err, "metadata 'x-a' has no value");
     kiln_rpc_channel_destroy(ch);
 }
 
@@ -576,47 +533,55 @@ static void test_unimplemented_shapes(void **state)
     kiln_rpc_channel_destroy(ch);
 }
 
-/* ---------------------------------------------------------------- out of memory */
+/* ---------------------------------------------------------------- the runtime by path */
 
-/* Every allocation of the runtime's own fails in turn: each call fails with
- * RESOURCE_EXHAUSTED or succeeds, and nothing leaks (LeakSanitizer in the ASan build). */
-static void test_allocation_failures(void **state)
+static void test_runtime_by_path(void **state)
 {
     (void)state;
-    const char *md[] = {"x-a", "1", NULL};
-    kiln_rpc_call_opts opts = {.deadline_ms = 10000, .metadata = md};
-    long before = kiln_alloc_injected_failures();
-    for (long n = 0; n < 8; n++) {
-        kiln_err err;
-        kiln_rpc_channel_options o;
-        kiln_rpc_channel_options_default(&o);
-        o.target = target;
-        kiln_alloc_fail_after(n);
-        kiln_rpc_channel *ch;
-        kiln_status st = kiln_rpc_channel_create(&o, &ch, &err);
-        if (st != KILN_OK) {
-            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
-            assert_null(ch);
-            continue;
-        }
-        Inference__ServerLiveRequest lr = INFERENCE__SERVER_LIVE_REQUEST__INIT;
-        Inference__ServerLiveResponse *live;
-        st = inference__grpcinference_service__server_live__call(ch, &lr, &live, &opts, &err);
-        if (st == KILN_OK)
-            protobuf_c_message_free_unpacked(&live->base, NULL);
-        else
-            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
-        Grpc__Health__V1__HealthCheckRequest hr = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-        grpc__health__v1__health__watch__stream *w;
-        st = grpc__health__v1__health__watch__open(ch, &hr, &opts, &w, &err);
-        if (st == KILN_OK)
-            grpc__health__v1__health__watch__close(w);
-        else
-            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
-        kiln_rpc_channel_destroy(ch);
-    }
-    kiln_alloc_fail_after(-1);
-    assert_true(kiln_alloc_injected_failures() - before >= 5);
+    kiln_rpc_channel *ch = channel(10000);
+    kiln_err err;
+    Inference__ModelMetadataRequest mr = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    mr.name = "simple";
+    ProtobufCMessage *resp;
+    assert_status(kiln_rpc_unary(ch, "ModelMetadata", &mr.base,
+                                 &inference__model_metadata_response__descriptor, &resp, NULL,
+                                 &err),
+                  KILN_INVALID_ARGUMENT, &err, "path 'ModelMetadata' is not");
+    assert_status(kiln_rpc_unary(ch, "/inference.GRPCInferenceService/ModelMetadata", NULL,
+                                 &inference__model_metadata_response__descriptor, &resp, NULL,
+                                 &err),
+                  KILN_INVALID_ARGUMENT, &err, "a request");
+    /* an answer that is not the message asked for */
+    assert_status(kiln_rpc_unary(ch, "/inference.GRPCInferenceService/ModelMetadata", &mr.base,
+                                 &grpc__health__v1__health_check_response__descriptor, &resp, NULL,
+                                 &err),
+                  KILN_INTERNAL, &err,
+                  "the server's answer is not a valid grpc.health.v1.HealthCheckResponse");
+    assert_null(resp);
+    /* finish wants exactly one response: ModelStreamInfer answers none, then two */
+    const char *path = "/inference.GRPCInferenceService/ModelStreamInfer";
+    const ProtobufCMessageDescriptor *d = &inference__model_stream_infer_response__descriptor;
+    kiln_rpc_stream *s;
+    assert_ok(kiln_rpc_stream_open(ch, path, d, NULL, &s, &err), &err);
+    assert_status(kiln_rpc_stream_finish(s, &resp, &err), KILN_INTERNAL, &err,
+                  "the server answered with no inference.ModelStreamInferResponse instead of one");
+    assert_null(resp);
+    kiln_rpc_stream_destroy(s);
+    simple_req r;
+    simple_init(&r, "simple", 0);
+    assert_ok(kiln_rpc_stream_open(ch, path, d, NULL, &s, &err), &err);
+    assert_ok(kiln_rpc_stream_send(s, &r.req.base, &err), &err);
+    assert_ok(kiln_rpc_stream_send(s, &r.req.base, &err), &err);
+    assert_status(kiln_rpc_stream_finish(s, &resp, &err), KILN_INTERNAL, &err, "more than one");
+    kiln_rpc_stream_destroy(s);
+    /* and one: ModelStreamInfer with one request */
+    assert_ok(kiln_rpc_stream_open(ch, path, d, NULL, &s, &err), &err);
+    assert_ok(kiln_rpc_stream_send(s, &r.req.base, &err), &err);
+    assert_ok(kiln_rpc_stream_finish(s, &resp, &err), &err);
+    check_simple(((Inference__ModelStreamInferResponse *)resp)->infer_response, 0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    kiln_rpc_stream_destroy(s);
+    kiln_rpc_channel_destroy(ch);
 }
 
 int main(void)
@@ -629,10 +594,9 @@ int main(void)
         cmocka_unit_test(test_stream_infer),
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_deadline_exceeded),
-        cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_destroy_cancels),
         cmocka_unit_test(test_unimplemented_shapes),
-        cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_runtime_by_path),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,8 +1,9 @@
 /*
- * tests/unit/client/test_rpc_tls.c: client/kiln_rpc.h's channel options against live
- * kiln-servers on 127.0.0.1: TLS and mutual TLS (certificates made here with openssl, as
+ * tests/unit/client/test_rpc_options.c: client/kiln_rpc.h's channel and call options against
+ * live kiln-servers on 127.0.0.1: TLS and mutual TLS (certificates made here with openssl, as
  * tests/integration does), the server-name override, option errors, wait-for-ready (a call
- * that waits for a server started after it), and the message-size limits.
+ * that waits for a server started after it), the message-size limits, metadata (checked in
+ * the server's log), and every allocation of the runtime failed in turn.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "grpc/health/v1/health.kiln.h"
 #include "proto/grpc_service.kiln.h"
 #include "tests/support.h"
@@ -82,7 +84,7 @@ static int setup(void **state)
     snprintf(cert, sizeof(cert), "--tls-cert=%s", server_pem);
     snprintf(key, sizeof(key), "--tls-key=%s", server_key);
     snprintf(client_ca, sizeof(client_ca), "--tls-client-ca=%s", ca);
-    kiln_test_server_start(&plain, NULL);
+    kiln_test_server_start(&plain, (const char *[]){"--log-level=debug", NULL}); /* test_metadata */
     kiln_test_server_start(&tls, (const char *[]){cert, key, NULL});
     kiln_test_server_start(&mtls, (const char *[]){cert, key, client_ca, NULL});
     return 0;
@@ -317,15 +319,105 @@ static void test_message_limits(void **state)
     kiln_rpc_channel_destroy(ch);
 }
 
+static void test_metadata(void **state)
+{
+    (void)state;
+    char target[64];
+    kiln_err err;
+    kiln_rpc_channel_options o = options(target, sizeof(target), "127.0.0.1", plain.port);
+    kiln_rpc_channel *ch;
+    assert_ok(kiln_rpc_channel_create(&o, &ch, &err), &err);
+    Inference__ModelMetadataRequest r = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    r.name = "nope";
+    const char *md[] = {"x-request-id", "kiln-rpc-test-42", "x-extra-bin", "\x01\x02", NULL};
+    kiln_rpc_call_opts opts = {.metadata = md};
+    Inference__ModelMetadataResponse *resp;
+    assert_status(
+        inference__grpcinference_service__model_metadata__call(ch, &r, &resp, &opts, &err),
+        KILN_NOT_FOUND, &err, "nope");
+    /* the server logs a failed call under the client's x-request-id */
+    char *log = NULL;
+    for (int i = 0; i < 100 && !(log && strstr(log, "kiln-rpc-test-42")); i++) {
+        free(log);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        log = kiln_test_read_file(plain.log);
+    }
+    assert_non_null(log);
+    assert_non_null(strstr(log, "\"request_id\":\"kiln-rpc-test-42\""));
+    free(log);
+    const char *bad_key[] = {"Bad Key", "v", NULL};
+    opts.metadata = bad_key;
+    assert_status(
+        inference__grpcinference_service__model_metadata__call(ch, &r, &resp, &opts, &err),
+        KILN_INVALID_ARGUMENT, &err, "metadata key 'Bad Key' is not a legal header");
+    const char *bad_value[] = {"x-a", "line\nbreak", NULL};
+    opts.metadata = bad_value;
+    assert_status(
+        inference__grpcinference_service__model_metadata__call(ch, &r, &resp, &opts, &err),
+        KILN_INVALID_ARGUMENT, &err, "metadata 'x-a': the value is not printable");
+    const char *odd[] = {"x-a", NULL, NULL};
+    opts.metadata = odd;
+    assert_status(
+        inference__grpcinference_service__model_metadata__call(ch, &r, &resp, &opts, &err),
+        KILN_INVALID_ARGUMENT, &err, "metadata 'x-a' has no value");
+    kiln_rpc_channel_destroy(ch);
+}
+
+/* ---------------------------------------------------------------- out of memory */
+
+/* Every allocation of the runtime's own fails in turn: each call fails with
+ * RESOURCE_EXHAUSTED or succeeds, and nothing leaks (LeakSanitizer in the ASan build). */
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    const char *md[] = {"x-a", "1", NULL};
+    kiln_rpc_call_opts opts = {.deadline_ms = 10000, .metadata = md};
+    long before = kiln_alloc_injected_failures();
+    for (long n = 0; n < 8; n++) {
+        kiln_err err;
+        kiln_rpc_channel_options o;
+        kiln_rpc_channel_options_default(&o);
+        char target[64];
+        o = options(target, sizeof(target), "127.0.0.1", plain.port);
+        kiln_alloc_fail_after(n);
+        kiln_rpc_channel *ch;
+        kiln_status st = kiln_rpc_channel_create(&o, &ch, &err);
+        if (st != KILN_OK) {
+            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
+            assert_null(ch);
+            continue;
+        }
+        Inference__ServerLiveRequest lr = INFERENCE__SERVER_LIVE_REQUEST__INIT;
+        Inference__ServerLiveResponse *live;
+        st = inference__grpcinference_service__server_live__call(ch, &lr, &live, &opts, &err);
+        if (st == KILN_OK)
+            protobuf_c_message_free_unpacked(&live->base, NULL);
+        else
+            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
+        Grpc__Health__V1__HealthCheckRequest hr = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        grpc__health__v1__health__watch__stream *w;
+        st = grpc__health__v1__health__watch__open(ch, &hr, &opts, &w, &err);
+        if (st == KILN_OK)
+            grpc__health__v1__health__watch__close(w);
+        else
+            assert_status(st, KILN_RESOURCE_EXHAUSTED, &err, "out of memory");
+        kiln_rpc_channel_destroy(ch);
+    }
+    kiln_alloc_fail_after(-1);
+    assert_true(kiln_alloc_injected_failures() - before >= 5);
+}
+
 int main(void)
 {
     /* c-ares 1.18 (Debian 12) leaks the name it resolves for "localhost" (10 bytes a lookup),
      * which LeakSanitizer reports; the system resolver does not. */
     setenv("GRPC_DNS_RESOLVER", "native", 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_option_errors),  cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_mutual_tls),     cmocka_unit_test(test_wait_for_ready),
-        cmocka_unit_test(test_message_limits),
+        cmocka_unit_test(test_option_errors),       cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_mutual_tls),          cmocka_unit_test(test_wait_for_ready),
+        cmocka_unit_test(test_message_limits),      cmocka_unit_test(test_metadata),
+        cmocka_unit_test(test_allocation_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
