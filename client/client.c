@@ -103,11 +103,13 @@ static kiln_status check_options(const kiln_client_options *o, kiln_err *err)
     if (o->retries < 0 || o->retries > 100)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT, "options.retries %d is outside 0..100",
                             o->retries);
-    if (o->backoff_initial_ms < 0 || o->backoff_max_ms < o->backoff_initial_ms)
+    if (o->backoff_initial_ms < 0 || o->backoff_max_ms < o->backoff_initial_ms ||
+        o->backoff_max_ms > KILN__BACKOFF_MAX_MS)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "options.backoff_initial_ms %" PRId64 " and backoff_max_ms %" PRId64
-                            " need 0 <= initial <= max",
-                            o->backoff_initial_ms, o->backoff_max_ms);
+                            " need 0 <= initial <= max <= %" PRId64 " (an hour)",
+                            o->backoff_initial_ms, o->backoff_max_ms,
+                            (int64_t)KILN__BACKOFF_MAX_MS);
     if (!(o->backoff_multiplier >= 1.0 && o->backoff_multiplier <= 1000.0))
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "options.backoff_multiplier %g is outside 1..1000",

@@ -24,6 +24,9 @@
 
 /* ---------------------------------------------------------------- backoff (retry.c) */
 
+/* The longest backoff_max_ms accepted: an hour (so the jitter arithmetic cannot overflow). */
+#define KILN__BACKOFF_MAX_MS (INT64_C(3600) * 1000)
+
 typedef struct kiln__backoff {
     int64_t initial_ms;
     int64_t max_ms;

@@ -78,7 +78,7 @@ static kiln_status from_dlpack(const DLTensor *dl, const char *name, kiln_client
                                 "tensor '%s': byte size overflows at shape[%d]", name, d);
         elems *= (uint64_t)n;
     }
-    if (dl->strides) {
+    if (dl->strides && elems) { /* an empty tensor has no layout to check */
         /* row-major and compact: stride[d] = product of shape[d+1:], ignoring size-1 dims */
         int64_t want = 1;
         for (int d = dl->ndim - 1; d >= 0; d--) {

@@ -290,6 +290,10 @@ static kiln_status make_result(Inference__ModelInferResponse *resp,
     r->v = kiln_calloc(resp->n_outputs ? resp->n_outputs : 1, sizeof(*r->v));
     kiln_status st = r->v ? KILN_OK : kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     bool raw = resp->n_raw_output_contents == resp->n_outputs;
+    if (st == KILN_OK && resp->n_raw_output_contents && !raw)
+        st = kiln_err_set(err, KILN_INTERNAL,
+                          "the server's answer has %zu raw_output_contents for %zu outputs",
+                          resp->n_raw_output_contents, resp->n_outputs);
     for (size_t i = 0; st == KILN_OK && i < resp->n_outputs; i++) {
         const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
         out_view *v = &r->v[i];
@@ -345,7 +349,7 @@ int kiln_client_infer(kiln_client *c, const char *model, const kiln_client_tenso
     kiln_status st = KILN_OK;
     if (!bytes || !is || !ip || !raw || !os || !op)
         st = kiln_err_set(&e, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    bool any_data = false;
+    size_t n_raw = 0; /* one raw entry per input with data, in order (none for shm inputs) */
     for (size_t i = 0; st == KILN_OK && i < n_inputs; i++) {
         const kiln_client_tensor *t = &inputs[i];
         if ((st = check_input(t, i, &bytes[i], &e)) != KILN_OK)
@@ -367,9 +371,8 @@ int kiln_client_infer(kiln_client *c, const char *model, const kiln_client_tenso
             s->t.n_parameters = np;
             s->t.parameters = s->pp;
         } else {
-            any_data = true;
-            raw[i].len = t->byte_size;
-            raw[i].data = (uint8_t *)(uintptr_t)t->data;
+            raw[n_raw].len = t->byte_size;
+            raw[n_raw++].data = (uint8_t *)(uintptr_t)t->data;
         }
         ip[i] = &s->t;
     }
@@ -404,8 +407,8 @@ int kiln_client_infer(kiln_client *c, const char *model, const kiln_client_tenso
         req.inputs = ip;
         req.n_outputs = n_outputs;
         req.outputs = op;
-        /* one raw entry per input (empty for shared-memory ones) when any input has bytes */
-        req.n_raw_input_contents = any_data ? n_inputs : 0;
+        /* as Triton's clients do: raw entries for the inputs that are not in shared memory */
+        req.n_raw_input_contents = n_raw;
         req.raw_input_contents = raw;
         kiln__retry r;
         kiln__retry_begin(&r, c, KILN__RETRY_ON_UNAVAILABLE, opts ? opts->timeout_ms : 0);
@@ -462,8 +465,17 @@ int kiln_client_result_output(const kiln_client_result *r, size_t i, kiln_client
         int esize = kiln__dtype_size(o->datatype);
         if (esize > 0) {
             uint64_t n = (uint64_t)esize;
-            for (size_t d = 0; d < o->n_shape; d++)
-                n *= o->shape[d] > 0 ? (uint64_t)o->shape[d] : 0;
+            for (size_t d = 0; d < o->n_shape; d++) {
+                uint64_t dim = o->shape[d] > 0 ? (uint64_t)o->shape[d] : 0;
+                n = dim && n > UINT64_MAX / dim ? UINT64_MAX : n * dim;
+            }
+            if (v->size && n > v->size) { /* never past the caller's window */
+                kiln_err_set(&e, KILN_INTERNAL,
+                             "output '%s': the server's shape needs more than the %zu bytes of "
+                             "its shared-memory window",
+                             o->name, v->size);
+                return kiln__client_out(err, e.code, &e);
+            }
             out->byte_size = (size_t)n;
         }
     }

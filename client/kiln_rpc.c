@@ -188,11 +188,12 @@ void kiln_rpc_channel_destroy(kiln_rpc_channel *ch)
     for (kiln__rpc_live *l = ch->live; l; l = l->next)
         grpc_call_cancel_with_status(l->call, GRPC_STATUS_CANCELLED, "the channel was destroyed",
                                      NULL);
+    /* The async calls just cancelled still complete (their callbacks run with CANCELLED); the
+     * thread sees the shutdown once the last of them has. Under mu: no batch starts after. */
+    if (ch->cq)
+        grpc_completion_queue_shutdown(ch->cq);
     pthread_mutex_unlock(&ch->mu);
     if (ch->cq) {
-        /* The async calls just cancelled still complete (their callbacks run with CANCELLED);
-         * the thread sees the shutdown once the last of them has. */
-        grpc_completion_queue_shutdown(ch->cq);
         if (ch->thread_started)
             pthread_join(ch->thread, NULL);
         grpc_completion_queue_destroy(ch->cq);
@@ -332,7 +333,8 @@ void kiln__rpc_call_end(kiln__rpc_call_base *b)
 
 kiln_status kiln__rpc_status(const kiln__rpc_call_base *b, kiln_err *err)
 {
-    kiln_status st = (kiln_status)b->status;
+    /* a code outside gRPC's 0..16 (a non-conforming server) is UNKNOWN */
+    kiln_status st = b->status >= 0 && b->status <= 16 ? (kiln_status)b->status : KILN_UNKNOWN;
     int n = (int)GRPC_SLICE_LENGTH(b->details);
     const char *msg = (const char *)GRPC_SLICE_START_PTR(b->details);
     if (st == KILN_OK) {
@@ -352,9 +354,14 @@ kiln_status kiln__rpc_status(const kiln__rpc_call_base *b, kiln_err *err)
 
 grpc_byte_buffer *kiln__rpc_pack(const ProtobufCMessage *msg)
 {
+    /* our allocator, not gpr_malloc (which aborts when memory runs out): a big request on a
+     * tight host fails the call instead of the process */
     size_t n = protobuf_c_message_get_packed_size(msg);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    uint8_t *buf = kiln_malloc(n ? n : 1);
+    if (!buf)
+        return NULL;
+    protobuf_c_message_pack(msg, buf);
+    grpc_slice s = grpc_slice_new(buf, n, kiln_free);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     return bb;
@@ -367,11 +374,36 @@ kiln_status kiln__rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescrip
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, bb))
         return kiln_err_set(err, KILN_INTERNAL, "cannot read the %s from the server", desc->name);
-    grpc_slice flat = grpc_byte_buffer_reader_readall(&rd);
+    /* flattened with our allocator (readall uses gpr_malloc, which aborts on out of memory) */
+    size_t len = 0, cap = grpc_byte_buffer_length(bb);
+    uint8_t *flat = kiln_malloc(cap ? cap : 1);
+    grpc_slice sl;
+    bool oom = !flat;
+    while (grpc_byte_buffer_reader_next(&rd, &sl)) {
+        size_t n = GRPC_SLICE_LENGTH(sl);
+        if (!oom && len + n > cap) { /* a compressed buffer unpacks larger */
+            size_t want = (len + n) * 2;
+            uint8_t *g = kiln_realloc(flat, want);
+            oom = !g;
+            if (g) {
+                flat = g;
+                cap = want;
+            }
+        }
+        if (!oom)
+            memcpy(flat + len, GRPC_SLICE_START_PTR(sl), n);
+        len += n;
+        grpc_slice_unref(sl);
+    }
     grpc_byte_buffer_reader_destroy(&rd);
-    *out =
-        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(flat), GRPC_SLICE_START_PTR(flat));
-    grpc_slice_unref(flat);
+    if (oom) {
+        kiln_free(flat);
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED,
+                            "out of memory reading the %s from the server (%zu bytes)", desc->name,
+                            len);
+    }
+    *out = protobuf_c_message_unpack(desc, NULL, len, flat);
+    kiln_free(flat);
     if (!*out)
         return kiln_err_set(err, KILN_INTERNAL, "the server's answer is not a valid %s",
                             desc->name);
@@ -444,7 +476,10 @@ static kiln_status unary_start(kiln_rpc_channel *ch, const char *path, const Pro
         kiln_free(u);
         return st;
     }
-    u->send_bb = kiln__rpc_pack(req);
+    if (!(u->send_bb = kiln__rpc_pack(req))) {
+        unary_free(u);
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory packing the request");
+    }
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -464,7 +499,22 @@ static kiln_status unary_start(kiln_rpc_channel *ch, const char *path, const Pro
     ops[5].data.recv_status_on_client.status_details = &u->b.details;
     ops[5].data.recv_status_on_client.error_string = &u->b.error_string;
     atomic_store_explicit(&u->published, true, memory_order_release);
-    grpc_call_error e = grpc_call_start_batch(u->b.link.call, ops, 6, u, NULL);
+    grpc_call_error e;
+    if (blocking) {
+        e = grpc_call_start_batch(u->b.link.call, ops, 6, u, NULL);
+    } else {
+        /* under mu: destroy shuts the channel's queue down under mu, and a batch started on a
+         * queue already shut down is a fatal gRPC assertion (a done callback that chains the
+         * next call while another thread destroys the channel) */
+        pthread_mutex_lock(&ch->mu);
+        bool closing = ch->closing;
+        e = closing ? GRPC_CALL_OK : grpc_call_start_batch(u->b.link.call, ops, 6, u, NULL);
+        pthread_mutex_unlock(&ch->mu);
+        if (closing) {
+            unary_free(u);
+            return kiln_err_set(err, KILN_CANCELLED, "the channel is being destroyed");
+        }
+    }
     if (e != GRPC_CALL_OK) {
         unary_free(u);
         return kiln_err_set(err, KILN_INTERNAL, "gRPC refused the call to %s (%s)", path,

@@ -129,7 +129,8 @@ kiln_status kiln_rpc_stream_send(kiln_rpc_stream *s, const ProtobufCMessage *msg
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
-    op.data.send_message.send_message = kiln__rpc_pack(msg);
+    if (!(op.data.send_message.send_message = kiln__rpc_pack(msg)))
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory packing the message");
     kiln_status st = run_op(s, &op, &s->send_tag, err);
     grpc_byte_buffer_destroy(op.data.send_message.send_message);
     if (st == KILN_CANCELLED)

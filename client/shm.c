@@ -167,6 +167,13 @@ int kiln_client_shm_create(kiln_client *c, const char *region, const char *key, 
     while (kiln__retry_again(&r, st, &e));
     if (resp)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (st == KILN_DEADLINE_EXCEEDED || st == KILN_UNAVAILABLE || st == KILN_CANCELLED ||
+        st == KILN_UNKNOWN) {
+        /* the server may have registered it before the answer was lost: take it back (best
+         * effort) so that nothing is left pointing at the key unlinked below */
+        kiln_err ignored;
+        (void)unregister_system(c, region, &ignored);
+    }
     if (st != KILN_OK) {
         munmap(s->addr, s->size);
         shm_unlink(s->key);

@@ -449,12 +449,7 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
     kiln_status pst = request_params(m, &r->timeout_us, err);
     if (pst != KILN_OK)
         return pst;
-    if (ic->d.n_raw && ic->d.n_raw != m->n_inputs)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "raw_input_contents has %zu entries for %zu inputs (one per input, "
-                            "in order)",
-                            ic->d.n_raw, m->n_inputs);
-    uint64_t copied = ic->d.raw_bytes;
+    size_t n_data = 0; /* inputs not in shared memory */
     for (size_t i = 0; i < m->n_inputs; i++) {
         Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
         kiln_infer_input *o = &ic->inputs[i];
@@ -467,6 +462,22 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
                                     &o->has_shm_byte_size, err);
         if (st != KILN_OK)
             return st;
+        n_data += !o->shm_region;
+    }
+    /* raw_input_contents: one entry per input in order (shm ones ignored), or, as Triton's
+     * clients send it, one per input that is not in shared memory */
+    if (ic->d.n_raw && ic->d.n_raw != m->n_inputs && ic->d.n_raw != n_data)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "raw_input_contents has %zu entries for %zu inputs, %zu of them not "
+                            "in shared memory (one per input, or one per input not in shared "
+                            "memory, in order)",
+                            ic->d.n_raw, m->n_inputs, n_data);
+    bool per_input = ic->d.n_raw == m->n_inputs;
+    uint64_t copied = ic->d.raw_bytes;
+    for (size_t i = 0, k = 0; i < m->n_inputs; i++) {
+        Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
+        kiln_infer_input *o = &ic->inputs[i];
+        kiln_status st;
         if (ic->d.n_raw) {
             if (in->contents)
                 return kiln_err_set(err, KILN_INVALID_ARGUMENT,
@@ -474,7 +485,7 @@ static kiln_status assemble(infer_call *ic, kiln_err *err)
                                     "raw_input_contents is used",
                                     i, in->name);
             if (!o->shm_region) {
-                o->data = ic->d.raw[i];
+                o->data = ic->d.raw[per_input ? i : k++];
                 kiln_storage_ref(o->data);
                 o->data_size = kiln_storage_size(o->data);
             }

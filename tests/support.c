@@ -275,8 +275,12 @@ void kiln_test_server_start(kiln_test_server *s, const char *const *flags)
     snprintf(a_repo, sizeof(a_repo), "--model-repository=%s", repo);
     snprintf(a_port, sizeof(a_port), "--port-file=%s", port_file);
     snprintf(s->log, sizeof(s->log), "%s/server.log", s->dir);
-    const char *argv[40] = {bin,    "--address=127.0.0.1:0", a_repo,
-                            a_port, "--grace-ms=2000",       "--grpc-threads=2",
+    const char *argv[40] = {bin,
+                            "--address=127.0.0.1:0",
+                            a_repo,
+                            a_port,
+                            "--grace-ms=2000",
+                            "--grpc-threads=2",
                             "--metrics-address=127.0.0.1:0"};
     size_t n = 7;
     for (size_t i = 0; flags && flags[i] && n < 39; i++)

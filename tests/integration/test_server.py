@@ -472,6 +472,35 @@ class TestSharedMemory(Base):
         finally:
             region.close()
 
+    def test_mixed_shm_and_raw_inputs_both_conventions(self):
+        """raw_input_contents may hold one entry per input (shm ones empty) or, as Triton's
+        clients send it, one per input not in shared memory."""
+        region = ShmRegion(64)
+        try:
+            a = np.arange(16, dtype=np.int32)
+            b = np.full((1, 16), 7, dtype=np.int32)
+            region.mem[0:64] = a.tobytes()
+            self.s.SystemSharedMemoryRegister(pb.SystemSharedMemoryRegisterRequest(
+                name="mixed", key=region.key, byte_size=64))
+            for raw in ([b.tobytes()], [b"", b.tobytes()]):
+                req = pb.ModelInferRequest(model_name="simple")
+                shm_params(req.inputs.add(name="INPUT0", datatype="INT32", shape=[1, 16]),
+                           "mixed", 64)
+                req.inputs.add(name="INPUT1", datatype="INT32", shape=[1, 16])
+                req.raw_input_contents.extend(raw)
+                r = self.s.ModelInfer(req)
+                out = {o.name: np.frombuffer(r.raw_output_contents[i], np.int32)
+                       for i, o in enumerate(r.outputs)}
+                np.testing.assert_array_equal(out["OUTPUT0"], a + 7)
+            req.raw_input_contents.append(b.tobytes())  # three entries for two inputs
+            self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.ModelInfer, req,
+                            contains="raw_input_contents has 3 entries for 2 inputs, 1 of them "
+                                     "not in shared memory")
+            self.s.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest(
+                name="mixed"))
+        finally:
+            region.close()
+
     def test_identity_64mib_inline_and_shm(self):
         n = 64 * MiB // 4
         x = np.random.default_rng(1).standard_normal((1, n), dtype=np.float32)

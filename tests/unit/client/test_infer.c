@@ -155,7 +155,8 @@ static void test_request_on_the_wire(void **state)
     assert_int_equal(param_int(3, op, "shared_memory_byte_size"), 64);
     assert_int_equal(param_int(3, op, "shared_memory_offset"), 128);
 
-    /* an input in shared memory: its raw entry is empty, its window computed from the shape */
+    /* an input in shared memory: no raw entry (Triton's convention: one per input with data),
+     * its window computed from the shape */
     in[0].data = NULL;
     in[0].byte_size = 0;
     in[0].shm_region = "ins";
@@ -165,9 +166,8 @@ static void test_request_on_the_wire(void **state)
     assert_string_equal(q->model_version, "");
     assert_string_equal(q->id, "");
     assert_int_equal(q->n_outputs, 0);
-    assert_int_equal(q->n_raw_input_contents, 2);
-    assert_int_equal(q->raw_input_contents[0].len, 0);
-    assert_int_equal(q->raw_input_contents[1].len, 64);
+    assert_int_equal(q->n_raw_input_contents, 1);
+    assert_int_equal(q->raw_input_contents[0].len, 64);
     assert_int_equal(q->inputs[0]->n_parameters, 2); /* offset 0 is not sent */
     assert_string_equal(param_str(2, q->inputs[0]->parameters, "shared_memory_region"), "ins");
     assert_int_equal(param_int(2, q->inputs[0]->parameters, "shared_memory_byte_size"), 64);

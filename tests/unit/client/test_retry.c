@@ -148,7 +148,8 @@ static void test_non_idempotent_calls_are_not_retried(void **state)
     snprintf(key, sizeof(key), "/kiln-ut-retry-%d", (int)getpid());
     assert_client_err(kiln_client_shm_create(c, "r", key, 4096, &s, &e), e, KILN_UNAVAILABLE, NULL);
     assert_null(s);
-    assert_int_equal(f.calls, 5);
+    /* register once, then (the server may have registered it) one best-effort unregister */
+    assert_int_equal(f.calls, 6);
     assert_int_equal(f.n_sleeps, 0);
     fake_client_destroy(c, &f);
 }

@@ -135,7 +135,8 @@ static void test_nothing_left_behind_on_failure(void **state)
     assert_client_err(kiln_client_shm_create(c, "io", key, 4096, &s, &e), e, KILN_UNAVAILABLE,
                       "server refuses client shared memory");
     assert_null(s);
-    assert_int_equal(f.calls, 1); /* registering is not retried */
+    /* registering is not retried; UNAVAILABLE may hide a registration, so one unregister */
+    assert_int_equal(f.calls, 2);
     assert_false(key_exists());
     fake_client_destroy(c, &f);
 
