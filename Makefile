@@ -101,6 +101,13 @@ UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 TEST_SUPPORT := $(BUILD)/obj/tests/support.o
 
+# The kiln command-line tool (tools/kiln). The parts that need no server (arguments, .npy,
+# JSON, tensors, statistics) are unit-tested on their own.
+CLI_SRC := $(wildcard tools/kiln/*.c)
+CLI_CORE_SRC := $(addprefix tools/kiln/,args.c json.c npy.c stats.c tensor.c tensor_json.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_CORE_OBJ := $(CLI_CORE_SRC:%.c=$(BUILD)/obj/%.o)
+
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
@@ -202,7 +209,7 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 
 # Every object may include generated headers: generate them first (order-only).
 $(BUILD)/obj/model_worker/main.o $(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
-    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o): | $(PROTO_H)
+    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(CLI_OBJ): | $(PROTO_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
 	@mkdir -p $(@D)
@@ -214,6 +221,12 @@ $(LIB): $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+
+# The tool's unit tests link its server-free objects (a shorter stem wins over the rule above).
+$(BUILD)/tests/unit/kiln/%: $(BUILD)/obj/tests/unit/kiln/%.o $(CLI_CORE_OBJ) $(TEST_SUPPORT) $(LIB)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
