@@ -62,6 +62,35 @@ PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KILN_CFLAGS += -I$(GEN)
 LDLIBS += -lprotobuf-c -lseccomp -ldl -lopenblas
 
+# protoc-gen-kiln-c (tools/protoc-gen-kiln-c, C over protobuf-c) reads protoc's
+# CodeGeneratorRequest through protoc-c's code for Debian's descriptor.proto (libprotobuf-dev)
+# and plugin.proto (libprotoc-dev). For each .proto with services it writes
+# <name>.kiln-methods.{h,c} (method tables: paths, streaming flags, descriptors; the server's)
+# and <name>.kiln.{h,c} (typed client stubs over client/kiln_rpc.h). See docs/client.md.
+GOOGLE_PROTO_DIR := /usr/include
+PLUGIN_PROTOS := google/protobuf/descriptor.proto google/protobuf/compiler/plugin.proto
+PLUGIN_PB_C := $(PLUGIN_PROTOS:%.proto=$(GEN)/%.pb-c.c)
+PLUGIN_PB_H := $(PLUGIN_PROTOS:%.proto=$(GEN)/%.pb-c.h)
+PROTOC_GEN_KILN := $(BUILD)/tools/protoc-gen-kiln-c
+PLUGIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/protoc-gen-kiln-c/*.c)) \
+              $(PLUGIN_PB_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o) \
+              $(BUILD)/obj/common/status.o $(BUILD)/obj/common/alloc.o
+RPC_PROTOS := proto/grpc_service grpc/health/v1/health
+# The generator's test fixture: one service of every streaming shape in a nested package.
+FIXTURE_PROTOS := tests/fixtures/proto/echo
+METHODS_H := $(RPC_PROTOS:%=$(GEN)/%.kiln-methods.h)
+METHODS_OBJ := $(RPC_PROTOS:%=$(BUILD)/obj/gen/%.kiln-methods.o)
+STUBS_H := $(RPC_PROTOS:%=$(GEN)/%.kiln.h)
+STUBS_OBJ := $(RPC_PROTOS:%=$(BUILD)/obj/gen/%.kiln.o)
+FIXTURE_H := $(FIXTURE_PROTOS:%=$(GEN)/%.pb-c.h) $(FIXTURE_PROTOS:%=$(GEN)/%.kiln-methods.h) \
+             $(FIXTURE_PROTOS:%=$(GEN)/%.kiln.h)
+FIXTURE_OBJ := $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.pb-c.o) \
+               $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.kiln-methods.o) \
+               $(FIXTURE_PROTOS:%=$(BUILD)/obj/gen/%.kiln.o)
+# libkilnrpc: the client runtime (client/kiln_rpc*.c) and the stubs of our services.
+RPC_LIB := $(BUILD)/libkilnrpc.a
+RPC_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/kiln_rpc*.c)) $(STUBS_OBJ)
+
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
@@ -70,7 +99,7 @@ NVCCFLAGS := -std=c++17 -O2 -I. -Xcompiler -fPIC,-Wall,-Werror \
 else
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(NONE_SRC:%.c=$(BUILD)/obj/%.o)
 endif
-LIB_OBJ += $(PROTO_OBJ)
+LIB_OBJ += $(PROTO_OBJ) $(METHODS_OBJ)
 LIB := $(BUILD)/libkiln.a
 
 # Example plugins (examples/plugins) and the model repositories assembled from them:
@@ -116,11 +145,97 @@ FUZZ_BIN := $(FUZZ_SRC:%.c=build/fuzz/%)
 FUZZ_LIB_SRC := $(filter-out server/%,$(LIB_C_SRC)) $(NONE_SRC) $(PROTO_C)
 FUZZ_RUNS ?= 200000
 
+# ---------------------------------------------------------------- libkilnclient
+# The C client (client/, installed header client/kiln_client.h). It shares only common/
+# (status, allocation) and the generated protocol code with the server, and is built as
+#   $(BUILD)/libkilnclient.so.0.1.0 (soname libkilnclient.so.0; exports kiln_client_* only)
+#   $(BUILD)/libkilnclient.a        (one object whose only global symbols are kiln_client_*)
+# `make install` copies the header, both libraries, kilnclient.pc and CLIENT_PROGRAMS under
+# $(DESTDIR)$(PREFIX).
+CLIENT_VERSION := 0.1.0
+CLIENT_SOMAJOR := 0
+CLIENT_SRC := $(filter-out client/kiln_rpc%,$(wildcard client/*.c))
+CLIENT_PROTO_OBJ := $(BUILD)/obj/gen/proto/grpc_service.pb-c.o $(BUILD)/obj/gen/proto/model_config.pb-c.o \
+                    $(BUILD)/obj/gen/grpc/health/v1/health.pb-c.o $(METHODS_OBJ)
+# libkilnclient = its own files + the runtime and stubs (RPC_OBJ) + what they all stand on.
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(BUILD)/obj/common/status.o \
+              $(BUILD)/obj/common/alloc.o $(CLIENT_PROTO_OBJ)
+CLIENT_SO := $(BUILD)/libkilnclient.so.$(CLIENT_VERSION)
+CLIENT_A := $(BUILD)/libkilnclient.a
+CLIENT_LIBS := -lgrpc -lgpr -lprotobuf-c -lpthread -lm
+# Programs `make install` puts in $(BINDIR): the kiln command-line tool adds itself here.
+CLIENT_PROGRAMS ?=
+# Built against the shared library, as a user would: the example and the live-server tests.
+CLIENT_EXAMPLE := $(BUILD)/examples/client/infer_simple
+CLIENT_IT := $(BUILD)/tests/integration/client_live
+CLIENT_TEST_BIN := $(CLIENT_EXAMPLE) $(CLIENT_IT)
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+client: $(CLIENT_SO) $(CLIENT_A)
+
+$(CLIENT_OBJ) $(CLIENT_TEST_BIN:$(BUILD)/%=$(BUILD)/obj/%.o): | $(PROTO_H)
+$(CLIENT_SRC:%.c=$(BUILD)/obj/%.o): | $(METHODS_H) $(STUBS_H)
+# protobuf-c's INIT macros cast away the const of protobuf_c_empty_string.
+$(BUILD)/obj/client/%.o: KILN_CFLAGS += -Wno-cast-qual
+
+$(CLIENT_SO): $(CLIENT_OBJ) client/libkilnclient.map
+	@echo "SO    $@"
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libkilnclient.so.$(CLIENT_SOMAJOR) \
+	    -Wl,--version-script=client/libkilnclient.map -Wl,--no-undefined \
+	    $(CLIENT_OBJ) -o $@ $(CLIENT_LIBS)
+	$(Q)ln -sf $(@F) $(BUILD)/libkilnclient.so.$(CLIENT_SOMAJOR)
+	$(Q)ln -sf libkilnclient.so.$(CLIENT_SOMAJOR) $(BUILD)/libkilnclient.so
+
+# One relocatable object with everything but kiln_client_* made local, so a program that links
+# its own copy of the KServe protocol code (or of libkiln) meets no duplicate symbols.
+$(CLIENT_A): $(CLIENT_OBJ)
+	@echo "AR    $@"
+	$(Q)ld -r -o $(BUILD)/obj/client/kilnclient.o $(CLIENT_OBJ)
+	$(Q)objcopy --wildcard --keep-global-symbol='kiln_client_*' $(BUILD)/obj/client/kilnclient.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/obj/client/kilnclient.o
+
+# Their fake transport (tests/unit/client/fake.h) stands in for kiln_rpc_unary under the stubs;
+# test_json also links its own test message.
+CLIENT_FAKE_TESTS := $(patsubst %,$(BUILD)/tests/unit/client/test_%,client infer models retry shm)
+$(CLIENT_FAKE_TESTS): LDFLAGS += -Wl,--wrap=kiln_rpc_unary
+$(BUILD)/tests/unit/client/test_json: $(BUILD)/obj/gen/tests/unit/client/json_test.pb-c.o
+$(BUILD)/obj/tests/unit/client/test_json.o: | $(GEN)/tests/unit/client/json_test.pb-c.h
+
+$(BUILD)/obj/examples/client/%.o $(BUILD)/obj/tests/integration/%.o: KILN_CFLAGS += -Iclient
+$(CLIENT_TEST_BIN): $(BUILD)/%: $(BUILD)/obj/%.o $(CLIENT_SO)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,$(abspath $(BUILD)) -lkilnclient \
+	    $(if $(filter $(CLIENT_IT),$@),-lcmocka -lpthread)
+
+install: $(CLIENT_SO) $(CLIENT_A) $(CLIENT_PROGRAMS)
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 client/kiln_client.h $(DESTDIR)$(INCLUDEDIR)/kiln_client.h
+	install -m 755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libkilnclient.so.$(CLIENT_VERSION) $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR)
+	ln -sf libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so
+	install -m 644 $(CLIENT_A) $(DESTDIR)$(LIBDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(CLIENT_VERSION)|' client/kilnclient.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/kilnclient.pc
+	$(if $(strip $(CLIENT_PROGRAMS)),install -d $(DESTDIR)$(BINDIR) && \
+	    install -m 755 $(CLIENT_PROGRAMS) $(DESTDIR)$(BINDIR)/)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/kiln_client.h $(DESTDIR)$(PKGCONFIGDIR)/kilnclient.pc \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_VERSION) \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so \
+	    $(DESTDIR)$(LIBDIR)/libkilnclient.a $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(CLIENT_PROGRAMS)))
+
 # ---------------------------------------------------------------- rules
-.PHONY: all lib tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib client install uninstall tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib $(SERVER_BIN) tests $(if $(SAN),,examples)
+all: lib client $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -128,7 +243,7 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN)
+tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN)
 
 models: $(MODEL_FILES)
 
@@ -202,6 +317,33 @@ $(GEN)/grpc/health/v1/health.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.h &: $(HEA
 # grpc_service.proto imports model_config.proto
 $(GEN)/proto/grpc_service.pb-c.c: $(GEN)/proto/model_config.pb-c.h
 
+$(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h &: $(GOOGLE_PROTO_DIR)/google/protobuf/%.proto
+	@mkdir -p $(GEN)
+	@echo "PROTO $<"
+	$(Q)protoc-c -I$(GOOGLE_PROTO_DIR) --c_out=$(GEN) $<
+
+$(PROTOC_GEN_KILN): $(PLUGIN_OBJ)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lprotobuf-c
+
+$(filter-out $(BUILD)/obj/common/%,$(PLUGIN_OBJ)): | $(PLUGIN_PB_H)
+
+$(GEN)/%.kiln-methods.c $(GEN)/%.kiln-methods.h $(GEN)/%.kiln.c $(GEN)/%.kiln.h &: %.proto $(PROTOC_GEN_KILN)
+	@mkdir -p $(GEN)
+	@echo "KILN  $<"
+	$(Q)protoc -I. --plugin=protoc-gen-kiln-c=$(PROTOC_GEN_KILN) --kiln-c_out=$(GEN) $<
+
+$(GEN)/grpc/health/v1/health.kiln-methods.c $(GEN)/grpc/health/v1/health.kiln-methods.h \
+$(GEN)/grpc/health/v1/health.kiln.c $(GEN)/grpc/health/v1/health.kiln.h &: $(HEALTH_PROTO) $(PROTOC_GEN_KILN)
+	@mkdir -p $(GEN)
+	@echo "KILN  $<"
+	$(Q)protoc -I/usr/share/grpc-proto --plugin=protoc-gen-kiln-c=$(PROTOC_GEN_KILN) --kiln-c_out=$(GEN) $<
+
+$(RPC_LIB): $(RPC_OBJ)
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(@D)
 	@echo "CC    $<"
@@ -209,7 +351,11 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 
 # Every object may include generated headers: generate them first (order-only).
 $(BUILD)/obj/model_worker/main.o $(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
-    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(CLI_OBJ): | $(PROTO_H)
+    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(FIXTURE_OBJ) $(CLI_OBJ): | $(PROTO_H)
+# ... and protoc-gen-kiln-c's (the plugin itself links common/ objects: not those).
+$(filter $(BUILD)/obj/server/%,$(LIB_OBJ)) $(METHODS_OBJ) $(RPC_OBJ) $(FIXTURE_OBJ) \
+    $(patsubst %.c,$(BUILD)/obj/%.o,$(filter tests/unit/client/%,$(UNIT_SRC))): \
+    | $(METHODS_H) $(STUBS_H) $(FIXTURE_H)
 
 $(BUILD)/obj/%.cu.o: %.cu | $(BUILD)/.dir
 	@mkdir -p $(@D)
@@ -230,6 +376,15 @@ $(BUILD)/tests/unit/kiln/%: $(BUILD)/obj/tests/unit/kiln/%.o $(CLI_CORE_OBJ) $(T
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+
+# Client tests: the runtime, our stubs and the fixture's; they run the plugin and kiln-server.
+# libkilnclient's own tests reach its internals (client/client_int.h), so they link its objects.
+$(BUILD)/tests/unit/client/%: $(BUILD)/obj/tests/unit/client/%.o $(TEST_SUPPORT) $(FIXTURE_OBJ) \
+        $(CLIENT_OBJ) $(RPC_LIB) $(LIB) | $(PROTOC_GEN_KILN) $(SERVER_BIN)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+$(BUILD)/obj/tests/unit/client/%.o: KILN_CFLAGS += -Wno-cast-qual -DKILN_TEST_SOURCE_DIR=\"$(abspath .)\"
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(@D)
@@ -347,7 +502,10 @@ help:
 	@echo "make fuzz             build the libFuzzer targets under build/fuzz"
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
 	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"
+	@echo "make client           libkilnclient (.so.0 and .a) in $(BUILD)"
+	@echo "make install          kiln_client.h, libkilnclient, kilnclient.pc (+ CLIENT_PROGRAMS)"
+	@echo "                      under \$$(DESTDIR)\$$(PREFIX) (PREFIX=$(PREFIX)); make uninstall"
 	@echo "make format / format-check / check / compile_commands / clean"
-	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS"
+	@echo "variables: SAN, BUILD, KILN_CUDA=0|1, JOBS, CC, FUZZ_RUNS, PREFIX, DESTDIR, CLIENT_PROGRAMS"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

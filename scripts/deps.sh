@@ -11,6 +11,8 @@ PKGS=(
     gcc make pkg-config git
     # libraries
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+    # descriptor.proto (libprotobuf-dev) and compiler/plugin.proto, for protoc-gen-kiln-c
+    libprotobuf-dev libprotoc-dev
     libseccomp-dev libdlpack-dev libcmocka-dev libopenblas-dev
     # the standard health proto (grpc.health.v1)
     grpc-proto

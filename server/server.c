@@ -1,7 +1,7 @@
 /*
- * server/server.c: gRPC C core plumbing: the method table from protobuf-c's service
- * descriptors, completion queues and their threads, pre-posted requests, per-call state, the
- * reply path (from any thread), streaming send/recv chains, shutdown.
+ * server/server.c: gRPC C core plumbing: the method table from the generated tables
+ * (protoc-gen-kiln-c), completion queues and their threads, pre-posted requests, per-call state,
+ * the reply path (from any thread), streaming send/recv chains, shutdown.
  */
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
@@ -13,51 +13,42 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "grpc/health/v1/health.pb-c.h"
-#include "proto/grpc_service.pb-c.h"
+#include "grpc/health/v1/health.kiln-methods.h"
+#include "proto/grpc_service.kiln-methods.h"
 #include "proto/textformat.h"
 #include "server/server_int.h"
 
 /* ---------------------------------------------------------------- method table */
 
-/* Streaming shape per method; the paths come from the descriptors. */
-static const struct {
-    const ProtobufCServiceDescriptor *service;
-    const char *method;
-    call_shape shape;
-} shapes[] = {
-    {&inference__grpcinference_service__descriptor, "ModelStreamInfer", SHAPE_BIDI},
-    {&grpc__health__v1__health__descriptor, "Watch", SHAPE_SERVER_STREAM},
-};
-
-static call_shape shape_of(const ProtobufCServiceDescriptor *svc, const char *method)
-{
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-        if (shapes[i].service == svc && strcmp(shapes[i].method, method) == 0)
-            return shapes[i].shape;
-    return SHAPE_UNARY;
-}
-
+/* The served methods come from the generated tables (protoc-gen-kiln-c): paths, streaming
+ * shapes. A health-only server registers only the health service. */
 static kiln_status build_methods(kiln_server *s, kiln_err *err)
 {
-    const ProtobufCServiceDescriptor *all[] = {&grpc__health__v1__health__descriptor,
-                                               &inference__grpcinference_service__descriptor};
-    /* a health-only server registers only the health service */
+    const kiln_proto_service *all[] = {&grpc__health__v1__health__kiln_service,
+                                       &inference__grpcinference_service__kiln_service};
     size_t n_svcs = s->opt.health_only ? 1 : 2;
-    const ProtobufCServiceDescriptor *const *svcs = all;
     size_t n = 0;
     for (size_t i = 0; i < n_svcs; i++)
-        n += svcs[i]->n_methods;
+        n += all[i]->n_methods;
     s->methods = kiln_calloc(n, sizeof(kiln_method));
     if (!s->methods)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     for (size_t i = 0; i < n_svcs; i++) {
-        for (unsigned k = 0; k < svcs[i]->n_methods; k++) {
+        for (size_t k = 0; k < all[i]->n_methods; k++) {
+            const kiln_proto_method *pm = &all[i]->methods[k];
             kiln_method *m = &s->methods[s->n_methods++];
-            m->name = svcs[i]->methods[k].name;
-            m->shape = shape_of(svcs[i], m->name);
-            m->health = svcs[i] == &grpc__health__v1__health__descriptor;
-            snprintf(m->path, sizeof(m->path), "/%s/%s", svcs[i]->name, m->name);
+            m->name = pm->name;
+            m->path = pm->path;
+            m->health = all[i] == &grpc__health__v1__health__kiln_service;
+            if (pm->client_streaming && pm->server_streaming)
+                m->shape = SHAPE_BIDI;
+            else if (pm->server_streaming)
+                m->shape = SHAPE_SERVER_STREAM;
+            else if (!pm->client_streaming)
+                m->shape = SHAPE_UNARY;
+            else
+                return kiln_err_set(err, KILN_INTERNAL, "%s: client streaming is not served",
+                                    m->path);
             kiln__rpc_bind(m);
             if (m->shape == SHAPE_UNARY && !m->unary)
                 return kiln_err_set(err, KILN_INTERNAL, "no handler for %s", m->path);

@@ -39,10 +39,10 @@ typedef void (*unary_fn)(kiln_call *call, grpc_byte_buffer *payload);
 struct kiln_method {
     const char *name; /* method name in the service descriptor */
     call_shape shape;
-    unary_fn unary; /* SHAPE_UNARY */
-    char path[160]; /* "/pkg.Service/Method", from the descriptor */
-    void *handle;   /* grpc_server_register_method */
-    bool health;    /* grpc.health.v1: still served while shutdown refuses other calls */
+    unary_fn unary;   /* SHAPE_UNARY */
+    const char *path; /* "/pkg.Service/Method", from the generated method table (static) */
+    void *handle;     /* grpc_server_register_method */
+    bool health;      /* grpc.health.v1: still served while shutdown refuses other calls */
 };
 
 /* A pending request for one method on one queue; re-posted after each call. */

@@ -5,11 +5,17 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -110,4 +116,154 @@ uint64_t kiln_test_rss_bytes(void)
         fclose(f);
     }
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+pid_t kiln_test_spawn(const char *const *argv, const char *stdin_path, const char *log_path)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, stdin_path ? stdin_path : "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path ? log_path : "/dev/null",
+                                     O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    extern char **environ;
+    /* posix_spawnp's argv is char *const[]; the strings are not written */
+    char *args[64];
+    size_t n = 0;
+    for (; argv[n] && n < 63; n++)
+        memcpy(&args[n], &argv[n], sizeof(args[n]));
+    args[n] = NULL;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        fail_msg("cannot start %s: %s", argv[0], strerror(rc));
+    return pid;
+}
+
+int kiln_test_wait(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (r < 0)
+            fail_msg("waitpid(%ld): %s", (long)pid, strerror(errno));
+        if (waited >= timeout_ms)
+            return -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int kiln_test_run(const char *const *argv, const char *stdin_path, const char *log_path)
+{
+    pid_t pid = kiln_test_spawn(argv, stdin_path, log_path);
+    int rc = kiln_test_wait(pid, 60000);
+    if (rc == -1) {
+        kill(pid, SIGKILL);
+        kiln_test_wait(pid, 10000);
+    }
+    return rc;
+}
+
+char *kiln_test_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0)
+        fail_msg("cannot write %s", path);
+    fclose(f);
+}
+
+static void make_model(const char *repo, const char *name, const char *config, const char *so)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", repo, name);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/1", repo, name);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/config.pbtxt", repo, name);
+    write_text(path, config);
+    snprintf(path, sizeof(path), "%s/%s/1/model.so", repo, name);
+    if (symlink(so, path) != 0)
+        fail_msg("symlink %s: %s", path, strerror(errno));
+}
+
+void kiln_test_server_start(kiln_test_server *s, const char *const *flags)
+{
+    const char *build = kiln_test_build_dir();
+    memset(s, 0, sizeof(*s));
+    snprintf(s->dir, sizeof(s->dir), "/tmp/kiln-test-server-XXXXXX");
+    if (!mkdtemp(s->dir))
+        fail_msg("mkdtemp: %s", strerror(errno));
+    char repo[300], path[1024], so[1024];
+    snprintf(repo, sizeof(repo), "%s/repo", s->dir);
+    mkdir(repo, 0700);
+    snprintf(path, sizeof(path), "%s/models/simple/config.pbtxt", build);
+    char *simple = kiln_test_read_file(path);
+    if (!simple)
+        fail_msg("cannot read %s", path);
+    snprintf(so, sizeof(so), "%s/models/simple/1/model.so", build);
+    make_model(repo, "simple", simple, so);
+    free(simple);
+    snprintf(so, sizeof(so), "%s/plugins/identity.so", build);
+    make_model(repo, "slow",
+               "name: \"slow\" backend: \"plugin\" max_batch_size: 4 "
+               "input { name: \"INPUT0\" data_type: TYPE_FP32 dims: [ -1 ] } "
+               "output { name: \"OUTPUT0\" data_type: TYPE_FP32 dims: [ -1 ] } "
+               "parameters { key: \"execute_delay_ms\" value { string_value: \"3000\" } }",
+               so);
+    char bin[1024], a_repo[400], a_port[400], port_file[300];
+    snprintf(bin, sizeof(bin), "%s/kiln-server", build);
+    snprintf(port_file, sizeof(port_file), "%s/port", s->dir);
+    snprintf(a_repo, sizeof(a_repo), "--model-repository=%s", repo);
+    snprintf(a_port, sizeof(a_port), "--port-file=%s", port_file);
+    snprintf(s->log, sizeof(s->log), "%s/server.log", s->dir);
+    const char *argv[40] = {bin,    "--address=127.0.0.1:0", a_repo,
+                            a_port, "--grace-ms=2000",       "--grpc-threads=2"};
+    size_t n = 6;
+    for (size_t i = 0; flags && flags[i] && n < 39; i++)
+        argv[n++] = flags[i];
+    s->pid = kiln_test_spawn(argv, NULL, s->log);
+    for (int waited = 0; waited < 30000; waited += 20) {
+        char *port = kiln_test_read_file(port_file);
+        if (port && port[0]) {
+            s->port = atoi(port);
+            free(port);
+            return;
+        }
+        free(port);
+        if (kiln_test_wait(s->pid, 20) != -1)
+            break;
+    }
+    char *log = kiln_test_read_file(s->log);
+    kill(s->pid, SIGKILL);
+    fail_msg("kiln-server did not start:\n%s", log ? log : "(no log)");
+}
+
+int kiln_test_server_stop(kiln_test_server *s)
+{
+    kill(s->pid, SIGTERM);
+    int rc = kiln_test_wait(s->pid, 30000);
+    if (rc == -1) {
+        kill(s->pid, SIGKILL);
+        kiln_test_wait(s->pid, 10000);
+    }
+    const char *argv[] = {"rm", "-rf", s->dir, NULL};
+    kiln_test_run(argv, NULL, NULL);
+    return rc;
 }
