@@ -231,11 +231,22 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so \
 	    $(DESTDIR)$(LIBDIR)/libkilnclient.a $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(CLIENT_PROGRAMS)))
 
+# ---------------------------------------------------------------- the kiln tool
+# $(BUILD)/kiln: tools/kiln linked with libkilnclient.a (whose only global symbols are
+# kiln_client_*) and its own copies of common/status and common/alloc; `make install` puts it
+# in $(BINDIR).
+CLI_BIN := $(BUILD)/kiln
+CLIENT_PROGRAMS += $(CLI_BIN)
+
+$(CLI_BIN): $(CLI_OBJ) $(BUILD)/obj/common/status.o $(BUILD)/obj/common/alloc.o $(CLIENT_A)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
+
 # ---------------------------------------------------------------- rules
 .PHONY: all lib client install uninstall tests models examples run pystubs bundle test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib client $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
+all: lib client $(SERVER_BIN) $(CLI_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -243,7 +254,8 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN)
+tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN) $(CLI_BIN) \
+       $(BUILD)/bench/bench_server
 
 models: $(MODEL_FILES)
 
@@ -503,6 +515,7 @@ help:
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
 	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"
 	@echo "make client           libkilnclient (.so.0 and .a) in $(BUILD)"
+	@echo "make $(CLI_BIN)    the kiln command-line tool (docs/cli.md)"
 	@echo "make install          kiln_client.h, libkilnclient, kilnclient.pc (+ CLIENT_PROGRAMS)"
 	@echo "                      under \$$(DESTDIR)\$$(PREFIX) (PREFIX=$(PREFIX)); make uninstall"
 	@echo "make format / format-check / check / compile_commands / clean"

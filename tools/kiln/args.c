@@ -174,11 +174,30 @@ const char *kiln_cli_cmd_name(kiln_cli_cmd cmd)
     return cmd > KILN_CLI_CMD_NONE && cmd < KILN_CLI_CMD_COUNT ? cmds[cmd].name : "kiln";
 }
 
+/* "  --name ARG   help", the help wrapped at word boundaries to stay within 100 columns. */
 static void print_opt(FILE *f, const opt *o)
 {
+    enum { INDENT = 29, WIDTH = 100 };
     char left[64];
     snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-    fprintf(f, "  %-26s %s\n", left, o->help);
+    fprintf(f, "  %-26s ", left);
+    const char *p = o->help;
+    while (*p) {
+        size_t n = strlen(p);
+        if (n > WIDTH - INDENT) {
+            n = WIDTH - INDENT;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0)
+                n = strlen(p);
+        }
+        fprintf(f, "%.*s\n", (int)n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+        if (*p)
+            fprintf(f, "%*s", INDENT, "");
+    }
 }
 
 void kiln_cli_usage(FILE *f, kiln_cli_cmd cmd)
@@ -202,7 +221,7 @@ void kiln_cli_usage(FILE *f, kiln_cli_cmd cmd)
             if (opts[i].cmds == ALL)
                 print_opt(f, &opts[i]);
         fprintf(f, "\nExit codes: 0 ok, 1 server or RPC error, 2 usage error, 3 not ready, "
-                   "4 bad local file or tensor (kiln --help).\n");
+                   "4 bad local file or tensor,\n130 perf interrupted (kiln --help says more).\n");
         return;
     }
     fprintf(f, "usage: kiln COMMAND [MODEL] [options]\n\n"
@@ -228,8 +247,10 @@ void kiln_cli_usage(FILE *f, kiln_cli_cmd cmd)
             "     status name and the server's message); perf: some requests failed\n"
             "  2  usage error (unknown command or option, bad value, missing MODEL)\n"
             "  3  health: the server or the model is not live or not ready\n"
-            "  4  a local file or tensor is unreadable or malformed (.npy, JSON, shapes), or an\n"
-            "     output file cannot be written\n"
+            "  4  a local file or tensor does not do: an unreadable or malformed .npy or JSON\n"
+            "     tensor, a datatype, shape or input/output name the model does not have, or an\n"
+            "     output file that cannot be written\n"
+            "  130  perf was interrupted (Ctrl-C); what it measured so far is reported\n"
             "\nenvironment: KILN_URL is the default --url.\n");
 }
 

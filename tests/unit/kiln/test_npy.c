@@ -33,7 +33,8 @@ static size_t make_npy(uint8_t *out, int major, const char *dict, const void *da
     memcpy(out + pre, dict, dl);
     memset(out + pre + dl, ' ', pad);
     out[pre + dl + pad] = '\n';
-    memcpy(out + pre + hlen, data, n);
+    if (n)
+        memcpy(out + pre + hlen, data, n);
     return pre + hlen + n;
 }
 
