@@ -289,11 +289,11 @@ static void progress(perf *p, uint64_t now, uint64_t *last_ok, uint64_t *last_t)
         fprintf(stderr, "\r\033[K%s: warming up", level);
     else if (p->a->count)
         fprintf(stderr,
-                "\r\033[K%s: %" PRIu64 "/%" PRIu64 " requests, %" PRIu64 " failed, %.0f infer/s",
-                level, (uint64_t)atomic_load(&p->measured), p->a->count, fail, rate);
+                "\r\033[K%s: %" PRIu64 "/%" PRIu64 " requests, %.0f infer/s, %" PRIu64 " failed",
+                level, (uint64_t)atomic_load(&p->measured), p->a->count, rate, fail);
     else
-        fprintf(stderr, "\r\033[K%s: %.1f/%.1f s, %" PRIu64 " ok, %" PRIu64 " failed, %.0f infer/s",
-                level, (double)(now - p->t_measure) / 1e9, p->a->duration_s, ok, fail, rate);
+        fprintf(stderr, "\r\033[K%s: %.1f/%.1f s, %.0f infer/s, %" PRIu64 " failed", level,
+                (double)(now - p->t_measure) / 1e9, p->a->duration_s, rate, fail);
 }
 
 static int run_level(perf *p, int concurrency, double rate, kiln_cli_perf_level *lv)
