@@ -198,10 +198,11 @@ $(CLIENT_A): $(CLIENT_OBJ)
 	$(Q)objcopy --wildcard --keep-global-symbol='kiln_client_*' $(BUILD)/obj/client/kilnclient.o
 	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/obj/client/kilnclient.o
 
-# Their fake transport (tests/unit/client/fake.h) stands in for kiln_rpc_unary under the stubs;
+# Their fake transport (tests/unit/client/fake.h) stands in for the runtime under the stubs;
 # test_json also links its own test message.
 CLIENT_FAKE_TESTS := $(patsubst %,$(BUILD)/tests/unit/client/test_%,client infer models retry shm)
-$(CLIENT_FAKE_TESTS): LDFLAGS += -Wl,--wrap=kiln_rpc_unary
+$(CLIENT_FAKE_TESTS): LDFLAGS += -Wl,--wrap=kiln_rpc_unary,--wrap=kiln_rpc_channel_create \
+                                 -Wl,--wrap=kiln_rpc_channel_destroy
 $(BUILD)/tests/unit/client/test_json: $(BUILD)/obj/gen/tests/unit/client/json_test.pb-c.o
 $(BUILD)/obj/tests/unit/client/test_json.o: | $(GEN)/tests/unit/client/json_test.pb-c.h
 

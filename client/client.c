@@ -117,6 +117,8 @@ static kiln_status check_options(const kiln_client_options *o, kiln_err *err)
 
 int kiln_client_create(const kiln_client_options *o, kiln_client **out, kiln_client_error *err)
 {
+    if (!out)
+        return kiln__client_null(err, "out");
     kiln_err e = {0};
     *out = NULL;
     kiln_client_options def;

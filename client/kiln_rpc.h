@@ -100,9 +100,9 @@ void kiln_rpc_stream_destroy(kiln_rpc_stream *s);
  * CANCELLED ("the channel was destroyed"); a stream handle stays valid until
  * kiln_rpc_stream_destroy, and the gRPC channel lives until the last of them is destroyed.
  * REQUIRES: kiln_rpc_channel_destroy is not called from a done callback (it waits for the
- * channel's thread); a done callback does not block for long (it holds up the other async
- * calls of its channel); send and recv on one stream are each called by one thread at a time,
- * and not at all once kiln_rpc_stream_destroy has begun.
+ * channel's thread), and no call starts on the channel once it has begun; a done callback does not
+ * block for long (it holds up the other async calls of its channel); send and recv on one stream
+ * are each called by one thread at a time, and not at all once kiln_rpc_stream_destroy has begun.
  */
 
 /* A done callback for generated stubs: `fn` is the typed callback that the stub passed (cast

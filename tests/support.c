@@ -118,7 +118,35 @@ uint64_t kiln_test_rss_bytes(void)
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-pid_t kiln_test_spawn(const char *const *argv, const char *stdin_path, const char *log_path)
+/*
+ * gRPC and the libraries under it are not built with ThreadSanitizer, so it cannot see their
+ * atomics and locks: it reports races inside them (and between a call's start and its
+ * completion on another thread, when the order goes through libgrpc). A report whose stacks
+ * run only through Kiln's code still shows. The TSan runtime reads this hook at start; test
+ * servers get the same list through TSAN_OPTIONS (kiln_test_server_start).
+ */
+static const char tsan_suppressions[] = "race:libgrpc.so\n"
+                                        "race:libgpr.so\n"
+                                        "race:libabsl_\n"
+                                        "race:libcares.so\n"
+                                        "race:libssl.so\n"
+                                        "race:libcrypto.so\n"
+                                        "race:libupb.so\n"
+                                        "race:libre2.so\n"
+                                        "race:libaddress_sorting.so\n"
+                                        "deadlock:libgrpc.so\n"
+                                        "deadlock:libabsl_\n"
+                                        "thread:libgpr.so\n";
+
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void)
+{
+    return tsan_suppressions;
+}
+
+/* kiln_test_spawn with one more "NAME=value" in the child's environment (NULL: none). */
+static pid_t spawn_env(const char *const *argv, const char *stdin_path, const char *log_path,
+                       const char *extra_env)
 {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -129,16 +157,28 @@ pid_t kiln_test_spawn(const char *const *argv, const char *stdin_path, const cha
     pid_t pid;
     extern char **environ;
     /* posix_spawnp's argv is char *const[]; the strings are not written */
-    char *args[64];
-    size_t n = 0;
+    char *args[64], *env[512];
+    size_t n = 0, k = 0;
     for (; argv[n] && n < 63; n++)
         memcpy(&args[n], &argv[n], sizeof(args[n]));
     args[n] = NULL;
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, args, environ);
+    size_t name_len = extra_env ? (size_t)(strchr(extra_env, '=') - extra_env) + 1 : 0;
+    for (char **e = environ; *e && k < 510; e++)
+        if (!extra_env || strncmp(*e, extra_env, name_len) != 0)
+            env[k++] = *e;
+    if (extra_env)
+        memcpy(&env[k++], &extra_env, sizeof(env[0]));
+    env[k] = NULL;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, args, env);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         fail_msg("cannot start %s: %s", argv[0], strerror(rc));
     return pid;
+}
+
+pid_t kiln_test_spawn(const char *const *argv, const char *stdin_path, const char *log_path)
+{
+    return spawn_env(argv, stdin_path, log_path, NULL);
 }
 
 int kiln_test_wait(pid_t pid, int timeout_ms)
@@ -229,6 +269,8 @@ void kiln_test_server_start(kiln_test_server *s, const char *const *flags)
                so);
     char bin[1024], a_repo[400], a_port[400], port_file[300];
     snprintf(bin, sizeof(bin), "%s/kiln-server", build);
+    if (access(bin, X_OK) != 0) /* a bundle (scripts/bundle.sh) keeps it in bin/ */
+        snprintf(bin, sizeof(bin), "%s/bin/kiln-server", build);
     snprintf(port_file, sizeof(port_file), "%s/port", s->dir);
     snprintf(a_repo, sizeof(a_repo), "--model-repository=%s", repo);
     snprintf(a_port, sizeof(a_port), "--port-file=%s", port_file);
@@ -238,7 +280,14 @@ void kiln_test_server_start(kiln_test_server *s, const char *const *flags)
     size_t n = 6;
     for (size_t i = 0; flags && flags[i] && n < 39; i++)
         argv[n++] = flags[i];
-    s->pid = kiln_test_spawn(argv, NULL, s->log);
+    /* a TSan build of the server gets the suppressions above (other builds ignore it) */
+    char supp[300], tsan[400];
+    snprintf(supp, sizeof(supp), "%s/tsan.supp", s->dir);
+    write_text(supp, tsan_suppressions);
+    const char *old = getenv("TSAN_OPTIONS");
+    snprintf(tsan, sizeof(tsan), "TSAN_OPTIONS=%s%ssuppressions=%s", old ? old : "", old ? " " : "",
+             supp);
+    s->pid = spawn_env(argv, NULL, s->log, tsan);
     for (int waited = 0; waited < 30000; waited += 20) {
         char *port = kiln_test_read_file(port_file);
         if (port && port[0]) {

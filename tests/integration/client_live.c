@@ -142,6 +142,23 @@ static void test_health(void **state)
     assert_code(kiln_client_health_check(client, "nope", &serving, &e), e, 5, NULL);
 }
 
+static void test_create_errors(void **state)
+{
+    (void)state;
+    kiln_client_options o;
+    kiln_client_options_default(&o);
+    o.url = getenv("KILN_URL");
+    o.tls_ca_file = "/nonexistent/ca.pem";
+    kiln_client *c = (kiln_client *)1;
+    kiln_client_error e;
+    assert_code(kiln_client_create(&o, &c, &e), e, 3, "/nonexistent/ca.pem");
+    assert_null(c);
+    o.tls_ca_file = NULL;
+    o.tls_cert_file = "/nonexistent/client.pem"; /* a certificate without its key */
+    assert_code(kiln_client_create(&o, &c, &e), e, 3, NULL);
+    assert_null(c);
+}
+
 static void test_metadata(void **state)
 {
     (void)state;
@@ -242,7 +259,7 @@ static void test_infer_bytes_and_dlpack(void **state)
     uint8_t s0[16 * 8], s1[16 * 8];
     size_t n0 = 0, n1 = 0;
     for (int i = 0; i < 16; i++) {
-        char num[8];
+        char num[16];
         int len = snprintf(num, sizeof(num), "%d", i);
         s0[n0++] = (uint8_t)len, s0[n0++] = 0, s0[n0++] = 0, s0[n0++] = 0;
         memcpy(s0 + n0, num, (size_t)len);
@@ -272,7 +289,7 @@ static void test_infer_bytes_and_dlpack(void **state)
     size_t off = 0;
     for (int i = 0; i < 16; i++) {
         uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8;
-        char want[8];
+        char want[16];
         snprintf(want, sizeof(want), "%d", i + 7);
         assert_int_equal(len, strlen(want));
         assert_memory_equal(p + off + 4, want, len);
@@ -588,15 +605,11 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "all";
     const struct CMUnitTest all[] = {
-        cmocka_unit_test(test_health),
-        cmocka_unit_test(test_metadata),
-        cmocka_unit_test(test_config_stats_index),
-        cmocka_unit_test(test_infer),
-        cmocka_unit_test(test_infer_bytes_and_dlpack),
-        cmocka_unit_test(test_server_errors),
-        cmocka_unit_test(test_shm_round_trip),
-        cmocka_unit_test(test_large_tensor),
-        cmocka_unit_test(test_threads_share_one_client),
+        cmocka_unit_test(test_health),        cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_metadata),      cmocka_unit_test(test_config_stats_index),
+        cmocka_unit_test(test_infer),         cmocka_unit_test(test_infer_bytes_and_dlpack),
+        cmocka_unit_test(test_server_errors), cmocka_unit_test(test_shm_round_trip),
+        cmocka_unit_test(test_large_tensor),  cmocka_unit_test(test_threads_share_one_client),
     };
     const struct CMUnitTest control[] = {cmocka_unit_test(test_load_unload)};
     const struct CMUnitTest tls[] = {cmocka_unit_test(test_tls)};

@@ -38,7 +38,7 @@ static kiln_status name_service(const file_proto *f, const service_proto *s, ser
     int n = snprintf(out->full, sizeof(out->full), "%s%s%s", pkg ? f->package : "", pkg ? "." : "",
                      s->name ? s->name : "");
     if (n < 0 || (size_t)n >= sizeof(out->full))
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "service name '%s' is too long",
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "service name '%.60s...' is too long",
                             s->name ? s->name : "");
     return gen_lower(out->full, out->lower, err);
 }

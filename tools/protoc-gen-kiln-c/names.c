@@ -115,8 +115,8 @@ static kiln_status convert(const char *full_name, char *out, bool lower, kiln_er
                       (lower ? lower_piece(p, len, out, &n) : ctype_piece(p, len, out, &n));
             if (!ok)
                 return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                                    "'%s' makes a C name longer than %d characters", full_name,
-                                    GEN_NAME_MAX - 1);
+                                    "'%.60s%s' makes a C name longer than %d characters", full_name,
+                                    strlen(full_name) > 60 ? "..." : "", GEN_NAME_MAX - 1);
         }
         p += len + (dot ? 1 : 0);
     }

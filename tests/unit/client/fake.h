@@ -1,7 +1,10 @@
 /*
  * tests/unit/client/fake.h: a fake transport for libkilnclient's unit tests. The test binaries
- * are linked with -Wl,--wrap=kiln_rpc_unary, so the generated stubs that the library calls reach
- * __wrap_kiln_rpc_unary below instead of the network. It records each request (packed and unpacked
+ * are linked with -Wl,--wrap for kiln_rpc_unary, kiln_rpc_channel_create and
+ * kiln_rpc_channel_destroy, so the client makes no gRPC channel (no gRPC threads: TSan sees only
+ * Kiln's code) and the generated stubs it calls reach __wrap_kiln_rpc_unary below instead of
+ * the network. The channel options the client passed are kept in fake_channel_options. The fake
+ * records each request (packed and unpacked
  * again, as a server would see it), fails the first `fail_first` calls with `fail_code`, and
  * answers with what `respond` builds (packed and unpacked, as the runtime would return it). The
  * random source and the sleep are replaced too: sleeps are recorded, never slept. Include after
@@ -56,6 +59,32 @@ static inline ProtobufCMessage *fake_roundtrip(const ProtobufCMessage *msg,
 
 /* The fake that __wrap_kiln_rpc_unary answers for (set by fake_client). */
 static fake *fake_current;
+
+/* The options of the last channel made, and how many channels are open. */
+static kiln_rpc_channel_options fake_channel_options;
+static int fake_channels_open;
+
+kiln_status __wrap_kiln_rpc_channel_create(const kiln_rpc_channel_options *o,
+                                           kiln_rpc_channel **out, kiln_err *err);
+kiln_status __wrap_kiln_rpc_channel_create(const kiln_rpc_channel_options *o,
+                                           kiln_rpc_channel **out, kiln_err *err)
+{
+    (void)err;
+    fake_channel_options = *o;
+    fake_channels_open++;
+    *out = malloc(1); /* a stand-in handle: the fake never reads it */
+    assert_non_null(*out);
+    return KILN_OK;
+}
+
+void __wrap_kiln_rpc_channel_destroy(kiln_rpc_channel *ch);
+void __wrap_kiln_rpc_channel_destroy(kiln_rpc_channel *ch)
+{
+    if (!ch)
+        return;
+    fake_channels_open--;
+    free(ch);
+}
 
 kiln_status __wrap_kiln_rpc_unary(kiln_rpc_channel *ch, const char *path,
                                   const ProtobufCMessage *req,

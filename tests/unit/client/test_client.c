@@ -86,6 +86,37 @@ static void test_options_defaults(void **state)
     kiln_client_destroy(NULL);
 }
 
+static void test_options_reach_the_channel(void **state)
+{
+    (void)state;
+    kiln_client_options o;
+    kiln_client_options_default(&o);
+    o.url = "unix:/tmp/kiln.sock";
+    o.tls_ca_file = "ca.pem";
+    o.tls_cert_file = "c.pem";
+    o.tls_key_file = "c.key";
+    o.tls_server_name = "kiln.example";
+    o.max_message_bytes = 1 << 20;
+    o.timeout_ms = 250;
+    o.wait_for_ready = true;
+    kiln_client *c = NULL;
+    kiln_client_error e;
+    assert_int_equal(kiln_client_create(&o, &c, &e), 0);
+    assert_int_equal(fake_channels_open, 1);
+    kiln_rpc_channel_options *ro = &fake_channel_options;
+    assert_string_equal(ro->target, "unix:/tmp/kiln.sock");
+    assert_false(ro->tls); /* the runtime implies TLS from the files */
+    assert_string_equal(ro->tls_ca_file, "ca.pem");
+    assert_string_equal(ro->tls_cert_file, "c.pem");
+    assert_string_equal(ro->tls_key_file, "c.key");
+    assert_string_equal(ro->tls_server_name, "kiln.example");
+    assert_int_equal(ro->max_message_bytes, 1 << 20);
+    assert_int_equal(ro->default_deadline_ms, 250);
+    assert_true(ro->wait_for_ready);
+    kiln_client_destroy(c);
+    assert_int_equal(fake_channels_open, 0);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -111,6 +142,9 @@ static void test_bad_options(void **state)
     BAD(o.backoff_multiplier = 0.5, "options.backoff_multiplier 0.5 is outside 1..1000");
     BAD(o.backoff_multiplier = 0.0 / 0.0, "options.backoff_multiplier");
 #undef BAD
+    kiln_client_options_default(&o);
+    assert_client_err(kiln_client_create(&o, NULL, &e), e, KILN_INVALID_ARGUMENT, "out is NULL");
+    assert_int_equal(fake_channels_open, 0); /* no channel was made for any of them */
 }
 
 static void test_argument_errors(void **state)
@@ -228,9 +262,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_code_names),       cmocka_unit_test(test_error_mapping),
-        cmocka_unit_test(test_options_defaults), cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_argument_errors),  cmocka_unit_test(test_health_calls),
-        cmocka_unit_test(test_server_metadata),
+        cmocka_unit_test(test_options_defaults), cmocka_unit_test(test_options_reach_the_channel),
+        cmocka_unit_test(test_bad_options),      cmocka_unit_test(test_argument_errors),
+        cmocka_unit_test(test_health_calls),     cmocka_unit_test(test_server_metadata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
