@@ -130,6 +130,13 @@ UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 TEST_SUPPORT := $(BUILD)/obj/tests/support.o
 
+# The kiln command-line tool (tools/kiln). The parts that need no server (arguments, .npy,
+# JSON, tensors, statistics) are unit-tested on their own.
+CLI_SRC := $(wildcard tools/kiln/*.c)
+CLI_CORE_SRC := $(addprefix tools/kiln/,args.c json.c npy.c stats.c tensor.c tensor_json.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_CORE_OBJ := $(CLI_CORE_SRC:%.c=$(BUILD)/obj/%.o)
+
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
@@ -225,11 +232,22 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libkilnclient.so.$(CLIENT_SOMAJOR) $(DESTDIR)$(LIBDIR)/libkilnclient.so \
 	    $(DESTDIR)$(LIBDIR)/libkilnclient.a $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(CLIENT_PROGRAMS)))
 
+# ---------------------------------------------------------------- the kiln tool
+# $(BUILD)/kiln: tools/kiln linked with libkilnclient.a (whose only global symbols are
+# kiln_client_*) and its own copies of common/status and common/alloc; `make install` puts it
+# in $(BINDIR).
+CLI_BIN := $(BUILD)/kiln
+CLIENT_PROGRAMS += $(CLI_BIN)
+
+$(CLI_BIN): $(CLI_OBJ) $(BUILD)/obj/common/status.o $(BUILD)/obj/common/alloc.o $(CLIENT_A)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
+
 # ---------------------------------------------------------------- rules
 .PHONY: all lib client install uninstall tests models examples run pystubs bundle docs test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
         format-check check compile_commands help
 
-all: lib client $(SERVER_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
+all: lib client $(SERVER_BIN) $(CLI_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
 
 lib: $(LIB)
 
@@ -237,7 +255,8 @@ $(SERVER_BIN): $(BUILD)/obj/model_worker/main.o $(LIB)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(GRPC_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN)
+tests: $(UNIT_BIN) $(MODEL_FILES) $(SERVER_BIN) client $(CLIENT_TEST_BIN) $(CLI_BIN) \
+       $(BUILD)/bench/bench_server
 
 models: $(MODEL_FILES)
 
@@ -345,7 +364,7 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 
 # Every object may include generated headers: generate them first (order-only).
 $(BUILD)/obj/model_worker/main.o $(filter-out $(PROTO_OBJ),$(LIB_OBJ)) $(TEST_SUPPORT) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
-    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(FIXTURE_OBJ): | $(PROTO_H)
+    $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(FIXTURE_OBJ) $(CLI_OBJ): | $(PROTO_H)
 # ... and protoc-gen-kiln-c's (the plugin itself links common/ objects: not those).
 $(filter $(BUILD)/obj/server/%,$(LIB_OBJ)) $(METHODS_OBJ) $(RPC_OBJ) $(FIXTURE_OBJ) \
     $(patsubst %.c,$(BUILD)/obj/%.o,$(filter tests/unit/client/%,$(UNIT_SRC))): \
@@ -361,6 +380,12 @@ $(LIB): $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT) $(LIB)
+	@mkdir -p $(@D)
+	@echo "LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
+
+# The tool's unit tests link its server-free objects (a shorter stem wins over the rule above).
+$(BUILD)/tests/unit/kiln/%: $(BUILD)/obj/tests/unit/kiln/%.o $(CLI_CORE_OBJ) $(TEST_SUPPORT) $(LIB)
 	@mkdir -p $(@D)
 	@echo "LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ -lcmocka $(GRPC_LIBS) $(LDLIBS)
@@ -496,6 +521,7 @@ help:
 	@echo "make deps             install the Debian packages Kiln needs (as root or via sudo)"
 	@echo "make run              build and serve examples/models on 0.0.0.0:8001 (RUN_FLAGS=...)"
 	@echo "make client           libkilnclient (.so.0 and .a) in $(BUILD)"
+	@echo "make $(CLI_BIN)    the kiln command-line tool (docs/cli.md)"
 	@echo "make install          kiln_client.h, libkilnclient, kilnclient.pc (+ CLIENT_PROGRAMS)"
 	@echo "                      under \$$(DESTDIR)\$$(PREFIX) (PREFIX=$(PREFIX)); make uninstall"
 	@echo "make format / format-check / check / compile_commands / clean"

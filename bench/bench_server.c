@@ -15,6 +15,9 @@
  *
  * The load generator is a gRPC C-core client with one completion queue and N calls in flight.
  * Usage: bench_server [build_dir] [--quick]   (--quick: 1 s per point, sizes up to 256 MiB)
+ *        bench_server --echo PORT_FILE         the echo server alone, on 127.0.0.1 with the
+ *            port written to PORT_FILE, until SIGTERM: a baseline for `kiln perf` (which then
+ *            needs its inputs given, since the echo server has no metadata: docs/cli.md)
  */
 #include <fcntl.h>
 #include <grpc/byte_buffer.h>
@@ -66,8 +69,38 @@ typedef struct echo_call {
     grpc_byte_buffer *payload;
     int cancelled;
     grpc_slice details;
-    int phase; /* 0 = waiting for a call, 1 = replying */
+    int phase;                /* 0 = waiting for a call, 1 = replying */
+    bool other;               /* a slot for any other method: answered UNIMPLEMENTED */
+    grpc_call_details method; /* other: the method called */
 } echo_call;
+
+/* Releases what slot c holds after its call (or its failed request). */
+static void echo_release(echo_call *c)
+{
+    if (c->payload)
+        grpc_byte_buffer_destroy(c->payload);
+    if (c->call)
+        grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->other)
+        grpc_call_details_destroy(&c->method);
+}
+
+/* Posts slot c again: ModelInfer, or (c->other) any other method. */
+static void echo_post(grpc_server *s, void *m, grpc_completion_queue *cq, echo_call *c)
+{
+    bool other = c->other;
+    memset(c, 0, sizeof(*c));
+    c->other = other;
+    grpc_metadata_array_init(&c->md);
+    if (other) {
+        grpc_call_details_init(&c->method);
+        grpc_server_request_call(s, &c->call, &c->method, &c->md, cq, cq, c);
+    } else {
+        grpc_server_request_registered_call(s, m, &c->call, &c->deadline, &c->md, &c->payload, cq,
+                                            cq, c);
+    }
+}
 
 static int echo_server(const char *port_file)
 {
@@ -85,12 +118,13 @@ static int echo_server(const char *port_file)
     int port = grpc_server_add_http2_port(s, "127.0.0.1:0", cr);
     grpc_server_credentials_release(cr);
     grpc_server_start(s);
-    enum { SLOTS = 128 };
-    echo_call *calls = calloc(SLOTS, sizeof(*calls));
-    for (int i = 0; i < SLOTS; i++) {
-        grpc_metadata_array_init(&calls[i].md);
-        grpc_server_request_registered_call(s, m, &calls[i].call, &calls[i].deadline, &calls[i].md,
-                                            &calls[i].payload, cq, cq, &calls[i]);
+    /* 128 slots for ModelInfer, 4 that answer any other method UNIMPLEMENTED at once (gRPC
+     * core would otherwise hold such calls until their deadline), as a full server does */
+    enum { SLOTS = 128, OTHER_SLOTS = 4 };
+    echo_call *calls = calloc(SLOTS + OTHER_SLOTS, sizeof(*calls));
+    for (int i = 0; i < SLOTS + OTHER_SLOTS; i++) {
+        calls[i].other = i >= SLOTS;
+        echo_post(s, m, cq, &calls[i]);
     }
     FILE *f = fopen(port_file, "w");
     fprintf(f, "%d\n", port);
@@ -102,7 +136,19 @@ static int echo_server(const char *port_file)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         echo_call *c = ev.tag;
-        if (c->phase == 0 && ev.success) { /* reply with the request's own bytes */
+        if (c->phase == 0 && ev.success && c->other) {
+            grpc_op ops[3];
+            memset(ops, 0, sizeof(ops));
+            ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+            ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+            ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
+            c->details = grpc_slice_from_static_string("the echo server answers ModelInfer only");
+            ops[2].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[2].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+            ops[2].data.send_status_from_server.status_details = &c->details;
+            c->phase = 1;
+            grpc_call_start_batch(c->call, ops, 3, c, NULL);
+        } else if (c->phase == 0 && ev.success) { /* reply with the request's own bytes */
             grpc_op ops[4];
             memset(ops, 0, sizeof(ops));
             ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -117,15 +163,8 @@ static int echo_server(const char *port_file)
             c->phase = 1;
             grpc_call_start_batch(c->call, ops, 4, c, NULL);
         } else { /* reply done: free and post again */
-            if (c->payload)
-                grpc_byte_buffer_destroy(c->payload);
-            if (c->call)
-                grpc_call_unref(c->call);
-            grpc_metadata_array_destroy(&c->md);
-            memset(c, 0, sizeof(*c));
-            grpc_metadata_array_init(&c->md);
-            grpc_server_request_registered_call(s, m, &c->call, &c->deadline, &c->md, &c->payload,
-                                                cq, cq, c);
+            echo_release(c);
+            echo_post(s, m, cq, c);
         }
     }
     grpc_completion_queue *scq = grpc_completion_queue_create_for_pluck(NULL);
@@ -133,6 +172,19 @@ static int echo_server(const char *port_file)
     grpc_server_cancel_all_calls(s);
     grpc_completion_queue_pluck(scq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     grpc_server_destroy(s);
+    /* every slot's last event (a reply, or a request the shutdown failed) comes back here:
+     * release what each holds, so a sanitizer build exits clean */
+    grpc_completion_queue_shutdown(cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        echo_release(ev.tag);
+    }
+    grpc_completion_queue_destroy(cq);
+    grpc_completion_queue_destroy(scq);
+    free(calls);
+    grpc_shutdown();
     return 0;
 }
 
