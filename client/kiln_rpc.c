@@ -139,16 +139,17 @@ kiln_status kiln_rpc_channel_create(const kiln_rpc_channel_options *o, kiln_rpc_
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     }
     /* reconnect within about a second of a restarted server (gRPC's default backoff grows to
-     * two minutes, during which calls fail with UNAVAILABLE although the server is back) */
-    grpc_arg args[6] = {
+     * two minutes, during which calls fail with UNAVAILABLE although the server is back). Not
+     * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC also takes it as the connect timeout, and a slow
+     * TLS handshake would then never finish. */
+    grpc_arg args[5] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}},
         {GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = 100}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = 1000}},
         {GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = server_name}},
     };
-    grpc_channel_args ca = {server_name ? 6 : 5, args};
+    grpc_channel_args ca = {server_name ? 5 : 4, args};
     ch->channel = grpc_channel_create(o->target, creds, &ca);
     grpc_channel_credentials_release(creds);
     kiln_free(server_name);
