@@ -203,6 +203,31 @@ static void model_fields(text *t, kiln_engine *e, const kiln_model_status *all, 
     }
 }
 
+/* The GPUs NVML sees; nothing at all without NVML or GPUs (absent, not zero). */
+static void gpu_figures(text *t)
+{
+    kiln_gpu_sample g[16];
+    size_t n = kiln__gpu_sample(g, 16);
+    static const struct {
+        const char *name, *help;
+    } m[] = {
+        {"kiln_gpu_utilization_ratio", "Time the GPU was busy over NVML's last sample period."},
+        {"kiln_gpu_memory_used_bytes", "GPU memory in use (all processes)."},
+        {"kiln_gpu_memory_total_bytes", "GPU memory in all."},
+    };
+    for (size_t k = 0; n && k < 3; k++) {
+        head(t, m[k].name, "gauge", m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            put(t, "%s{gpu=\"%u\",", m[k].name, g[i].index);
+            label(t, "name", g[i].name);
+            if (k == 0)
+                put(t, "} %.2f\n", g[i].utilization);
+            else
+                put(t, "} %" PRIu64 "\n", k == 1 ? g[i].memory_used : g[i].memory_total);
+        }
+    }
+}
+
 kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_err *err)
 {
     *out = NULL;
@@ -244,8 +269,17 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
         {"kiln_model_queue_duration_seconds", "Accepted to its batch's start, per request.",
          offsetof(kiln_model_stats, queue_hist)},
         {"kiln_model_compute_duration_seconds",
-         "Per execution: gathering inputs, the model, splitting outputs.",
+         "Per execution: gathering the inputs and the model.",
          offsetof(kiln_model_stats, compute_hist)},
+        {"kiln_model_compute_input_duration_seconds",
+         "Per execution: gathering the requests' inputs into the batch.",
+         offsetof(kiln_model_stats, input_hist)},
+        {"kiln_model_compute_infer_duration_seconds",
+         "Per execution: the model (the backend's execute, in the sandbox).",
+         offsetof(kiln_model_stats, infer_hist)},
+        {"kiln_model_compute_output_duration_seconds",
+         "Per execution: splitting the outputs and answering the requests.",
+         offsetof(kiln_model_stats, output_hist)},
     };
     for (size_t h = 0; h < sizeof(hists) / sizeof(hists[0]); h++) {
         head(&t, hists[h].name, "histogram", hists[h].help);
@@ -275,6 +309,7 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
            kiln_shm_count(e->shm));
     scalar(&t, "kiln_shm_mapped_bytes", "gauge", "Bytes of client shared memory mapped.",
            kiln_shm_mapped_bytes(e->shm));
+    gpu_figures(&t);
     if (t.oom) {
         kiln_free(t.buf);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory rendering metrics");

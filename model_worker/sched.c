@@ -481,6 +481,7 @@ static void run_batch(kiln_job *job)
             st = gather(b, k, &inputs[k], copied, &err);
     for (uint32_t s = 0; st == KILN_OK && b->n > 1 && s < p0->n_slots; s++)
         slots[s].index = p0->slots[s].index;
+    uint64_t gathered = kiln_clock_now_ns(); /* the compute phases: input, infer, output */
     if (st == KILN_OK) {
         kiln_batch batch = {.batch_size = batched ? tensor_rows(&inputs[0], true) : 0,
                             .n_inputs = (uint32_t)p0->n_inputs,
@@ -510,8 +511,8 @@ static void run_batch(kiln_job *job)
             }
         }
     }
-    uint64_t compute_ns = kiln_clock_now_ns() - start;
-    kiln_model_record(m, rows, st == KILN_OK, queue_ns, compute_ns);
+    uint64_t inferred = kiln_clock_now_ns();
+    kiln_model_record(m, rows, st == KILN_OK, queue_ns, inferred - start);
     uint64_t now = kiln_clock_now_ns();
     uint32_t row = 0;
     for (uint32_t i = 0; i < b->n; i++) {
@@ -528,6 +529,9 @@ static void run_batch(kiln_job *job)
         if (copied)
             p->req->copied_in_bytes += copied[i];
         row += p->rows;
+        if (i == b->n - 1) /* while the last request still pins the model */
+            kiln_model_record_phases(m, gathered - start, inferred - gathered,
+                                     kiln_clock_now_ns() - inferred);
         kiln__pending_finish(p, rst, rst == KILN_OK ? NULL : &rerr);
     }
     if (b->n > 1 && inputs && slots) {

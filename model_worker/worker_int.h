@@ -104,4 +104,16 @@ void kiln__pending_free(kiln_pending *p);
  * on error the job is not queued (and not freed). */
 kiln_status kiln__engine_post(kiln_engine *e, kiln_job *job, bool control, kiln_err *err);
 
+/* One GPU's figures from NVML (model_worker/nvml.c). */
+typedef struct kiln_gpu_sample {
+    unsigned int index;
+    char name[96];
+    double utilization; /* 0..1, over NVML's last sample period */
+    uint64_t memory_total, memory_used;
+} kiln_gpu_sample;
+
+/* Fills up to cap samples, one per GPU NVML can read; 0 when the host has no NVML (loaded with
+ * dlopen on first use) or no GPU. Thread-safety: any thread. */
+size_t kiln__gpu_sample(kiln_gpu_sample *out, size_t cap);
+
 #endif /* KILN_MODEL_WORKER_WORKER_INT_H */

@@ -73,7 +73,7 @@ struct kiln_model {
     /* executions by batch size (index = rows; larger batches in the last slot) */
     atomic_uint_fast64_t batch_count[KILN_BATCH_STATS], batch_ns[KILN_BATCH_STATS];
     atomic_uint_fast64_t request_success, request_failure, copied_in, copied_out;
-    atomic_hist request_hist, queue_hist, compute_hist;
+    atomic_hist request_hist, queue_hist, compute_hist, input_hist, infer_hist, output_hist;
 };
 
 /* ---------------------------------------------------------------- instances */
@@ -803,6 +803,9 @@ static void status_locked(const kiln_model *m, kiln_model_status *o)
     hist_read(&m->request_hist, &o->stats.request_hist);
     hist_read(&m->queue_hist, &o->stats.queue_hist);
     hist_read(&m->compute_hist, &o->stats.compute_hist);
+    hist_read(&m->input_hist, &o->stats.input_hist);
+    hist_read(&m->infer_hist, &o->stats.infer_hist);
+    hist_read(&m->output_hist, &o->stats.output_hist);
 }
 
 static int cmp_status(const void *a, const void *b)
@@ -897,6 +900,14 @@ void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out)
     out->load_failures = reg->load_failures;
     out->unloads = reg->unloads;
     pthread_mutex_unlock(&reg->mu);
+}
+
+void kiln_model_record_phases(kiln_model *m, uint64_t input_ns, uint64_t infer_ns,
+                              uint64_t output_ns)
+{
+    hist_add(&m->input_hist, input_ns);
+    hist_add(&m->infer_hist, infer_ns);
+    hist_add(&m->output_hist, output_ns);
 }
 
 void kiln_model_record_request(kiln_model *m, bool success, uint64_t queue_ns, uint64_t e2e_ns,

@@ -104,7 +104,11 @@ typedef struct kiln_model_stats {
     uint64_t copied_in_bytes, copied_out_bytes; /* bytes copied for its inputs and outputs */
     kiln_hist request_hist;                     /* end to end: accepted by the engine to answered */
     kiln_hist queue_hist;   /* accepted to its batch's start (or to the answer if never run) */
-    kiln_hist compute_hist; /* per execution: the batch's execute, gather and split included */
+    kiln_hist compute_hist; /* per execution: gathering the inputs and the model */
+    /* per execution, the compute phases (kiln_model_record_phases) */
+    kiln_hist input_hist;  /* gathering the requests' inputs into the batch */
+    kiln_hist infer_hist;  /* the backend's execute (in the sandbox) */
+    kiln_hist output_hist; /* splitting the outputs and answering the requests */
 } kiln_model_stats;
 
 /* One row of kiln_registry_index. */
@@ -213,6 +217,11 @@ kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i);
  * executions of that batch size). Thread-safe (atomics). */
 void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
                        uint64_t compute_ns);
+
+/* Adds one execution's compute phases: input (gather), infer (execute), output (split and
+ * answer). Thread-safe (atomics). */
+void kiln_model_record_phases(kiln_model *m, uint64_t input_ns, uint64_t infer_ns,
+                              uint64_t output_ns);
 
 /* Adds one answered request: its outcome, time queued, time end to end, and bytes copied.
  * Thread-safe (atomics). */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bundle: everything a GPU machine without our Debian packages needs to run kiln-server,
 # the unit tests and the GPU checks, in build/bundle (carry it; see ../shared/GPU.md).
-#   build/bundle/bin      kiln-server, bench binaries, the GPU checks
+#   build/bundle/bin      kiln-server, kiln, the GPU checks
 #   build/bundle/tests    the unit test binaries (KILN_TEST_BUILD_DIR=build/bundle finds models)
 #   build/bundle/{models,test-models,plugins}  what the tests and the server load
 #   build/bundle/lib      every shared library the binaries need, except glibc's and CUDA's
@@ -19,7 +19,7 @@ else
 fi
 make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/tests"
-cp "$src/kiln-server" "$src/tests/gpu/cuda_shm_client" "$out/bin/"
+cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$out/bin/"
 find "$src/tests/unit" -type f -perm -u+x -exec cp {} "$out/tests/" \;
 cp -rL "$src/models" "$src/test-models" "$src/plugins" "$out/"
 bins=("$out"/bin/* "$out"/tests/*)

@@ -2,10 +2,14 @@
 kiln-server flag the docs mention exists, every `make` target they name exists, and the
 shell blocks marked `<!-- test -->` run (against a real kiln-server when they need one)."""
 import glob
+import shutil
+import tempfile
 import os
 import re
 import subprocess
 import unittest
+
+import numpy as np
 
 from test_server import BUILD, Server
 
@@ -30,8 +34,11 @@ def make_targets():
 
 
 def tested_blocks(text):
-    """The ```sh blocks right after a `<!-- test -->` line."""
-    return re.findall(r"<!-- test -->\s*\n```sh\n(.*?)```", text, re.S)
+    """(block, in_tmpdir) for the ```sh blocks right after a `<!-- test -->` line (run in the
+    repository's root) or a `<!-- test tmpdir -->` line (run in a fresh directory holding
+    a.npy and b.npy, two INT32 [16] arrays, with the build's binaries on PATH)."""
+    return [(b, kind == " tmpdir")
+            for kind, b in re.findall(r"<!-- test( tmpdir)? -->\s*\n```sh\n(.*?)```", text, re.S)]
 
 
 class TestDocs(unittest.TestCase):
@@ -69,12 +76,21 @@ class TestDocs(unittest.TestCase):
         srv = Server()
         try:
             env = dict(os.environ, PATH=f"{BUILD}:/usr/bin:/bin", KILN_URL=f"127.0.0.1:{srv.port}")
-            for path, block in blocks:
+            for path, (block, in_tmpdir) in blocks:
                 # the docs' addresses are the defaults; the test's server picked its own ports
                 block = block.replace("127.0.0.1:8001", f"127.0.0.1:{srv.port}")
                 block = block.replace("127.0.0.1:8002", f"127.0.0.1:{srv.metrics_port}")
-                r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env=env,
-                                   capture_output=True, text=True, timeout=120)
+                cwd = ROOT
+                if in_tmpdir:
+                    cwd = tempfile.mkdtemp(prefix="kiln-it-docs-")
+                    np.save(f"{cwd}/a.npy", np.arange(16, dtype=np.int32))
+                    np.save(f"{cwd}/b.npy", np.ones(16, np.int32))
+                try:
+                    r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd,
+                                       env=env, capture_output=True, text=True, timeout=180)
+                finally:
+                    if in_tmpdir:
+                        shutil.rmtree(cwd, ignore_errors=True)
                 self.assertEqual(r.returncode, 0,
                                  f"{os.path.relpath(path, ROOT)}:\n{block}\n{r.stdout}{r.stderr}")
         finally:

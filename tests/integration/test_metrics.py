@@ -2,6 +2,7 @@
 
 The scrape is parsed with prometheus_client's text parser (Debian's python3-prometheus-client),
 so it must be valid text format 0.0.4; the counts must be exact."""
+import ctypes
 import os
 import shutil
 import subprocess
@@ -105,6 +106,10 @@ class TestMetrics(unittest.TestCase):
         self.assertGreater(get(m, "kiln_model_request_duration_seconds_sum", **simple), 0)
         self.assertEqual(get(m, "kiln_model_queue_duration_seconds_count", **simple), 6)
         self.assertEqual(get(m, "kiln_model_compute_duration_seconds_count", **simple), 6)
+        for phase in ("input", "infer", "output"):
+            name = f"kiln_model_compute_{phase}_duration_seconds"
+            self.assertEqual(get(m, f"{name}_count", **simple), 6, phase)
+            self.assertEqual(get(m, f"{name}_count", **gather), 2, phase)
         self.assertEqual(get(m, "kiln_model_batch_size_bucket", le="1", **simple), 5)
         self.assertEqual(get(m, "kiln_model_batch_size_bucket", le="2", **simple), 6)
         self.assertEqual(get(m, "kiln_model_batch_size_count", **simple), 6)
@@ -129,6 +134,15 @@ class TestMetrics(unittest.TestCase):
         self.assertEqual(get(m, "kiln_shm_mapped_bytes"), 4096)
         after = samples(scrape(self.server.metrics_port)[2])
         self.assertEqual(get(after, "kiln_shm_regions"), 0)
+        # GPU figures come from NVML when the host has it; without it they are absent, not 0
+        gpus = [k for k in m if k[0].startswith("kiln_gpu_")]
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError:
+            self.assertEqual(gpus, [])
+        else:
+            for k in gpus:
+                self.assertIn("gpu", dict(k[1]))
 
     def test_wrong_path_and_method(self):
         with self.assertRaises(urllib.error.HTTPError) as ctx:
