@@ -75,7 +75,11 @@ class TestDocs(unittest.TestCase):
             self.skipTest("no block is marked <!-- test -->")
         srv = Server()
         try:
-            env = dict(os.environ, PATH=f"{BUILD}:/usr/bin:/bin", KILN_URL=f"127.0.0.1:{srv.port}")
+            # the docs' commands as a person types them: a make they run uses the default
+            # build (not this test run's sanitizer build) and no outer make's job server
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "BUILD", "SAN")}
+            env.update(PATH=f"{BUILD}:/usr/bin:/bin", KILN_URL=f"127.0.0.1:{srv.port}")
             for path, (block, in_tmpdir) in blocks:
                 # the docs' addresses are the defaults; the test's server picked its own ports
                 block = block.replace("127.0.0.1:8001", f"127.0.0.1:{srv.port}")
