@@ -159,7 +159,7 @@ CLIENT_PROTO_OBJ := $(BUILD)/obj/gen/proto/grpc_service.pb-c.o $(BUILD)/obj/gen/
                     $(BUILD)/obj/gen/grpc/health/v1/health.pb-c.o $(METHODS_OBJ)
 # libkilnclient = its own files + the runtime and stubs (RPC_OBJ) + what they all stand on.
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/obj/%.o) $(RPC_OBJ) $(BUILD)/obj/common/status.o \
-              $(BUILD)/obj/common/alloc.o $(CLIENT_PROTO_OBJ)
+              $(BUILD)/obj/common/alloc.o $(BUILD)/obj/common/text.o $(CLIENT_PROTO_OBJ)
 CLIENT_SO := $(BUILD)/libkilnclient.so.$(CLIENT_VERSION)
 CLIENT_A := $(BUILD)/libkilnclient.a
 CLIENT_LIBS := -lgrpc -lgpr -lprotobuf-c -lpthread -lm

@@ -7,59 +7,29 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/text.h"
 
 /* Messages nest this deep at most (ModelConfig nests about 5); deeper input is refused. */
 #define MAX_DEPTH 64
 
 typedef struct jbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
+    kiln_text t;
     int indent;
 } jbuf;
 
 static void put(jbuf *b, const char *s, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = kiln_realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    kiln_text_add(&b->t, s, n);
 }
 
 static void puts_(jbuf *b, const char *s)
 {
-    put(b, s, strlen(s));
-}
-
-static void putf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(jbuf *b, const char *fmt, ...)
-{
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    kiln_text_add(&b->t, s, strlen(s));
 }
 
 static void newline(jbuf *b, int depth)
@@ -100,7 +70,7 @@ static void put_string(jbuf *b, const char *s, size_t n)
             break;
         default:
             if (ch < 0x20 || ch == 0x7f)
-                putf(b, "\\u%04x", ch);
+                kiln_text_printf(&b->t, "\\u%04x", ch);
             else
                 put(b, (const char *)&s[i], 1);
         }
@@ -214,20 +184,20 @@ static kiln_status value(jbuf *b, const ProtobufCFieldDescriptor *f, const void 
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        putf(b, "%" PRId32, *(const int32_t *)v);
+        kiln_text_printf(&b->t, "%" PRId32, *(const int32_t *)v);
         break;
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        putf(b, "%" PRIu32, *(const uint32_t *)v);
+        kiln_text_printf(&b->t, "%" PRIu32, *(const uint32_t *)v);
         break;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        putf(b, "\"%" PRId64 "\"", *(const int64_t *)v);
+        kiln_text_printf(&b->t, "\"%" PRId64 "\"", *(const int64_t *)v);
         break;
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        putf(b, "\"%" PRIu64 "\"", *(const uint64_t *)v);
+        kiln_text_printf(&b->t, "\"%" PRIu64 "\"", *(const uint64_t *)v);
         break;
     case PROTOBUF_C_TYPE_FLOAT:
         put_double(b, *(const float *)v, true);
@@ -244,7 +214,7 @@ static kiln_status value(jbuf *b, const ProtobufCFieldDescriptor *f, const void 
         if (ev)
             put_string(b, ev->name, strlen(ev->name));
         else /* a value this build does not know: protobuf writes its number */
-            putf(b, "%d", e);
+            kiln_text_printf(&b->t, "%d", e);
         break;
     }
     case PROTOBUF_C_TYPE_STRING: {
@@ -418,13 +388,13 @@ kiln_status kiln__json_encode(const ProtobufCMessage *msg, int indent, char **js
         return kiln_err_set(err, KILN_INVALID_ARGUMENT, "no message to encode");
     jbuf b = {.indent = indent};
     kiln_status st = message(&b, msg, 0, err);
-    if (st == KILN_OK && b.oom)
+    if (st == KILN_OK && (b.t.oom || !b.t.p))
         st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory encoding %s as JSON",
                           msg->descriptor->name);
     if (st != KILN_OK) {
-        kiln_free(b.p);
+        kiln_text_fini(&b.t);
         return st;
     }
-    *json = b.p;
+    *json = b.t.p;
     return KILN_OK;
 }

@@ -10,80 +10,45 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/text.h"
 #include "model_worker/worker_int.h"
 
-typedef struct text {
-    char *buf;
-    size_t len, cap;
-    bool oom;
-} text;
-
-static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(text *t, const char *fmt, ...)
-{
-    if (t->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            t->oom = true;
-            return;
-        }
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap * 2 + (size_t)n + 1;
-        char *b = kiln_realloc(t->buf, cap);
-        if (!b) {
-            t->oom = true;
-            return;
-        }
-        t->buf = b;
-        t->cap = cap;
-    }
-}
-
 /* `name="value"` with the text format's escapes (backslash, quote, newline). */
-static void label(text *t, const char *key, const char *value)
+static void label(kiln_text *t, const char *key, const char *value)
 {
-    put(t, "%s=\"", key);
+    kiln_text_printf(t, "%s=\"", key);
     for (const char *p = value; *p; p++) {
         if (*p == '\\' || *p == '"')
-            put(t, "\\%c", *p);
+            kiln_text_printf(t, "\\%c", *p);
         else if (*p == '\n')
-            put(t, "\\n");
+            kiln_text_printf(t, "\\n");
         else
-            put(t, "%c", *p);
+            kiln_text_printf(t, "%c", *p);
     }
-    put(t, "\"");
+    kiln_text_printf(t, "\"");
 }
 
-static void head(text *t, const char *name, const char *type, const char *help)
+static void head(kiln_text *t, const char *name, const char *type, const char *help)
 {
-    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    kiln_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A server-wide figure: its header and its one sample. */
-static void scalar(text *t, const char *name, const char *type, const char *help, uint64_t v)
+static void scalar(kiln_text *t, const char *name, const char *type, const char *help, uint64_t v)
 {
     head(t, name, type, help);
-    put(t, "%s %" PRIu64 "\n", name, v);
+    kiln_text_printf(t, "%s %" PRIu64 "\n", name, v);
 }
 
 /* name{model="m",version="v"<extra>} */
-static void series(text *t, const char *name, const kiln_model_status *m, const char *extra)
+static void series(kiln_text *t, const char *name, const kiln_model_status *m, const char *extra)
 {
-    put(t, "%s{", name);
+    kiln_text_printf(t, "%s{", name);
     label(t, "model", m->name);
-    put(t, ",version=\"%" PRId64 "\"%s}", m->version, extra ? extra : "");
+    kiln_text_printf(t, ",version=\"%" PRId64 "\"%s}", m->version, extra ? extra : "");
 }
 
-static void hist(text *t, const char *name, const kiln_model_status *m, const kiln_hist *h)
+static void hist(kiln_text *t, const char *name, const kiln_model_status *m, const kiln_hist *h)
 {
     char bucket[160], extra[64];
     snprintf(bucket, sizeof(bucket), "%s_bucket", name);
@@ -95,14 +60,14 @@ static void hist(text *t, const char *name, const kiln_model_status *m, const ki
         else
             snprintf(extra, sizeof(extra), ",le=\"+Inf\"");
         series(t, bucket, m, extra);
-        put(t, " %" PRIu64 "\n", cum);
+        kiln_text_printf(t, " %" PRIu64 "\n", cum);
     }
     snprintf(bucket, sizeof(bucket), "%s_sum", name);
     series(t, bucket, m, NULL);
-    put(t, " %.9f\n", (double)h->sum_ns / 1e9);
+    kiln_text_printf(t, " %.9f\n", (double)h->sum_ns / 1e9);
     snprintf(bucket, sizeof(bucket), "%s_count", name);
     series(t, bucket, m, NULL);
-    put(t, " %" PRIu64 "\n", h->count);
+    kiln_text_printf(t, " %" PRIu64 "\n", h->count);
 }
 
 /* Requests waiting in the model version's queue (not yet in a batch). */
@@ -118,7 +83,7 @@ static uint64_t queue_depth(kiln_engine *e, const char *name, int64_t version)
 }
 
 /* The batch-size histogram from the per-size execution counts (buckets 1, 2, 4 ... 256). */
-static void batch_hist(text *t, kiln_engine *e, const kiln_model_status *m)
+static void batch_hist(kiln_text *t, kiln_engine *e, const kiln_model_status *m)
 {
     uint64_t *counts = kiln_calloc(KILN_BATCH_STATS, sizeof(uint64_t));
     uint64_t *ns = kiln_calloc(KILN_BATCH_STATS, sizeof(uint64_t));
@@ -136,14 +101,14 @@ static void batch_hist(text *t, kiln_engine *e, const kiln_model_status *m)
                 cum += counts[b];
             snprintf(extra, sizeof(extra), ",le=\"%" PRIu64 "\"", le);
             series(t, "kiln_model_batch_size_bucket", m, extra);
-            put(t, " %" PRIu64 "\n", cum);
+            kiln_text_printf(t, " %" PRIu64 "\n", cum);
         }
         series(t, "kiln_model_batch_size_bucket", m, ",le=\"+Inf\"");
-        put(t, " %" PRIu64 "\n", total);
+        kiln_text_printf(t, " %" PRIu64 "\n", total);
         series(t, "kiln_model_batch_size_sum", m, NULL);
-        put(t, " %" PRIu64 "\n", sum);
+        kiln_text_printf(t, " %" PRIu64 "\n", sum);
         series(t, "kiln_model_batch_size_count", m, NULL);
-        put(t, " %" PRIu64 "\n", total);
+        kiln_text_printf(t, " %" PRIu64 "\n", total);
     }
     kiln_free(counts);
     kiln_free(ns);
@@ -190,7 +155,7 @@ static double field_value(kiln_engine *e, const kiln_model_status *m, long at)
     }
 }
 
-static void model_fields(text *t, kiln_engine *e, const kiln_model_status *all, size_t n)
+static void model_fields(kiln_text *t, kiln_engine *e, const kiln_model_status *all, size_t n)
 {
     for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
         head(t, fields[f].name, fields[f].type, fields[f].help);
@@ -198,13 +163,13 @@ static void model_fields(text *t, kiln_engine *e, const kiln_model_status *all, 
             if (all[i].version <= 0)
                 continue;
             series(t, fields[f].name, &all[i], NULL);
-            put(t, " %.17g\n", field_value(e, &all[i], fields[f].at));
+            kiln_text_printf(t, " %.17g\n", field_value(e, &all[i], fields[f].at));
         }
     }
 }
 
 /* The GPUs NVML sees; nothing at all without NVML or GPUs (absent, not zero). */
-static void gpu_figures(text *t)
+static void gpu_figures(kiln_text *t)
 {
     kiln_gpu_sample g[16];
     size_t n = kiln__gpu_sample(g, 16);
@@ -218,12 +183,13 @@ static void gpu_figures(text *t)
     for (size_t k = 0; n && k < 3; k++) {
         head(t, m[k].name, "gauge", m[k].help);
         for (size_t i = 0; i < n; i++) {
-            put(t, "%s{gpu=\"%u\",", m[k].name, g[i].index);
+            kiln_text_printf(t, "%s{gpu=\"%u\",", m[k].name, g[i].index);
             label(t, "name", g[i].name);
             if (k == 0)
-                put(t, "} %.2f\n", g[i].utilization);
+                kiln_text_printf(t, "} %.2f\n", g[i].utilization);
             else
-                put(t, "} %" PRIu64 "\n", k == 1 ? g[i].memory_used : g[i].memory_total);
+                kiln_text_printf(t, "} %" PRIu64 "\n",
+                                 k == 1 ? g[i].memory_used : g[i].memory_total);
         }
     }
 }
@@ -237,8 +203,7 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
     kiln_status st = kiln_registry_index(e->registry, &all, &n, err);
     if (st != KILN_OK)
         return st;
-    text t = {.buf = kiln_malloc(4096), .cap = 4096};
-    t.oom = !t.buf;
+    kiln_text t = {0};
     model_fields(&t, e, all, n);
     head(&t, "kiln_model_state", "gauge",
          "1 for the version's state (UNAVAILABLE, LOADING, READY, UNLOADING).");
@@ -248,7 +213,7 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
         char extra[64];
         snprintf(extra, sizeof(extra), ",state=\"%s\"", kiln_model_state_name(all[i].state));
         series(&t, "kiln_model_state", &all[i], extra);
-        put(&t, " 1\n");
+        kiln_text_printf(&t, " 1\n");
     }
     head(&t, "kiln_model_copied_bytes_total", "counter",
          "Bytes copied for requests' inputs (direction in) and outputs (out).");
@@ -256,9 +221,9 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
         if (all[i].version <= 0)
             continue;
         series(&t, "kiln_model_copied_bytes_total", &all[i], ",direction=\"in\"");
-        put(&t, " %" PRIu64 "\n", all[i].stats.copied_in_bytes);
+        kiln_text_printf(&t, " %" PRIu64 "\n", all[i].stats.copied_in_bytes);
         series(&t, "kiln_model_copied_bytes_total", &all[i], ",direction=\"out\"");
-        put(&t, " %" PRIu64 "\n", all[i].stats.copied_out_bytes);
+        kiln_text_printf(&t, " %" PRIu64 "\n", all[i].stats.copied_out_bytes);
     }
     static const struct {
         const char *name, *help;
@@ -310,11 +275,11 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
     scalar(&t, "kiln_shm_mapped_bytes", "gauge", "Bytes of client shared memory mapped.",
            kiln_shm_mapped_bytes(e->shm));
     gpu_figures(&t);
-    if (t.oom) {
-        kiln_free(t.buf);
+    if (t.oom || !t.p) {
+        kiln_text_fini(&t);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory rendering metrics");
     }
-    *out = t.buf;
+    *out = t.p;
     *len = t.len;
     return KILN_OK;
 }

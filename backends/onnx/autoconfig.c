@@ -15,17 +15,13 @@
  * type is needed here.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backends/onnx/onnx_int.h"
-#include "common/alloc.h"
+#include "common/text.h"
 
 #define PREFIX "model '%s' (config auto-complete)"
-
-/* Room for one input or output line beyond its escaped name. */
-#define IO_TEXT_MAX (128 + 24 * KILN_MAX_RANK)
 
 /* A dim the graph leaves open: symbolic or absent (the loader's -1), or 0, which some
  * exporters write for "unknown". */
@@ -34,66 +30,38 @@ static bool dynamic_dim(int64_t d)
     return d <= 0;
 }
 
-typedef struct text {
-    char *p;
-    size_t len, cap;
-} text;
-
-/* Appends printf output; false if it does not fit (the caller sized the buffer: a bug). */
-static bool put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool put(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    if (w < 0 || (size_t)w >= t->cap - t->len)
-        return false;
-    t->len += (size_t)w;
-    return true;
-}
-
 /*
  * Appends s as the inside of a text-format string: quotes and backslashes escaped, other
  * bytes outside printable ASCII as three-digit octal escapes (so a digit after one is not read
- * as part of it). At most 4 bytes per byte of s.
+ * as part of it).
  */
-static bool put_escaped(text *t, const char *s)
+static void put_escaped(kiln_text *t, const char *s)
 {
-    if (t->cap - t->len <= 4 * strlen(s))
-        return false;
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') {
-            t->p[t->len++] = '\\';
-            t->p[t->len++] = (char)*c;
-        } else if (*c < 0x20 || *c >= 0x7f) {
-            t->p[t->len++] = '\\';
-            t->p[t->len++] = (char)('0' + (*c >> 6));
-            t->p[t->len++] = (char)('0' + ((*c >> 3) & 7));
-            t->p[t->len++] = (char)('0' + (*c & 7));
-        } else {
-            t->p[t->len++] = (char)*c;
-        }
+        if (*c == '"' || *c == '\\')
+            kiln_text_printf(t, "\\%c", *c);
+        else if (*c < 0x20 || *c >= 0x7f)
+            kiln_text_printf(t, "\\%03o", *c);
+        else
+            kiln_text_add(t, (const char *)c, 1);
     }
-    t->p[t->len] = '\0';
-    return true;
 }
 
 /* One `input { ... }` or `output { ... }`; with `batch` the first dim is left out. */
-static bool put_io(text *t, const char *kind, const kiln_onnx_value *v, bool batch)
+static void put_io(kiln_text *t, const char *kind, const kiln_onnx_value *v, bool batch)
 {
-    bool ok = put(t, "%s { name: \"", kind) && put_escaped(t, v->name) &&
-              put(t, "\" data_type: %s", kiln_dtype_config_name(v->dtype));
+    kiln_text_printf(t, "%s { name: \"", kind);
+    put_escaped(t, v->name);
+    kiln_text_printf(t, "\" data_type: %s", kiln_dtype_config_name(v->dtype));
     int first = batch ? 1 : 0;
-    if (ok && v->rank > first) {
-        ok = put(t, " dims: [");
-        for (int d = first; ok && d < v->rank; d++)
-            ok = put(t, "%s %" PRId64, d > first ? "," : "",
-                     dynamic_dim(v->dims[d]) ? (int64_t)-1 : v->dims[d]);
-        ok = ok && put(t, " ]");
+    if (v->rank > first) {
+        kiln_text_printf(t, " dims: [");
+        for (int d = first; d < v->rank; d++)
+            kiln_text_printf(t, "%s %" PRId64, d > first ? "," : "",
+                             dynamic_dim(v->dims[d]) ? (int64_t)-1 : v->dims[d]);
+        kiln_text_printf(t, " ]");
     }
-    return ok && put(t, " }\n");
+    kiln_text_printf(t, " }\n");
 }
 
 /* The i-th of the graph's inputs then outputs. */
@@ -103,8 +71,7 @@ static const kiln_onnx_value *io_value(const kiln_onnx_model *g, size_t i)
 }
 
 /* Checks that every input and output can go into a config; says whether the graph batches. */
-static kiln_status survey(const char *model, const kiln_onnx_model *g, bool *batch, size_t *cap,
-                          kiln_err *err)
+static kiln_status survey(const char *model, const kiln_onnx_model *g, bool *batch, kiln_err *err)
 {
     size_t n = g->n_inputs + g->n_outputs;
     *batch = n > 0;
@@ -122,7 +89,6 @@ static kiln_status survey(const char *model, const kiln_onnx_model *g, bool *bat
                                        "cannot be derived (write a config.pbtxt for this model)",
                                 model, what, v->name);
         *batch = *batch && v->rank >= 1 && dynamic_dim(v->dims[0]);
-        *cap += 4 * strlen(v->name) + IO_TEXT_MAX;
     }
     return KILN_OK;
 }
@@ -139,31 +105,28 @@ kiln_status kiln__onnx_autoconfig(const char *model_name, const char *version_di
     if (st != KILN_OK)
         return kiln_err_prefix(err, st, PREFIX, model_name);
     bool batch;
-    size_t cap = 4 * strlen(model_name) + 256;
-    st = survey(model_name, g, &batch, &cap, err);
-    text t = {.p = st == KILN_OK ? kiln_malloc(cap) : NULL, .cap = cap};
-    if (st == KILN_OK && !t.p)
-        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, PREFIX ": out of memory", model_name);
+    st = survey(model_name, g, &batch, err);
+    kiln_text t = {0};
     if (st == KILN_OK) {
-        bool ok = put(&t, "name: \"") && put_escaped(&t, model_name) &&
-                  put(&t,
-                      "\"\nplatform: \"onnxruntime_onnx\"\nbackend: \"onnx\"\n"
-                      "max_batch_size: %d\n",
-                      batch ? KILN_ONNX_AUTOCONFIG_MAX_BATCH : 0);
-        for (size_t i = 0; ok && i < g->n_inputs + g->n_outputs; i++)
-            ok = put_io(&t, i < g->n_inputs ? "input" : "output", io_value(g, i), batch);
-        if (ok && batch)
-            ok = put(&t, "dynamic_batching { }\n");
-        if (!ok)
-            st = kiln_err_set(err, KILN_INTERNAL, PREFIX ": the config text outgrew its buffer",
-                              model_name);
+        kiln_text_printf(&t, "name: \"");
+        put_escaped(&t, model_name);
+        kiln_text_printf(&t,
+                         "\"\nplatform: \"onnxruntime_onnx\"\nbackend: \"onnx\"\n"
+                         "max_batch_size: %d\n",
+                         batch ? KILN_ONNX_AUTOCONFIG_MAX_BATCH : 0);
+        for (size_t i = 0; i < g->n_inputs + g->n_outputs; i++)
+            put_io(&t, i < g->n_inputs ? "input" : "output", io_value(g, i), batch);
+        if (batch)
+            kiln_text_printf(&t, "dynamic_batching { }\n");
+        if (t.oom)
+            st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, PREFIX ": out of memory", model_name);
     }
     if (st == KILN_OK) {
         char source[KILN_ERR_MSG_MAX / 2];
         snprintf(source, sizeof(source), PREFIX, model_name);
         st = kiln_model_config_parse(t.p, t.len, source, out, err);
     }
-    kiln_free(t.p);
+    kiln_text_fini(&t);
     kiln_onnx_model_free(g);
     return st;
 }
