@@ -1,12 +1,20 @@
 /*
- * bench/bench_onnx.c: the ONNX CPU backend's execute time on one model, through the backend
+ * bench/bench_onnx.c: the ONNX backend's execute time on one model, through the backend
  * interface (no server): latency at a batch size (one instance, runs one after another) and
  * throughput (N instances, each on its own thread, for a fixed time), with the memory plan's
- * figures. bench/onnx_vs_torch.py runs it beside PyTorch on the same inputs and prints ratios;
- * alone it prints one JSON object per batch size.
+ * figures. bench/onnx_vs_torch.py (CPU) and bench/gpu_vs_torch.py (GPU) run it beside PyTorch
+ * on the same inputs and print ratios; alone it prints one JSON object per batch size.
  *
  *   bench_onnx MODEL_DIR [--batch 1,8] [--runs 30] [--seconds 3] [--instances 2]
  *              [--blas-threads 1] [--input FILE.raw] [--output FILE.raw]
+ *              [--gpu ID [--device-io]] [--param KEY=VALUE]...
+ *
+ * --gpu loads the instances on CUDA device ID (a list, 0,1: instance i on the i-th, round
+ * robin, for the throughput of several GPUs); an execute then includes the copies of the
+ * inputs to the device and of the outputs back (and waits for them). --device-io puts the
+ * inputs in device memory and has the output written into a device buffer, as a client of CUDA
+ * shared memory would: no host copies. --param adds a config parameter (precision=tf32,
+ * cuda_graphs=false).
  *
  * MODEL_DIR holds config.pbtxt and 1/model.onnx. Inputs are random (seed 1) unless --input
  * gives the raw FP32 bytes of the first input at the first batch size; --output writes the
@@ -23,6 +31,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/model_config.h"
+#include "tensor/cuda_mem.h"
 
 typedef struct bench_opts {
     const char *dir;
@@ -31,12 +40,20 @@ typedef struct bench_opts {
     int runs, instances, blas_threads;
     double seconds;
     const char *input, *output;
+    int gpu;      /* -1: CPU; else the first of gpus */
+    int gpus[16]; /* --gpu 0,1: instance i runs on gpus[i % n_gpus] */
+    int n_gpus;
+    bool device_io;
+    char params[2048]; /* config text appended: parameters { ... } */
 } bench_opts;
 
 typedef struct instance {
     const kiln_backend *be;
     kiln_backend_model *model;
     kiln_tensor in[8];
+    kiln_tensor din[8]; /* --device-io: device copies of in */
+    kiln_storage *dout;
+    int gpu; /* its device (-1: CPU) */
     size_t n_in;
     const kiln_model_config *cfg;
     uint64_t deadline_ns;
@@ -49,24 +66,40 @@ static void die(const char *what, const kiln_err *e)
     exit(1);
 }
 
+static bench_opts opt;
+
 static kiln_model_config *read_config(const char *dir)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
+    FILE *f = fopen(path, "r");
+    static char text[65536];
+    size_t n = f ? fread(text, 1, sizeof(text) - sizeof(opt.params) - 2, f) : 0;
+    if (!f || ferror(f))
+        die("cannot read config.pbtxt", NULL);
+    fclose(f);
+    snprintf(text + n, sizeof(text) - n, "\n%s", opt.params);
     kiln_model_config *c;
     kiln_err e;
-    if (kiln_model_config_load(path, path, &c, &e) != KILN_OK)
+    if (kiln_model_config_parse(text, strlen(text), path, &c, &e) != KILN_OK)
         die("config", &e);
     return c;
 }
 
-static void load(instance *in, const char *dir, const kiln_model_config *cfg)
+static void load(instance *in, const char *dir, const kiln_model_config *cfg, int gpu)
 {
+    in->gpu = gpu;
     char vdir[4200];
     snprintf(vdir, sizeof(vdir), "%s/1", dir);
     in->be = kiln_backend_find("onnx");
     in->cfg = cfg;
-    kiln_load_args a = {cfg->name, dir, vdir, 1, cfg, {KILN_DEVICE_CPU, 0}};
+    kiln_load_args a = {
+        cfg->name,
+        dir,
+        vdir,
+        1,
+        cfg,
+        gpu >= 0 ? (kiln_device){KILN_DEVICE_CUDA, gpu} : (kiln_device){KILN_DEVICE_CPU, 0}};
     kiln_err e;
     if (in->be->load(&a, &in->model, &e) != KILN_OK)
         die("load", &e);
@@ -77,8 +110,10 @@ static void make_inputs(instance *in, int64_t rows, const char *file)
 {
     kiln_err e;
     unsigned seed = 1;
-    for (size_t k = 0; k < in->n_in; k++)
+    for (size_t k = 0; k < in->n_in; k++) {
         kiln_tensor_fini(&in->in[k]);
+        kiln_tensor_fini(&in->din[k]);
+    }
     in->n_in = in->cfg->n_inputs;
     for (size_t k = 0; k < in->n_in; k++) {
         const kiln_model_io *io = &in->cfg->inputs[k];
@@ -100,16 +135,33 @@ static void make_inputs(instance *in, int64_t rows, const char *file)
                 die("--input: cannot read the first input's bytes", NULL);
             fclose(f);
         }
+        if (opt.device_io) {
+            kiln_storage *st = NULL;
+            const kiln_tensor *h = &in->in[k];
+            if (kiln_storage_create_cuda(in->gpu, h->byte_size, &st, &e) != KILN_OK ||
+                kiln_tensor_view(st, 0, h->dtype, &h->shape, h->byte_size, &in->din[k], &e) !=
+                    KILN_OK ||
+                kiln__cuda_copy(in->din[k].data, h->data, h->byte_size, &e) != KILN_OK)
+                die("device input", &e);
+            kiln_storage_unref(st);
+        }
     }
+    if (opt.device_io && !in->dout &&
+        kiln_storage_create_cuda(in->gpu, (size_t)256 << 20, &in->dout, &e) != KILN_OK)
+        die("device output buffer", &e);
 }
 
 /* One execute; returns output 0 when keep is set (else finalizes it). */
 static kiln_tensor run_once(instance *in, int64_t rows, bool keep)
 {
     kiln_output_slot out = {.index = 0};
+    if (opt.device_io) {
+        out.buffer = in->dout;
+        out.capacity = kiln_storage_size(in->dout);
+    }
     kiln_batch b = {.batch_size = in->cfg->max_batch_size > 0 ? (uint32_t)rows : 0,
                     .n_inputs = (uint32_t)in->n_in,
-                    .inputs = in->in,
+                    .inputs = opt.device_io ? in->din : in->in,
                     .n_outputs = 1,
                     .outputs = &out};
     kiln_err e;
@@ -118,6 +170,15 @@ static kiln_tensor run_once(instance *in, int64_t rows, bool keep)
     if (!keep) {
         kiln_tensor_fini(&out.result);
         return (kiln_tensor){0};
+    }
+    if (out.result.device.kind == KILN_DEVICE_CUDA) { /* --device-io: bring it to the host */
+        kiln_tensor h;
+        if (kiln_tensor_alloc(out.result.dtype, &out.result.shape, out.result.byte_size, &h, &e) !=
+                KILN_OK ||
+            kiln__cuda_copy(h.data, out.result.data, h.byte_size, &e) != KILN_OK)
+            die("output copy", &e);
+        kiln_tensor_fini(&out.result);
+        return h;
     }
     return out.result;
 }
@@ -136,14 +197,18 @@ static void *throughput_thread(void *arg)
 
 static void parse(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.runs = 30, .instances = 2, .blas_threads = 1, .seconds = 3};
+    *o = (bench_opts){.runs = 30, .instances = 2, .blas_threads = 1, .seconds = 3, .gpu = -1};
     o->batches[0] = 1, o->batches[1] = 8, o->n_batches = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: bench_onnx MODEL_DIR [--batch 1,8] [--runs N] [--seconds S] "
-                   "[--instances N] [--blas-threads N] [--input F] [--output F]\n");
+                   "[--instances N] [--blas-threads N] [--input F] [--output F] [--gpu ID "
+                   "[--device-io]] [--param KEY=VALUE]...\n");
             exit(0);
+        } else if (!strcmp(a, "--device-io")) {
+            o->device_io = true;
+            continue;
         } else if (a[0] != '-' && !o->dir) {
             o->dir = a;
             continue;
@@ -175,12 +240,34 @@ static void parse(int argc, char **argv, bench_opts *o)
             o->input = v;
         } else if (!strcmp(a, "--output")) {
             o->output = v;
+        } else if (!strcmp(a, "--gpu")) {
+            const char *p = v;
+            o->n_gpus = 0;
+            while (*p && o->n_gpus < 16) {
+                char *end;
+                long g = strtol(p, &end, 10);
+                if (end == p || g < 0 || (*end && *end != ','))
+                    die("--gpu takes a device or a list (0,1)", NULL);
+                o->gpus[o->n_gpus++] = (int)g;
+                p = *end ? end + 1 : end;
+            }
+            o->gpu = o->gpus[0];
+        } else if (!strcmp(a, "--param")) {
+            const char *eq = strchr(v, '=');
+            size_t len = strlen(o->params);
+            if (!eq || eq == v || strchr(v, '"'))
+                die("--param takes KEY=VALUE", NULL);
+            snprintf(o->params + len, sizeof(o->params) - len,
+                     "parameters { key: \"%.*s\" value { string_value: \"%s\" } }\n", (int)(eq - v),
+                     v, eq + 1);
         } else {
             fprintf(stderr, "bench_onnx: unknown flag %s\n", a);
             exit(2);
         }
         i++;
     }
+    if (o->device_io && o->gpu < 0)
+        die("--device-io needs --gpu", NULL);
     if (!o->dir || o->runs < 1 || o->instances < 1 || o->instances > 64 || o->n_batches < 1) {
         fprintf(stderr, "bench_onnx: need MODEL_DIR (see --help)\n");
         exit(2);
@@ -189,8 +276,8 @@ static void parse(int argc, char **argv, bench_opts *o)
 
 int main(int argc, char **argv)
 {
-    bench_opts o;
-    parse(argc, argv, &o);
+    parse(argc, argv, &opt);
+    bench_opts o = opt;
     kiln_log_set_level(KILN_LOG_WARN);
     kiln_err e;
     if (kiln_onnx_set_blas_threads(o.blas_threads, &e) != KILN_OK)
@@ -199,12 +286,14 @@ int main(int argc, char **argv)
     instance inst[64];
     memset(inst, 0, sizeof(inst));
     for (int i = 0; i < o.instances; i++)
-        load(&inst[i], o.dir, cfg);
+        load(&inst[i], o.dir, cfg, o.gpu < 0 ? -1 : o.gpus[i % o.n_gpus]);
     for (int bi = 0; bi < o.n_batches; bi++) {
         int64_t rows = o.batches[bi];
         for (int i = 0; i < o.instances; i++) {
             make_inputs(&inst[i], rows, bi == 0 ? o.input : NULL);
             run_once(&inst[i], rows, false); /* traced: builds the plan */
+            if (o.gpu >= 0)
+                run_once(&inst[i], rows, false); /* captures the CUDA graph */
         }
         if (bi == 0 && o.output) {
             kiln_tensor t = run_once(&inst[0], rows, true);
@@ -242,19 +331,23 @@ int main(int argc, char **argv)
         double secs = (double)(kiln_clock_now_ns() - t0) / 1e9;
         kiln_onnx_stats st;
         kiln_onnx_stats_get(inst[0].model, &st);
-        printf("{\"model\":\"%s\",\"batch\":%" PRId64 ",\"blas_threads\":%d,\"instances\":%d,"
+        printf("{\"model\":\"%s\",\"gpu\":%d,\"n_gpus\":%d,\"device_io\":%s,\"batch\":%" PRId64
+               ",\"blas_threads\":%d,\"instances\":%d,"
                "\"p50_ms\":%.3f,\"mean_ms\":%.3f,\"items_per_s\":%.1f,"
                "\"plan_arena_bytes\":%" PRIu64 ",\"plan_no_reuse_bytes\":%" PRIu64
                ",\"const_bytes\":%" PRIu64 ",\"nodes\":%zu,\"steps\":%zu,"
                "\"shape_steps_folded\":%zu}\n",
-               cfg->name, rows, o.blas_threads, o.instances, p50_ms, mean_ms,
-               (double)runs * (double)rows / secs, st.last_plan_arena, st.last_plan_sum,
-               st.const_bytes, st.n_nodes, st.n_steps, st.last_plan_skipped);
+               cfg->name, o.gpu, o.n_gpus, o.device_io ? "true" : "false", rows, o.blas_threads,
+               o.instances, p50_ms, mean_ms, (double)runs * (double)rows / secs, st.last_plan_arena,
+               st.last_plan_sum, st.const_bytes, st.n_nodes, st.n_steps, st.last_plan_skipped);
         fflush(stdout);
     }
     for (int i = 0; i < o.instances; i++) {
-        for (size_t k = 0; k < inst[i].n_in; k++)
+        for (size_t k = 0; k < inst[i].n_in; k++) {
             kiln_tensor_fini(&inst[i].in[k]);
+            kiln_tensor_fini(&inst[i].din[k]);
+        }
+        kiln_storage_unref(inst[i].dout);
         inst[i].be->unload(inst[i].model);
     }
     kiln_model_config_free(cfg);

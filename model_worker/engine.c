@@ -116,6 +116,15 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
                            .disable = opts->shm_disable_probe || !opts->allow_shm};
     if ((st = kiln_shm_registry_create(&so, &e->shm, err)) != KILN_OK)
         goto out_fail;
+    /* CUDA opens its device files read-write when it creates a context, which the sandbox
+     * forbids: the contexts are made here, before any thread enters it (loads, on the
+     * sandboxed control thread, then find them) */
+    int gpus = 0;
+    kiln_err ce;
+    if (kiln_cuda_prepare(&gpus, &ce) != KILN_OK && ce.code != KILN_UNAVAILABLE)
+        KILN_LOGW(NULL, "CUDA: %s; models run on the CPU", ce.msg);
+    else if (gpus > 0)
+        KILN_LOGI(NULL, "CUDA: %d GPU%s ready for models", gpus, gpus == 1 ? "" : "s");
     /* the execution threads, then one control thread (index -1) */
     int total = e->opt.exec_threads + 1;
     e->threads = kiln_calloc((size_t)total, sizeof(pthread_t));

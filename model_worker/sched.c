@@ -152,9 +152,15 @@ static bool compatible(const kiln_pending *a, const kiln_pending *b)
     }
     if (a->n_slots != b->n_slots)
         return false;
-    for (uint32_t i = 0; i < a->n_slots; i++)
+    for (uint32_t i = 0; i < a->n_slots; i++) {
         if (a->slots[i].index != b->slots[i].index)
             return false;
+        /* rows are split into the requests' buffers on the host: device ones run alone */
+        if ((a->slots[i].buffer &&
+             kiln_storage_device(a->slots[i].buffer).kind != KILN_DEVICE_CPU) ||
+            (b->slots[i].buffer && kiln_storage_device(b->slots[i].buffer).kind != KILN_DEVICE_CPU))
+            return false;
+    }
     return true;
 }
 
@@ -222,6 +228,7 @@ static uint32_t form_batch_locked(kiln_engine *e, model_queue *q, uint64_t now, 
     const kiln_model_config *c = NULL;
     bool batching = false;
     uint32_t n = 0, rows = 0, max = 1;
+    bool alone = false; /* the first request's tensors are in device memory: it runs by itself */
     for (kiln_pending *p = q->head; p && n < cap; p = next) {
         next = p->next;
         if (drop_if_dead_locked(e, q, prev, p, now, done))
@@ -231,18 +238,20 @@ static uint32_t form_batch_locked(kiln_engine *e, model_queue *q, uint64_t now, 
             c = p->cfg;
             batching = c->dynamic_batching && c->max_batch_size > 0;
             max = batching ? (uint32_t)c->max_batch_size : 1;
+            alone = batching && !compatible(p, p);
         }
         prev = p;
-        if (batching && (!compatible(first, p) || rows + p->rows > max))
+        if (batching && p != first && (alone || !compatible(first, p) || rows + p->rows > max))
             continue;
         out[n++] = p;
         rows += p->rows;
-        if (!batching || rows == max)
+        if (!batching || rows >= max || alone)
             break;
     }
     if (!n)
         return 0;
-    if (batching && rows != max && !preferred(c, rows) && !flush && c->max_queue_delay_us &&
+    if (batching && !alone && rows != max && !preferred(c, rows) && !flush &&
+        c->max_queue_delay_us &&
         now < first->enqueued_ns + c->max_queue_delay_us * KILN_NS_PER_US) {
         *wake = first->enqueued_ns + c->max_queue_delay_us * KILN_NS_PER_US;
         return 0; /* wait a little for more requests */

@@ -78,12 +78,58 @@ struct kiln_model {
 
 /* ---------------------------------------------------------------- instances */
 
-static uint32_t instance_count(const kiln_model_config *c)
+/*
+ * Where each instance runs. KIND_GPU groups put `count` instances on each GPU in `gpus`, or on
+ * each visible GPU when the list is empty; on a host with no visible GPU (or a build without
+ * CUDA) they run on the CPU instead, said once in the log. A listed GPU that does not exist is
+ * an error. The other kinds run on the registry's device (the CPU unless set). OUT: dev[0..*n).
+ */
+static kiln_status instance_devices(const kiln_model_config *c, const char *name, kiln_device dflt,
+                                    kiln_device *dev, uint32_t *n, kiln_err *err)
 {
-    uint64_t n = 0;
-    for (size_t i = 0; i < c->n_instance_groups; i++)
-        n += (uint64_t)c->instance_groups[i].count;
-    return n ? (n > UINT32_MAX ? UINT32_MAX : (uint32_t)n) : 1;
+    int gpus = 0;
+    kiln_err e;
+    kiln_err_clear(&e);
+    if (kiln_cuda_device_count(&gpus, &e) != KILN_OK)
+        gpus = 0;
+    uint64_t want = 0;
+    bool fell_back = false;
+    *n = 0;
+    for (size_t i = 0; i < c->n_instance_groups; i++) {
+        const kiln_instance_group *g = &c->instance_groups[i];
+        bool gpu = g->kind == KILN_INSTANCE_GPU && gpus > 0;
+        fell_back = fell_back || (g->kind == KILN_INSTANCE_GPU && gpus == 0);
+        for (size_t k = 0; gpu && k < g->n_gpus; k++)
+            if (g->gpus[k] >= gpus)
+                return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                    "model '%s': instance_group[%zu]: gpus[%zu] is %d, but %d "
+                                    "GPU%s visible",
+                                    name, i, k, g->gpus[k], gpus, gpus == 1 ? " is" : "s are");
+        size_t places = gpu ? (g->n_gpus ? g->n_gpus : (size_t)gpus) : 1;
+        for (size_t k = 0; k < places; k++)
+            for (int32_t r = 0; r < g->count; r++, want++) {
+                if (want >= KILN_MAX_INSTANCES)
+                    continue;
+                dev[want] =
+                    gpu ? (kiln_device){KILN_DEVICE_CUDA, g->n_gpus ? g->gpus[k] : (int)k}
+                        : (g->kind == KILN_INSTANCE_GPU ? (kiln_device){KILN_DEVICE_CPU, 0} : dflt);
+            }
+    }
+    if (!c->n_instance_groups)
+        dev[want++] = dflt;
+    if (want > KILN_MAX_INSTANCES)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "model '%s': instance_group asks for %llu instances, limit is %d", name,
+                            (unsigned long long)want, KILN_MAX_INSTANCES);
+    if (fell_back) {
+        kiln_log_ctx ctx = {.model = name};
+        KILN_LOGW(&ctx,
+                  "instance_group asks for KIND_GPU, but no GPU is visible%s%s%s: those "
+                  "instances run on the CPU",
+                  e.msg[0] ? " (" : "", e.msg, e.msg[0] ? ")" : "");
+    }
+    *n = (uint32_t)want;
+    return KILN_OK;
 }
 
 static void unload_all(const kiln_backend *b, kiln_instances *inst)
@@ -93,30 +139,31 @@ static void unload_all(const kiln_backend *b, kiln_instances *inst)
     inst->n = 0;
 }
 
-/* Loads every instance the config asks for; all or nothing. */
+/* Loads every instance the config asks for, each on its device; all or nothing. */
 static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, kiln_instances *inst,
                             uint64_t *host, uint64_t *device, kiln_err *err)
 {
-    uint32_t want = instance_count(args->config);
+    kiln_device dev[KILN_MAX_INSTANCES];
+    uint32_t want = 0;
     inst->n = 0;
     *host = *device = 0;
-    if (want > KILN_MAX_INSTANCES)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "model '%s': instance_group asks for %u instances, limit is %d",
-                            args->model_name, want, KILN_MAX_INSTANCES);
-    for (uint32_t i = 0; i < want; i++) {
-        kiln_status st = b->load(args, &inst->bm[i], err);
-        if (st != KILN_OK) {
-            unload_all(b, inst);
-            return st;
-        }
+    kiln_status st =
+        instance_devices(args->config, args->model_name, args->device, dev, &want, err);
+    for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
+        kiln_load_args a = *args;
+        a.device = dev[i];
+        st = b->load(&a, &inst->bm[i], err);
+        if (st != KILN_OK)
+            break;
         inst->n++;
         uint64_t h = 0, d = 0;
         b->memory(inst->bm[i], &h, &d);
         *host += h;
         *device += d;
     }
-    return KILN_OK;
+    if (st != KILN_OK)
+        unload_all(b, inst);
+    return st;
 }
 
 struct kiln_registry {

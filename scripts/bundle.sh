@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # make bundle: everything a GPU machine without our Debian packages needs to run kiln-server,
 # the unit tests and the GPU checks, in build/bundle (carry it; see ../shared/GPU.md).
-#   build/bundle/bin      kiln-server, kiln, the GPU checks
+#   build/bundle/bin      kiln-server, kiln, cuda_shm_client, bench_onnx
+#   build/bundle/gpu-checks.sh  tests/gpu/run.sh: run it there as build/bundle/gpu-checks.sh build/bundle
 #   build/bundle/tests    the unit test binaries (KILN_TEST_BUILD_DIR=build/bundle finds models)
-#   build/bundle/{models,test-models,plugins}  what the tests and the server load
+#   build/bundle/{models,test-models,torch-models,plugins}  what the tests and the server load
 #   build/bundle/lib      every shared library the binaries need, except glibc's and CUDA's
 # Run there with: LD_LIBRARY_PATH=$PWD/build/bundle/lib:/usr/local/cuda/lib64
 # The folder is over the device's 64 MiB carry limit once OpenBLAS is in it, so the script also
@@ -17,11 +18,12 @@ if [ -n "$san" ]; then
 else
     src=build/default; out=build/bundle
 fi
-make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client"
+make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/tests"
-cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$out/bin/"
+cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" "$out/bin/"
+cp tests/gpu/run.sh "$out/gpu-checks.sh"
 find "$src/tests/unit" -type f -perm -u+x -exec cp {} "$out/tests/" \;
-cp -rL "$src/models" "$src/test-models" "$src/plugins" "$out/"
+cp -rL "$src/models" "$src/test-models" "$src/torch-models" "$src/plugins" "$out/"
 bins=("$out"/bin/* "$out"/tests/*)
 ldd "${bins[@]}" 2>/dev/null | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
     case "$(basename "$lib")" in

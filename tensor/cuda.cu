@@ -1,6 +1,7 @@
 /* tensor/cuda.cu: CUDA device memory for kiln_storage (built when nvcc is present). */
 #include <cuda.h>
 #include <cuda_runtime.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tensor/cuda_mem.h"
@@ -22,6 +23,28 @@ extern "C" kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
     }
     *count = n;
     return KILN_OK;
+}
+
+extern "C" kiln_status kiln_cuda_prepare(int *count, kiln_err *err)
+{
+    /* The driver's JIT cache (~/.nv/ComputeCache) is written from whichever thread compiles
+     * a kernel, sandboxed ones included, where opening a file for writing is a violation:
+     * off, unless the operator says otherwise. Before any other thread reads the environment. */
+    setenv("CUDA_CACHE_DISABLE", "1", 0);
+    kiln_status st = kiln_cuda_device_count(count, err);
+    for (int d = 0; st == KILN_OK && d < *count; d++) {
+        cudaError_t e = cudaSetDevice(d);
+        if (e == cudaSuccess)
+            e = cudaFree(NULL); /* creates the device's primary context */
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = kiln_err_set(err, KILN_INTERNAL, "CUDA device %d: cannot create a context: %s", d,
+                              cudaGetErrorString(e));
+        }
+    }
+    if (*count > 0)
+        (void)cudaSetDevice(0);
+    return st;
 }
 
 extern "C" kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
@@ -70,6 +93,17 @@ extern "C" void kiln__cuda_free(int device, void *p)
     (void)cudaSetDevice(device);
     (void)cudaFree(p);
     (void)cudaSetDevice(prev);
+}
+
+extern "C" kiln_status kiln__cuda_copy(void *dst, const void *src, size_t n, kiln_err *err)
+{
+    cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return kiln_err_set(err, KILN_INTERNAL, "CUDA: cudaMemcpy(%zu): %s", n,
+                            cudaGetErrorString(e));
+    }
+    return KILN_OK;
 }
 
 typedef CUresult (*address_range_fn)(CUdeviceptr *base, size_t *size, CUdeviceptr ptr);

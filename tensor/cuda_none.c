@@ -7,6 +7,12 @@ kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
     return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
 }
 
+kiln_status kiln_cuda_prepare(int *count, kiln_err *err)
+{
+    *count = 0;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
 kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
 {
     (void)device;
@@ -19,6 +25,12 @@ void kiln__cuda_free(int device, void *p)
 {
     (void)device;
     (void)p;
+}
+
+kiln_status kiln__cuda_copy(void *dst, const void *src, size_t n, kiln_err *err)
+{
+    (void)dst, (void)src, (void)n;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
 }
 
 kiln_status kiln__cuda_ipc_open(const void *handle, size_t handle_len, int device,

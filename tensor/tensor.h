@@ -197,6 +197,16 @@ kiln_device kiln_storage_device(const kiln_storage *s);
 /* Number of CUDA devices visible (0 without a GPU). KILN_UNAVAILABLE if built without CUDA. */
 kiln_status kiln_cuda_device_count(int *count, kiln_err *err);
 
+/*
+ * Creates the CUDA context of every visible device, so that threads that enter the sandbox
+ * later (sandbox/sandbox.h) find them: the driver opens its device files read-write then.
+ * It also turns the driver's JIT cache off (CUDA_CACHE_DISABLE=1, unless the environment sets
+ * it), since a sandboxed thread may not write the cache's files. Call once, before other
+ * threads start (it sets an environment variable). OUT: *count, the devices (0 without a GPU).
+ * KILN_UNAVAILABLE if built without CUDA; KILN_INTERNAL with the CUDA error otherwise.
+ */
+kiln_status kiln_cuda_prepare(int *count, kiln_err *err);
+
 /* ---------------------------------------------------------------- tensor views */
 
 /*

@@ -43,6 +43,25 @@ kiln_status kiln__onnx_blas_dims(const kiln_onnx_call *c, int64_t m, int64_t n, 
 /* The node's INT attribute `name`, or dflt. */
 int64_t kiln__onnx_attr_int(const kiln_onnx_call *c, const char *name, int64_t dflt);
 
+/* The node's FLOAT attribute `name`, or dflt. */
+float kiln__onnx_attr_float(const kiln_onnx_call *c, const char *name, float dflt);
+
+/* The node's INTS attribute `name` copied into out[0..n) if it has exactly n values, else dflt
+ * everywhere. Returns false if present with another length. */
+bool kiln__onnx_attr_ints(const kiln_onnx_call *c, const char *name, int64_t *out, size_t n,
+                          int64_t dflt);
+
+/* 2-D window geometry shared by Conv and the pools (CPU and CUDA). */
+typedef struct kiln_onnx_window {
+    int64_t k[2], s[2], d[2], pad[4]; /* pads: top, left, bottom, right */
+    int64_t in[2], out[2];
+} kiln_onnx_window;
+
+/* Reads strides/dilations/pads/auto_pad for kernel k over x ([N,C,H,W]) and computes the
+ * output size (ceil_mode as the pools'). INVALID_ARGUMENT naming the node. */
+kiln_status kiln__onnx_window(const kiln_onnx_call *c, const kiln_tensor *x, const int64_t *k,
+                              bool ceil_mode, kiln_onnx_window *w, kiln_err *err);
+
 /*
  * Advances a row-major index over dims[0..rank) by one element, moving two element offsets
  * along with it by their strides (a stride may be 0: a broadcast dim). Pass b_stride NULL to
@@ -70,5 +89,6 @@ extern const kiln_onnx_kernel kiln__onnx_cpu_math[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_shape[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_nn[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_tensor[];
+extern const kiln_onnx_kernel kiln__onnx_cuda[]; /* gpu.cu; empty without CUDA */
 
 #endif /* KILN_BACKENDS_ONNX_CPU_KERNELS_H */

@@ -9,6 +9,7 @@
 
 #include "backends/onnx/onnx_int.h"
 #include "backends/onnx/cpu_kernels.h"
+#include "backends/onnx/gpu.h"
 
 kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const char *fmt, ...)
 {
@@ -43,6 +44,15 @@ kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_
         c->out_bytes[k] == bytes)
         return kiln_tensor_view(c->arena, (size_t)c->out_off[k], dt, shape, (size_t)bytes, out,
                                 err);
+    if (c->gpu) {
+        kiln_storage *st = NULL;
+        kiln_status r =
+            kiln_storage_create_cuda(kiln__onnx_gpu_device(c->gpu), (size_t)bytes, &st, err);
+        if (r == KILN_OK)
+            r = kiln_tensor_view(st, 0, dt, shape, (size_t)bytes, out, err);
+        kiln_storage_unref(st);
+        return r;
+    }
     return kiln_tensor_alloc(dt, shape, 0, out, err);
 }
 
@@ -83,7 +93,7 @@ int64_t kiln__onnx_attr_int(const kiln_onnx_call *c, const char *name, int64_t d
     return a && a->type == KILN_ONNX_ATTR_INT ? a->i : dflt;
 }
 
-static float attr_float(const kiln_onnx_call *c, const char *name, float dflt)
+float kiln__onnx_attr_float(const kiln_onnx_call *c, const char *name, float dflt)
 {
     const kiln_onnx_attr *a = kiln_onnx_node_attr(c->node, name);
     return a && a->type == KILN_ONNX_ATTR_FLOAT ? a->f : dflt;
@@ -168,7 +178,7 @@ UNARY(k_abs, abs_, 0.f)
 
 static kiln_status k_leaky_relu(const kiln_onnx_call *c, kiln_err *err)
 {
-    return unary(c, leaky, attr_float(c, "alpha", 0.01f), err);
+    return unary(c, leaky, kiln__onnx_attr_float(c, "alpha", 0.01f), err);
 }
 
 /* ---------------------------------------------------------------- binary, broadcasting */
@@ -401,7 +411,8 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
         return kiln__onnx_bad_node(c, err, "A and B must be 2-D (got rank %d and %d)", a->rank,
                                    b->rank);
     bool ta = kiln__onnx_attr_int(c, "transA", 0), tb = kiln__onnx_attr_int(c, "transB", 0);
-    float alpha = attr_float(c, "alpha", 1.f), beta = attr_float(c, "beta", 1.f);
+    float alpha = kiln__onnx_attr_float(c, "alpha", 1.f),
+          beta = kiln__onnx_attr_float(c, "beta", 1.f);
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
     int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K != KB)
@@ -434,23 +445,23 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_math[] = {
-    {"Relu", KILN_DEVICE_CPU, k_relu, false},
-    {"LeakyRelu", KILN_DEVICE_CPU, k_leaky_relu, false},
-    {"Sigmoid", KILN_DEVICE_CPU, k_sigmoid, false},
-    {"Tanh", KILN_DEVICE_CPU, k_tanh, false},
-    {"Exp", KILN_DEVICE_CPU, k_exp, false},
-    {"Sqrt", KILN_DEVICE_CPU, k_sqrt, false},
-    {"Erf", KILN_DEVICE_CPU, k_erf, false},
-    {"Neg", KILN_DEVICE_CPU, k_neg, false},
-    {"Abs", KILN_DEVICE_CPU, k_abs, false},
-    {"Add", KILN_DEVICE_CPU, k_add, true},
-    {"Sub", KILN_DEVICE_CPU, k_sub, true},
-    {"Mul", KILN_DEVICE_CPU, k_mul, true},
-    {"Div", KILN_DEVICE_CPU, k_div, true},
-    {"Pow", KILN_DEVICE_CPU, k_pow, false},
-    {"Softmax", KILN_DEVICE_CPU, k_softmax, false},
-    {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax, false},
-    {"MatMul", KILN_DEVICE_CPU, k_matmul, true},
-    {"Gemm", KILN_DEVICE_CPU, k_gemm, true},
-    {NULL, KILN_DEVICE_CPU, NULL, false},
+    {"Relu", KILN_DEVICE_CPU, k_relu, false, 0},
+    {"LeakyRelu", KILN_DEVICE_CPU, k_leaky_relu, false, 0},
+    {"Sigmoid", KILN_DEVICE_CPU, k_sigmoid, false, 0},
+    {"Tanh", KILN_DEVICE_CPU, k_tanh, false, 0},
+    {"Exp", KILN_DEVICE_CPU, k_exp, false, 0},
+    {"Sqrt", KILN_DEVICE_CPU, k_sqrt, false, 0},
+    {"Erf", KILN_DEVICE_CPU, k_erf, false, 0},
+    {"Neg", KILN_DEVICE_CPU, k_neg, false, 0},
+    {"Abs", KILN_DEVICE_CPU, k_abs, false, 0},
+    {"Add", KILN_DEVICE_CPU, k_add, true, 0},
+    {"Sub", KILN_DEVICE_CPU, k_sub, true, 0},
+    {"Mul", KILN_DEVICE_CPU, k_mul, true, 0},
+    {"Div", KILN_DEVICE_CPU, k_div, true, 0},
+    {"Pow", KILN_DEVICE_CPU, k_pow, false, 0},
+    {"Softmax", KILN_DEVICE_CPU, k_softmax, false, 0},
+    {"LogSoftmax", KILN_DEVICE_CPU, k_log_softmax, false, 0},
+    {"MatMul", KILN_DEVICE_CPU, k_matmul, true, 0},
+    {"Gemm", KILN_DEVICE_CPU, k_gemm, true, 0},
+    {NULL, KILN_DEVICE_CPU, NULL, false, 0},
 };

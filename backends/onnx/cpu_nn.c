@@ -10,10 +10,8 @@
 #include "backends/onnx/cpu_kernels.h"
 #include "common/alloc.h"
 
-/* The node's INTS attribute `name` copied into out[0..n) if it has exactly n values, else dflt
- * everywhere. Returns false if present with another length. */
-static bool attr_ints(const kiln_onnx_call *c, const char *name, int64_t *out, size_t n,
-                      int64_t dflt)
+bool kiln__onnx_attr_ints(const kiln_onnx_call *c, const char *name, int64_t *out, size_t n,
+                          int64_t dflt)
 {
     const kiln_onnx_attr *a = kiln_onnx_node_attr(c->node, name);
     for (size_t i = 0; i < n; i++)
@@ -26,15 +24,8 @@ static bool attr_ints(const kiln_onnx_call *c, const char *name, int64_t *out, s
     return true;
 }
 
-/* 2-D window geometry shared by Conv and the pools. */
-typedef struct window {
-    int64_t k[2], s[2], d[2], pad[4]; /* pads: top, left, bottom, right */
-    int64_t in[2], out[2];
-} window;
-
-/* Reads kernel/strides/dilations/pads/auto_pad and computes the output size. */
-static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const int64_t *k,
-                            bool ceil_mode, window *w, kiln_err *err)
+kiln_status kiln__onnx_window(const kiln_onnx_call *c, const kiln_tensor *x, const int64_t *k,
+                              bool ceil_mode, kiln_onnx_window *w, kiln_err *err)
 {
     if (x->shape.rank != 4)
         return kiln__onnx_bad_node(c, err,
@@ -43,8 +34,9 @@ static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const
                                    x->shape.rank);
     w->k[0] = k[0], w->k[1] = k[1];
     w->in[0] = x->shape.dims[2], w->in[1] = x->shape.dims[3];
-    if (!attr_ints(c, "strides", w->s, 2, 1) || !attr_ints(c, "dilations", w->d, 2, 1) ||
-        !attr_ints(c, "pads", w->pad, 4, 0))
+    if (!kiln__onnx_attr_ints(c, "strides", w->s, 2, 1) ||
+        !kiln__onnx_attr_ints(c, "dilations", w->d, 2, 1) ||
+        !kiln__onnx_attr_ints(c, "pads", w->pad, 4, 0))
         return kiln__onnx_bad_node(c, err,
                                    "strides, dilations and pads must have 2, 2 and 4 "
                                    "values");
@@ -88,7 +80,7 @@ static kiln_status geometry(const kiln_onnx_call *c, const kiln_tensor *x, const
 /* Writes the columns of one group's input xg ([Cg, H, W]): row (ci, ky, kx), column (oy, ox)
  * holds the input under that kernel tap for that output, or 0 in the padding. Each row is
  * split into the padding on both sides and the span inside the input (a copy at stride 1). */
-static void im2col(const float *xg, int64_t Cg, const window *w, float *cols)
+static void im2col(const float *xg, int64_t Cg, const kiln_onnx_window *w, float *cols)
 {
     int64_t H = w->in[0], Wd = w->in[1], OH = w->out[0], OW = w->out[1];
     float *p = cols;
@@ -148,8 +140,8 @@ static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
     int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0,
             C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
     int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
-    window w;
-    if ((st = geometry(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
+    kiln_onnx_window w;
+    if ((st = kiln__onnx_window(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
         return st;
     if (group < 1 || C % group || M % group || Cg != C / group)
         return kiln__onnx_bad_node(c, err,
@@ -202,12 +194,12 @@ static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
     if (c->n_out > 1 && c->node->outputs[1] >= 0)
         return kiln__onnx_bad_node(c, err, "the Indices output is not supported");
     int64_t k[2];
-    if (!attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
+    if (!kiln__onnx_attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
         return kiln__onnx_bad_node(c, err, "kernel_shape must have 2 values");
     const kiln_tensor *x = c->in[0];
-    window w;
+    kiln_onnx_window w;
     bool ceil_mode = kiln__onnx_attr_int(c, "ceil_mode", 0) != 0;
-    if ((st = geometry(c, x, k, ceil_mode, &w, err)) != KILN_OK)
+    if ((st = kiln__onnx_window(c, x, k, ceil_mode, &w, err)) != KILN_OK)
         return st;
     if (!max && (w.d[0] != 1 || w.d[1] != 1))
         return kiln__onnx_bad_node(c, err, "AveragePool dilations are not supported");
@@ -400,12 +392,12 @@ static kiln_status k_concat(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_nn[] = {
-    {"Conv", KILN_DEVICE_CPU, k_conv, true},
-    {"MaxPool", KILN_DEVICE_CPU, k_maxpool, false},
-    {"AveragePool", KILN_DEVICE_CPU, k_avgpool, false},
-    {"GlobalAveragePool", KILN_DEVICE_CPU, k_global_avgpool, false},
-    {"BatchNormalization", KILN_DEVICE_CPU, k_batchnorm, false},
-    {"Clip", KILN_DEVICE_CPU, k_clip, false},
-    {"Concat", KILN_DEVICE_CPU, k_concat, false},
-    {NULL, KILN_DEVICE_CPU, NULL, false},
+    {"Conv", KILN_DEVICE_CPU, k_conv, true, 0},
+    {"MaxPool", KILN_DEVICE_CPU, k_maxpool, false, 0},
+    {"AveragePool", KILN_DEVICE_CPU, k_avgpool, false, 0},
+    {"GlobalAveragePool", KILN_DEVICE_CPU, k_global_avgpool, false, 0},
+    {"BatchNormalization", KILN_DEVICE_CPU, k_batchnorm, false, 0},
+    {"Clip", KILN_DEVICE_CPU, k_clip, false, 0},
+    {"Concat", KILN_DEVICE_CPU, k_concat, false, 0},
+    {NULL, KILN_DEVICE_CPU, NULL, false, 0},
 };

@@ -159,18 +159,23 @@ static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
 }
 
 const kiln_onnx_kernel kiln__onnx_cpu_shape[] = {
-    {"Identity", KILN_DEVICE_CPU, k_identity, false},
-    {"Dropout", KILN_DEVICE_CPU, k_dropout, false},
-    {"Reshape", KILN_DEVICE_CPU, k_reshape, false},
-    {"Flatten", KILN_DEVICE_CPU, k_flatten, false},
-    {"Transpose", KILN_DEVICE_CPU, k_transpose, false},
-    {NULL, KILN_DEVICE_CPU, NULL, false},
+    {"Identity", KILN_DEVICE_CPU, k_identity, false, 0},
+    {"Dropout", KILN_DEVICE_CPU, k_dropout, false, 0},
+    {"Reshape", KILN_DEVICE_CPU, k_reshape, false, 0},
+    {"Flatten", KILN_DEVICE_CPU, k_flatten, false, 0},
+    {"Transpose", KILN_DEVICE_CPU, k_transpose, false, 0},
+    /* views: the same functions serve device tensors (gpu.cu has the CUDA kernels) */
+    {"Identity", KILN_DEVICE_CUDA, k_identity, false, 0},
+    {"Reshape", KILN_DEVICE_CUDA, k_reshape, false, 1u << 1},
+    {"Flatten", KILN_DEVICE_CUDA, k_flatten, false, 0},
+    {NULL, KILN_DEVICE_CPU, NULL, false, 0},
 };
 
 /* ---------------------------------------------------------------- registry */
 
 static const kiln_onnx_kernel *const tables[] = {kiln__onnx_cpu_math, kiln__onnx_cpu_shape,
-                                                 kiln__onnx_cpu_nn, kiln__onnx_cpu_tensor};
+                                                 kiln__onnx_cpu_nn, kiln__onnx_cpu_tensor,
+                                                 kiln__onnx_cuda};
 
 const kiln_onnx_kernel *kiln__onnx_kernel_find(const char *op, kiln_device_kind device)
 {

@@ -10,7 +10,8 @@
  * registry; dtypes are checked by the kernel, at run time, with an error naming the node and
  * the dtype. A kernel's output is either a view of one of its own inputs or new memory from
  * kiln__onnx_alloc, the same for every run with the same input shapes (the memory plans
- * rely on it; Constant, which shares its attribute, is always folded at load). A kernel with
+ * rely on it; Constant, which shares its attribute, is always folded at load). CUDA kernels
+ * (gpu.cu) take device inputs and make device outputs, in the instance's stream. A kernel with
  * `fuses_act` applies call->act to its output (load fuses a following Relu, LeakyRelu or Clip into
  * it). Thread-safety: kernels keep no state; any thread may run any kernel.
  */
@@ -53,6 +54,9 @@ typedef struct kiln_onnx_call {
     kiln_storage *arena;
     const uint64_t *out_off;
     const uint64_t *out_bytes;
+    /* CUDA kernels: the instance's GPU context (gpu.h); NULL for CPU kernels. With it,
+     * kiln__onnx_alloc makes device memory (the arena is then device memory too). */
+    struct kiln_onnx_gpu *gpu;
 } kiln_onnx_call;
 
 typedef kiln_status (*kiln_onnx_kernel_fn)(const kiln_onnx_call *c, kiln_err *err);
@@ -62,6 +66,11 @@ typedef struct kiln_onnx_kernel {
     kiln_device_kind device;
     kiln_onnx_kernel_fn fn;
     bool fuses_act; /* applies call->act to out[0] */
+    /* CUDA kernels: bit k set when input k is read on the host (shapes, axes, indices, min and
+     * max); the others are device memory. A CUDA kernel may answer KILN_UNIMPLEMENTED for a
+     * case it does not handle (asymmetric pads, say): the step then runs its CPU kernel on
+     * copies (runtime.c). */
+    uint32_t host_in;
 } kiln_onnx_kernel;
 
 /* The kernel for op on device, or NULL. */

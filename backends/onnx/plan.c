@@ -172,6 +172,10 @@ void kiln__onnx_trace_step(kiln_onnx_trace *t, const kiln_backend_model *m, size
 
 void kiln__onnx_plan_fini(kiln_onnx_plan *p, size_t n_values)
 {
+    kiln__onnx_gpu_graph_free(p->graph);
+    for (size_t k = 0; p->gout && k < p->n_gout; k++)
+        kiln_tensor_fini(&p->gout[k]);
+    kiln_free(p->gout);
     for (size_t v = 0; p->consts && v < n_values; v++)
         kiln_tensor_fini(&p->consts[v]);
     kiln_free(p->in_shapes);

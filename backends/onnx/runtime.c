@@ -102,6 +102,14 @@ static void unload(kiln_backend_model *m)
         kiln_free(m->steps[i].in);
         kiln_free(m->steps[i].out);
     }
+    for (size_t v = 0; m->dconsts && v < m->n_values; v++)
+        kiln_tensor_fini(&m->dconsts[v]);
+    for (size_t k = 0; m->gin && k < m->cfg->n_inputs; k++)
+        kiln_storage_unref(m->gin[k]);
+    kiln_free(m->dconsts);
+    kiln_free(m->gin);
+    kiln_free(m->scr_tmp);
+    kiln__onnx_gpu_close(m->gpu);
     kiln_onnx_model_free(m->g);
     kiln_free(m->steps);
     kiln_free(m->consts);
@@ -198,7 +206,8 @@ static kiln_status make_steps(kiln_backend_model *m, kiln_err *err)
     m->scr_out = kiln_calloc(m->max_io, sizeof(*m->scr_out));
     m->scr_off = kiln_calloc(m->max_io, sizeof(*m->scr_off));
     m->scr_bytes = kiln_calloc(m->max_io, sizeof(*m->scr_bytes));
-    if (!m->scr_in || !m->scr_out || !m->scr_off || !m->scr_bytes)
+    m->scr_tmp = kiln_calloc(m->max_io, sizeof(*m->scr_tmp));
+    if (!m->scr_in || !m->scr_out || !m->scr_off || !m->scr_bytes || !m->scr_tmp)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     return KILN_OK;
 }
@@ -339,26 +348,91 @@ static kiln_status warm_up(kiln_backend_model *m, kiln_err *err)
             if (cfg->inputs[k].dims.dims[d] < 0)
                 return KILN_OK;
     }
-    uint32_t sizes[2] = {cfg->max_batch_size > 0 ? 1 : 0, (uint32_t)cfg->max_batch_size};
-    for (int i = 0; i < (cfg->max_batch_size > 1 ? 2 : 1); i++) {
-        kiln_err e;
-        if (warm_run(m, sizes[i], &e) != KILN_OK)
-            return kiln_err_set(err,
-                                e.code == KILN_RESOURCE_EXHAUSTED ? e.code : KILN_INVALID_ARGUMENT,
-                                "model '%s': the load check (a batch of %u, all zeros) failed: %s",
-                                m->name, sizes[i], e.msg);
+    /* batch 1 and max_batch_size; on a GPU also the preferred batch sizes, each run twice: the
+     * first builds the plan (and finds the convolution algorithms), the second captures the
+     * CUDA graph, so that no request pays for either */
+    uint32_t sizes[2 + KILN_ONNX_MAX_PLANS];
+    size_t n = 0;
+    sizes[n++] = cfg->max_batch_size > 0 ? 1 : 0;
+    for (size_t i = 0; m->gpu && i < cfg->n_preferred_batch_sizes && n < KILN_ONNX_MAX_PLANS; i++)
+        sizes[n++] = (uint32_t)cfg->preferred_batch_sizes[i];
+    if (cfg->max_batch_size > 1)
+        sizes[n++] = (uint32_t)cfg->max_batch_size;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen = seen || sizes[j] == sizes[i];
+        for (int rep = 0; !seen && rep < (m->gpu ? 2 : 1); rep++) {
+            kiln_err e;
+            if (warm_run(m, sizes[i], &e) != KILN_OK)
+                return kiln_err_set(
+                    err, e.code == KILN_RESOURCE_EXHAUSTED ? e.code : KILN_INVALID_ARGUMENT,
+                    "model '%s': the load check (a batch of %u, all zeros) failed: %s", m->name,
+                    sizes[i], e.msg);
+        }
     }
     return KILN_OK;
+}
+
+static kiln_status gpu_open(kiln_backend_model *m, int device, kiln_err *err)
+{
+    const char *prec = kiln_model_config_param(m->cfg, "precision");
+    const char *graphs = kiln_model_config_param(m->cfg, "cuda_graphs");
+    if (prec && strcmp(prec, "fp32") != 0 && strcmp(prec, "tf32") != 0)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "model '%s': parameter precision is '%s'; it must be fp32 or tf32",
+                            m->name, prec);
+    if (graphs && strcmp(graphs, "true") != 0 && strcmp(graphs, "false") != 0)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "model '%s': parameter cuda_graphs is '%s'; it must be true or false",
+                            m->name, graphs);
+    m->precision = prec && strcmp(prec, "tf32") == 0 ? KILN_ONNX_TF32 : KILN_ONNX_FP32;
+    m->graphs = !graphs || strcmp(graphs, "true") == 0;
+    kiln_err e;
+    kiln_status st = kiln__onnx_gpu_open(device, m->precision, &m->gpu, &e);
+    if (st != KILN_OK)
+        return kiln_err_set(err, st, "model '%s': GPU %d: %s", m->name, device, e.msg);
+    return KILN_OK;
+}
+
+/* After the rewrites: each step's CUDA kernel, and room for the device copies. */
+static kiln_status gpu_prepare(kiln_backend_model *m, kiln_err *err)
+{
+    for (size_t i = 0; i < m->n_steps; i++)
+        m->steps[i].cuda = kiln__onnx_kernel_find(m->steps[i].node->op, KILN_DEVICE_CUDA);
+    m->dconsts = kiln_calloc(m->n_values + 1, sizeof(*m->dconsts));
+    m->gin = kiln_calloc(m->cfg->n_inputs + 1, sizeof(*m->gin));
+    if (!m->dconsts || !m->gin)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    return KILN_OK;
+}
+
+/* The load's GPU line: the device, and the ops that ran on the CPU in the warm-up runs. */
+static void gpu_log(const kiln_backend_model *m)
+{
+    char ops[512] = "";
+    size_t len = 0, n = 0;
+    for (size_t i = 0; i < m->n_steps; i++) {
+        const kiln_onnx_step *s = &m->steps[i];
+        if (!s->fell_back)
+            continue;
+        n++;
+        if (len < sizeof(ops) && !strstr(ops, s->node->op))
+            len += (size_t)snprintf(ops + len, sizeof(ops) - len, "%s%s", len ? ", " : "",
+                                    s->node->op);
+    }
+    kiln_log_ctx ctx = {.model = m->name};
+    KILN_LOGI(&ctx,
+              "on GPU %d, %s precision, CUDA graphs %s; %zu steps ran on the CPU on copies in "
+              "the warm-up%s%s%s",
+              kiln__onnx_gpu_device(m->gpu), m->precision == KILN_ONNX_TF32 ? "TF32" : "FP32",
+              m->graphs ? "on" : "off", n, n ? " (" : "", ops, n ? ")" : "");
 }
 
 static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err)
 {
     *out = NULL;
     const kiln_model_config *cfg = args->config;
-    if (args->device.kind != KILN_DEVICE_CPU)
-        return kiln_err_set(err, KILN_UNAVAILABLE,
-                            "model '%s': ONNX models run on the CPU only in this build",
-                            args->model_name);
     char path[4096];
     const char *file = cfg->default_model_filename[0] ? cfg->default_model_filename : "model.onnx";
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", args->version_dir, file) >= sizeof(path))
@@ -368,9 +442,17 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
     if (!m)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     m->cfg = cfg;
+    m->max_plans =
+        args->device.kind == KILN_DEVICE_CUDA ? KILN_ONNX_MAX_GPU_PLANS : KILN_ONNX_MAX_PLANS;
     snprintf(m->name, sizeof(m->name), "%s", args->model_name);
     blas_default();
-    kiln_status st = kiln_onnx_model_load(path, &m->g, err);
+    kiln_status st =
+        args->device.kind == KILN_DEVICE_CUDA ? gpu_open(m, args->device.id, err) : KILN_OK;
+    if (st != KILN_OK) {
+        unload(m);
+        return st;
+    }
+    st = kiln_onnx_model_load(path, &m->g, err);
     if (st != KILN_OK) {
         unload(m);
         return st;
@@ -396,6 +478,8 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
         st = kiln__onnx_optimize(m, err);
     if (st == KILN_OK)
         st = finish_steps(m, err);
+    if (st == KILN_OK && m->gpu)
+        st = gpu_prepare(m, err);
     if (st == KILN_OK)
         st = warm_up(m, err);
     if (st != KILN_OK) {
@@ -409,23 +493,85 @@ static kiln_status load(const kiln_load_args *args, kiln_backend_model **out, ki
               " bytes of constants",
               file, g->n_nodes, m->n_steps, m->n_folded, m->n_bn_folded, m->n_act_fused,
               m->const_bytes);
+    if (m->gpu)
+        gpu_log(m);
     *out = m;
     return KILN_OK;
 }
 
-kiln_status kiln__onnx_run_step(kiln_backend_model *m, const kiln_onnx_step *s, kiln_tensor *vals,
-                                const kiln_onnx_plan *p, kiln_err *err)
+static bool on_device(const kiln_tensor *t)
 {
-    const kiln_tensor **ins = m->scr_in;
+    return t->storage && t->device.kind == KILN_DEVICE_CUDA;
+}
+
+/* A host copy of device tensor d (waits for the stream). */
+static kiln_status to_host(kiln_backend_model *m, const kiln_tensor *d, kiln_tensor *h,
+                           kiln_err *err)
+{
+    kiln_status st = kiln_tensor_alloc(d->dtype, &d->shape, d->byte_size, h, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_copy(m->gpu, h->data, d->data, d->byte_size, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
+    if (st != KILN_OK)
+        kiln_tensor_fini(h);
+    m->host_copied = true;
+    return st;
+}
+
+/* A device copy of host tensor h: at arena offset off when it is planned for those bytes.
+ * A copy made for this run only marks the run as copying through the host (not capturable);
+ * a constant's, made once, does not. */
+static kiln_status to_device(kiln_backend_model *m, const kiln_tensor *h, kiln_storage *arena,
+                             uint64_t off, uint64_t bytes, bool once, kiln_tensor *d, kiln_err *err)
+{
+    kiln_status st;
+    if (arena && off != KILN_ONNX_UNPLANNED && bytes == h->byte_size) {
+        st = kiln_tensor_view(arena, (size_t)off, h->dtype, &h->shape, h->byte_size, d, err);
+    } else {
+        kiln_storage *s = NULL;
+        st = kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), h->byte_size, &s, err);
+        if (st == KILN_OK)
+            st = kiln_tensor_view(s, 0, h->dtype, &h->shape, h->byte_size, d, err);
+        kiln_storage_unref(s);
+    }
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_copy(m->gpu, d->data, h->data, h->byte_size, err);
+    if (st == KILN_OK && once) /* the host bytes may go before the copy is done */
+        st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
+    if (st != KILN_OK)
+        kiln_tensor_fini(d);
+    m->host_copied = m->host_copied || !once;
+    return st;
+}
+
+/* Whether step s runs on the GPU: a model on a GPU runs there every step that reads a device
+ * value, except Shape, which reads only the shape. */
+static bool step_on_gpu(const kiln_backend_model *m, const kiln_onnx_step *s,
+                        const kiln_tensor *vals)
+{
+    if (!m->gpu || strcmp(s->node->op, "Shape") == 0)
+        return false;
+    for (size_t k = 0; k < s->n_in; k++)
+        if (s->in[k] >= 0 && on_device(&vals[s->in[k]]))
+            return true;
+    return false;
+}
+
+/* Calls kernel k for step s on inputs ins; moves its outputs into vals. */
+static kiln_status call_kernel(kiln_backend_model *m, const kiln_onnx_step *s,
+                               const kiln_onnx_kernel *k, const kiln_tensor **ins,
+                               kiln_tensor *vals, const kiln_onnx_plan *p, bool gpu, kiln_err *err)
+{
     kiln_tensor *outs = m->scr_out;
     uint64_t *off = m->scr_off, *bytes = m->scr_bytes;
     memset(outs, 0, s->n_out * sizeof(*outs));
-    for (size_t k = 0; k < s->n_in; k++)
-        ins[k] = s->in[k] >= 0 ? &vals[s->in[k]] : NULL;
-    for (size_t k = 0; k < s->n_out; k++) {
-        off[k] = p && s->out[k] >= 0 ? p->off[s->out[k]] : KILN_ONNX_UNPLANNED;
-        bytes[k] = p && s->out[k] >= 0 ? p->bytes[s->out[k]] : 0;
+    for (size_t j = 0; j < s->n_out; j++) {
+        off[j] = p && s->out[j] >= 0 ? p->off[s->out[j]] : KILN_ONNX_UNPLANNED;
+        bytes[j] = p && s->out[j] >= 0 ? p->bytes[s->out[j]] : 0;
     }
+    /* a CPU kernel on a GPU model writes host memory: not the (device) arena */
+    bool arena = p && (gpu || !m->gpu);
     kiln_onnx_call call = {.node = s->node,
                            .opset = m->g->opset,
                            .n_in = s->n_in,
@@ -433,26 +579,114 @@ kiln_status kiln__onnx_run_step(kiln_backend_model *m, const kiln_onnx_step *s, 
                            .n_out = s->n_out,
                            .out = outs,
                            .act = s->act,
-                           .arena = p ? m->arena : NULL,
+                           .arena = arena ? m->arena : NULL,
                            .out_off = off,
-                           .out_bytes = bytes};
-    kiln_status st = s->kernel->fn(&call, err);
-    for (size_t k = 0; st == KILN_OK && k < s->n_out; k++)
-        if (s->out[k] >= 0 && !outs[k].storage)
+                           .out_bytes = bytes,
+                           .gpu = gpu ? m->gpu : NULL};
+    kiln_status st = k->fn(&call, err);
+    if (st == KILN_UNIMPLEMENTED) {
+        for (size_t j = 0; j < s->n_out; j++)
+            kiln_tensor_fini(&outs[j]);
+        return st;
+    }
+    for (size_t j = 0; st == KILN_OK && j < s->n_out; j++)
+        if (s->out[j] >= 0 && !outs[j].storage)
             st = kiln_err_set(
                 err, KILN_INVALID_ARGUMENT, "node '%s' (%s): output %zu ('%s') is not one %s makes",
-                s->node->name, s->node->op, k,
-                (size_t)s->out[k] < m->g->n_values ? m->g->values[s->out[k]].name : "",
+                s->node->name, s->node->op, j,
+                (size_t)s->out[j] < m->g->n_values ? m->g->values[s->out[j]].name : "",
                 s->node->op);
-    for (size_t k = 0; k < s->n_out; k++) {
-        if (st == KILN_OK && s->out[k] >= 0) {
-            kiln_tensor_fini(&vals[s->out[k]]);
-            vals[s->out[k]] = outs[k];
+    for (size_t j = 0; j < s->n_out; j++) {
+        if (st == KILN_OK && s->out[j] >= 0) {
+            kiln_tensor_fini(&vals[s->out[j]]);
+            vals[s->out[j]] = outs[j];
         } else {
-            kiln_tensor_fini(&outs[k]);
+            kiln_tensor_fini(&outs[j]);
         }
     }
     return st;
+}
+
+/* A GPU step: its CUDA kernel on device inputs (host copies for the inputs it reads on the
+ * host); without one, or when it declines the case, its CPU kernel on host copies, and the
+ * outputs copied back to the device. */
+static kiln_status run_gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
+                                const kiln_onnx_plan *p, kiln_err *err)
+{
+    const kiln_tensor **ins = m->scr_in;
+    kiln_tensor *tmp = m->scr_tmp;
+    kiln_status st = KILN_OK;
+    for (size_t k = 0; k < s->n_in; k++)
+        kiln_tensor_fini(&tmp[k]);
+    if (s->cuda) {
+        for (size_t k = 0; st == KILN_OK && k < s->n_in; k++) {
+            int32_t v = s->in[k];
+            ins[k] = v >= 0 ? &vals[v] : NULL;
+            if (v < 0)
+                continue;
+            bool host = k < 32 && (s->cuda->host_in >> k & 1u);
+            if (host && on_device(&vals[v])) {
+                st = to_host(m, &vals[v], &tmp[k], err);
+                ins[k] = &tmp[k];
+            } else if (!host && !on_device(&vals[v])) {
+                if (!m->dconsts[v].storage && m->consts[v].storage) {
+                    if (kiln__onnx_gpu_capturing(m->gpu))
+                        return kiln_err_set(err, KILN_FAILED_PRECONDITION,
+                                            "a constant is not on the device yet");
+                    st = to_device(m, &m->consts[v], NULL, 0, 0, true, &m->dconsts[v], err);
+                }
+                if (m->dconsts[v].storage) {
+                    ins[k] = &m->dconsts[v];
+                } else if (st == KILN_OK) {
+                    st = to_device(m, &vals[v], NULL, 0, 0, false, &tmp[k], err);
+                    ins[k] = &tmp[k];
+                }
+            }
+        }
+        if (st == KILN_OK)
+            st = call_kernel(m, s, s->cuda, ins, vals, p, true, err);
+        if (st != KILN_UNIMPLEMENTED)
+            return st;
+        st = KILN_OK;
+    }
+    /* the CPU kernel on host copies */
+    s->fell_back = true;
+    for (size_t k = 0; k < s->n_in; k++)
+        kiln_tensor_fini(&tmp[k]);
+    for (size_t k = 0; st == KILN_OK && k < s->n_in; k++) {
+        int32_t v = s->in[k];
+        ins[k] = v >= 0 ? &vals[v] : NULL;
+        if (v >= 0 && on_device(&vals[v])) {
+            st = to_host(m, &vals[v], &tmp[k], err);
+            ins[k] = &tmp[k];
+        }
+    }
+    if (st == KILN_OK)
+        st = call_kernel(m, s, s->kernel, ins, vals, NULL, false, err);
+    for (size_t j = 0; st == KILN_OK && j < s->n_out; j++) {
+        int32_t v = s->out[j];
+        if (v < 0 || !vals[v].storage || on_device(&vals[v]))
+            continue;
+        kiln_tensor d;
+        st = to_device(m, &vals[v], p ? m->arena : NULL, p ? p->off[v] : KILN_ONNX_UNPLANNED,
+                       p ? p->bytes[v] : 0, false, &d, err);
+        if (st == KILN_OK)
+            st = kiln__onnx_gpu_sync(m->gpu, NULL, err); /* the host copy is freed next */
+        kiln_tensor_fini(&vals[v]);
+        vals[v] = d;
+    }
+    return st;
+}
+
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
+                                const kiln_onnx_plan *p, kiln_err *err)
+{
+    if (step_on_gpu(m, s, vals))
+        return run_gpu_step(m, s, vals, p, err);
+    const kiln_tensor **ins = m->scr_in;
+    for (size_t k = 0; k < s->n_in; k++)
+        ins[k] = s->in[k] >= 0 ? &vals[s->in[k]] : NULL;
+    return call_kernel(m, s, s->kernel, ins, vals, p, false, err);
 }
 
 /* The plan for the batch's input shapes, or NULL. */
@@ -471,13 +705,18 @@ static kiln_onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
     return NULL;
 }
 
-/* Makes the arena big enough for p (between executions: nothing views it then). */
+/* Makes the arena big enough for p (between executions: nothing views it then). On a GPU the
+ * arena is device memory. */
 static kiln_status arena_fit(kiln_backend_model *m, const kiln_onnx_plan *p, kiln_err *err)
 {
     if (p->arena_bytes == 0 || (m->arena && kiln_storage_size(m->arena) >= p->arena_bytes))
         return KILN_OK;
     kiln_storage_unref(m->arena);
     m->arena = NULL;
+    m->mem_gen++;
+    if (m->gpu)
+        return kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), (size_t)p->arena_bytes,
+                                        &m->arena, err);
     return kiln_storage_create_heap((size_t)p->arena_bytes, &m->arena, err);
 }
 
@@ -497,7 +736,7 @@ static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batc
     if (st != KILN_OK)
         return;
     size_t slot = m->n_plans;
-    if (slot == KILN_ONNX_MAX_PLANS) {
+    if (slot == m->max_plans) {
         slot = 0;
         for (size_t i = 1; i < m->n_plans; i++)
             slot = m->plans[i].used < m->plans[slot].used ? i : slot;
@@ -506,6 +745,7 @@ static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batc
         m->n_plans++;
     }
     p.used = ++m->clock;
+    p.no_graph = m->host_copied; /* a run that copies through the host cannot be captured */
     m->plans[slot] = p;
     (void)arena_fit(m, &p, &e); /* now, so memory() counts it; else the next run retries */
     char in0[160] = "none";
@@ -513,50 +753,42 @@ static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batc
         kiln_shape_format(&batch->inputs[0].shape, in0, sizeof(in0));
     kiln_log_ctx ctx = {.model = m->name};
     /* a model whose shapes keep changing would log a line per batch: the first plans only */
-    KILN_LOG_AT(++m->n_built <= KILN_ONNX_MAX_PLANS ? KILN_LOG_INFO : KILN_LOG_DEBUG, &ctx,
+    KILN_LOG_AT(++m->n_built <= m->max_plans ? KILN_LOG_INFO : KILN_LOG_DEBUG, &ctx,
                 "memory plan for input shape %s%s: %zu of %zu steps folded for these shapes, "
-                "arena %" PRIu64 " bytes (%" PRIu64 " without reuse)",
+                "arena %" PRIu64 " bytes (%" PRIu64 " without reuse)%s",
                 in0, batch->n_inputs > 1 ? " (first input)" : "", p.n_skipped, m->n_steps,
-                p.arena_bytes, p.sum_bytes);
+                p.arena_bytes, p.sum_bytes,
+                !m->gpu      ? ""
+                : !m->graphs ? ", on the GPU (CUDA graphs off)"
+                : p.no_graph ? ", on the GPU (no CUDA graph: a step copies through the host)"
+                             : ", on the GPU (a CUDA graph is captured on the next run)");
 }
 
-static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
+/* Fills vals with the constants (and p's folded values). */
+static void set_consts(const kiln_backend_model *m, const kiln_onnx_plan *p, kiln_tensor *vals)
 {
-    size_t nv = m->n_values;
-    kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
-    if (!vals)
-        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    kiln_status st = KILN_OK;
-    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
-        if (!batch->inputs[k].storage)
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT, "input '%s' is required by the model",
-                              m->cfg->inputs[k].name);
-    kiln_onnx_plan *p = st == KILN_OK ? find_plan(m, batch) : NULL;
-    kiln_onnx_trace trace = {0};
-    bool tracing = false;
-    kiln_err e;
-    if (p && arena_fit(m, p, &e) != KILN_OK)
-        p = NULL; /* no room for the arena in one block: run unplanned, untraced */
-    else if (!p && st == KILN_OK)
-        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK; /* else: untraced */
-    for (size_t v = 0; st == KILN_OK && v < nv; v++) {
+    for (size_t v = 0; v < m->n_values; v++) {
         if (m->consts[v].storage)
             kiln_tensor_share(&m->consts[v], &vals[v]);
         else if (p && p->consts[v].storage)
             kiln_tensor_share(&p->consts[v], &vals[v]);
     }
-    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
-        kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
+}
+
+/* Runs the steps (those p does not fold) over vals, freeing each value after its last reader.
+ * `check` polls the batch's should_stop between steps. */
+static kiln_status run_steps(kiln_backend_model *m, kiln_batch *batch, const kiln_onnx_plan *p,
+                             kiln_tensor *vals, kiln_onnx_trace *trace, bool check, kiln_err *err)
+{
+    kiln_status st = KILN_OK;
     for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
-        const kiln_onnx_step *s = &m->steps[i];
+        kiln_onnx_step *s = &m->steps[i];
         if (!p || !p->skip[i]) {
-            if (batch->should_stop && batch->should_stop(batch->stop_ctx)) {
-                st = kiln_err_set(err, KILN_CANCELLED, "stopped: nobody waits for this batch");
-                break;
-            }
+            if (check && batch->should_stop && batch->should_stop(batch->stop_ctx))
+                return kiln_err_set(err, KILN_CANCELLED, "stopped: nobody waits for this batch");
             st = kiln__onnx_run_step(m, s, vals, p, err);
-            if (st == KILN_OK && tracing)
-                kiln__onnx_trace_step(&trace, m, i, vals);
+            if (st == KILN_OK && trace)
+                kiln__onnx_trace_step(trace, m, i, vals);
         }
         for (size_t k = 0; st == KILN_OK && k < s->n_in; k++) {
             int32_t v = s->in[k];
@@ -564,23 +796,49 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
                 kiln_tensor_fini(&vals[v]);
         }
     }
+    return st;
+}
+
+/* Checks output t against the slot's config output and allocates the slot's result. */
+static kiln_status slot_result(kiln_backend_model *m, kiln_batch *batch, kiln_output_slot *slot,
+                               const kiln_tensor *t, kiln_err *err)
+{
+    const kiln_model_io *io = &m->cfg->outputs[slot->index];
+    if (!t->storage)
+        return kiln_err_set(err, KILN_INTERNAL, "output '%s' was not computed", io->name);
+    if (t->dtype != io->dtype)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "output '%s': the graph made %s, the config says %s", io->name,
+                            kiln_dtype_name(t->dtype), kiln_dtype_name(io->dtype));
+    kiln_status st =
+        kiln_output_shape_check(m->cfg, slot->index, batch->batch_size, &t->shape, err);
+    if (st == KILN_OK)
+        st = kiln_output_slot_alloc(slot, io->name, t->dtype, &t->shape, t->byte_size, err);
+    return st;
+}
+
+static kiln_status execute_cpu(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
+{
+    size_t nv = m->n_values;
+    kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
+    if (!vals)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    kiln_onnx_plan *p = find_plan(m, batch);
+    kiln_onnx_trace trace = {0};
+    bool tracing = false;
+    kiln_err e;
+    if (p && arena_fit(m, p, &e) != KILN_OK)
+        p = NULL; /* no room for the arena in one block: run unplanned, untraced */
+    else if (!p)
+        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK; /* else: untraced */
+    set_consts(m, p, vals);
+    for (uint32_t k = 0; k < batch->n_inputs; k++)
+        kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
+    kiln_status st = run_steps(m, batch, p, vals, tracing ? &trace : NULL, true, err);
     for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
         kiln_output_slot *slot = &batch->outputs[o];
         const kiln_tensor *t = &vals[m->out_value[slot->index]];
-        const kiln_model_io *io = &m->cfg->outputs[slot->index];
-        if (!t->storage) {
-            st = kiln_err_set(err, KILN_INTERNAL, "output '%s' was not computed", io->name);
-            break;
-        }
-        if (t->dtype != io->dtype) {
-            st = kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                              "output '%s': the graph made %s, the config says %s", io->name,
-                              kiln_dtype_name(t->dtype), kiln_dtype_name(io->dtype));
-            break;
-        }
-        st = kiln_output_shape_check(m->cfg, slot->index, batch->batch_size, &t->shape, err);
-        if (st == KILN_OK)
-            st = kiln_output_slot_alloc(slot, io->name, t->dtype, &t->shape, t->byte_size, err);
+        st = slot_result(m, batch, slot, t, err);
         if (st == KILN_OK && t->byte_size)
             memcpy(slot->result.data, t->data, t->byte_size);
     }
@@ -596,13 +854,218 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
     return st;
 }
 
+/* Host inputs up to this size go through the pinned staging buffer (one memcpy, then an
+ * asynchronous copy); larger ones are copied from where they are (the driver stages pageable
+ * memory itself, in pieces, without the extra pass). */
+#define KILN_ONNX_STAGE_MAX ((size_t)1 << 20)
+
+/* Puts batch input k on the device as vals' graph input. With `fixed` (a graph is or will be
+ * replayed), always into the input's own device buffer; otherwise a device input in this
+ * model's GPU is used where it is (CUDA shared memory: no copy). Host bytes go through the
+ * staging buffer at *staged. */
+static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln_tensor *in,
+                                   bool fixed, char *staging, size_t *staged, kiln_tensor *out,
+                                   kiln_err *err)
+{
+    int dev = kiln__onnx_gpu_device(m->gpu);
+    if (on_device(in) && in->device.id == dev && !fixed) {
+        kiln_tensor_share(in, out);
+        return KILN_OK;
+    }
+    if (!m->gin[k] || kiln_storage_size(m->gin[k]) < in->byte_size) {
+        kiln_storage_unref(m->gin[k]);
+        m->gin[k] = NULL;
+        m->mem_gen++;
+        kiln_status st = kiln_storage_create_cuda(dev, in->byte_size, &m->gin[k], err);
+        if (st != KILN_OK)
+            return st;
+    }
+    kiln_status st = kiln_tensor_view(m->gin[k], 0, in->dtype, &in->shape, in->byte_size, out, err);
+    if (st != KILN_OK || !in->byte_size)
+        return st;
+    const void *src = in->data;
+    if (!on_device(in) && in->byte_size <= KILN_ONNX_STAGE_MAX) {
+        memcpy(staging + *staged, in->data, in->byte_size);
+        src = staging + *staged;
+        *staged += (in->byte_size + 63) & ~(size_t)63;
+    }
+    return kiln__onnx_gpu_copy(m->gpu, out->data, src, in->byte_size, err);
+}
+
+/* Captures p's steps into a CUDA graph (vals hold the constants and inputs). On success the
+ * graph is p's and has not run yet; vals hold the outputs' views. On failure p is marked
+ * no_graph and vals are reset to the constants and inputs. */
+static kiln_status capture(kiln_backend_model *m, kiln_batch *batch, kiln_onnx_plan *p,
+                           kiln_tensor *vals, uint64_t gen, kiln_err *err)
+{
+    kiln__onnx_gpu_graph_free(p->graph);
+    p->graph = NULL;
+    for (size_t k = 0; p->gout && k < p->n_gout; k++)
+        kiln_tensor_fini(&p->gout[k]);
+    kiln_err e;
+    kiln_status st = kiln__onnx_gpu_capture_begin(m->gpu, &e);
+    if (st != KILN_OK) {
+        p->no_graph = true;
+        return KILN_OK;
+    }
+    m->host_copied = false;
+    kiln_status run = run_steps(m, batch, p, vals, NULL, false, &e);
+    void *exec = NULL;
+    st = kiln__onnx_gpu_capture_end(m->gpu, &exec, run == KILN_OK ? &e : &(kiln_err){0});
+    size_t no = m->cfg->n_outputs;
+    if (run == KILN_OK && st == KILN_OK && exec && !m->host_copied) {
+        if (!p->gout)
+            p->gout = kiln_calloc(no + 1, sizeof(kiln_tensor));
+        if (p->gout) {
+            p->n_gout = no;
+            for (size_t k = 0; k < no; k++)
+                kiln_tensor_share(&vals[m->out_value[k]], &p->gout[k]);
+            p->graph = exec;
+            p->graph_gen = gen;
+            return KILN_OK;
+        }
+    }
+    kiln__onnx_gpu_graph_free(exec);
+    p->no_graph = true;
+    kiln_log_ctx ctx = {.model = m->name};
+    KILN_LOGI(&ctx, "no CUDA graph for this input shape: %s",
+              run != KILN_OK || st != KILN_OK ? e.msg : "a step copies through the host");
+    (void)err;
+    return KILN_OK;
+}
+
+static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
+{
+    if (m->poisoned)
+        return kiln_err_set(err, KILN_UNAVAILABLE,
+                            "a CUDA error left this model's GPU context unusable; unload and "
+                            "load the model again");
+    kiln_status st = kiln__onnx_gpu_enter(m->gpu, err);
+    if (st != KILN_OK)
+        return st;
+    size_t nv = m->n_values;
+    kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
+    if (!vals)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    kiln_onnx_plan *p = find_plan(m, batch);
+    kiln_onnx_trace trace = {0};
+    bool tracing = false;
+    kiln_err e;
+    if (p && arena_fit(m, p, &e) != KILN_OK)
+        p = NULL;
+    else if (!p)
+        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK;
+    bool graph = p && m->graphs && !p->no_graph;
+    /* staging: host inputs now, host outputs after the run (stream order keeps them apart) */
+    size_t in_bytes = 0, out_bytes = 0, staged = 0;
+    for (uint32_t k = 0; k < batch->n_inputs; k++)
+        if (batch->inputs[k].byte_size <= KILN_ONNX_STAGE_MAX)
+            in_bytes += (batch->inputs[k].byte_size + 63) & ~(size_t)63;
+    char *staging = NULL;
+    st = kiln__onnx_gpu_staging(m->gpu, in_bytes, (void **)&staging, err);
+    set_consts(m, p, vals);
+    for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
+        st = input_to_device(m, k, &batch->inputs[k], graph, staging, &staged,
+                             &vals[m->in_value[k]], err);
+    uint64_t gen = m->mem_gen + kiln__onnx_gpu_generation(m->gpu);
+    bool replay = false;
+    if (st == KILN_OK && graph) {
+        if (!p->graph || p->graph_gen != gen)
+            st = capture(m, batch, p, vals, gen, err);
+        if (st == KILN_OK && p->graph) {
+            replay = true;
+            st = kiln__onnx_gpu_graph_run(m->gpu, p->graph, err);
+        } else if (st == KILN_OK) { /* the capture failed: run the steps */
+            for (size_t v = 0; v < nv; v++)
+                kiln_tensor_fini(&vals[v]);
+            set_consts(m, p, vals);
+            staged = 0;
+            for (uint32_t k = 0; st == KILN_OK && k < batch->n_inputs; k++)
+                st = input_to_device(m, k, &batch->inputs[k], true, staging, &staged,
+                                     &vals[m->in_value[k]], err);
+        }
+    }
+    m->host_copied = false;
+    if (st == KILN_OK && !replay)
+        st = run_steps(m, batch, p, vals, tracing ? &trace : NULL, true, err);
+    /* outputs: device to device into a device slot, else through the staging buffer */
+    const kiln_tensor **outs = kiln_calloc(batch->n_outputs + 1, sizeof(*outs));
+    if (!outs && st == KILN_OK)
+        st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
+        uint32_t idx = batch->outputs[o].index;
+        outs[o] = replay ? &p->gout[idx] : &vals[m->out_value[idx]];
+        st = slot_result(m, batch, &batch->outputs[o], outs[o], err);
+        if (st == KILN_OK && on_device(outs[o]) && !on_device(&batch->outputs[o].result))
+            out_bytes += (outs[o]->byte_size + 63) & ~(size_t)63;
+    }
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_staging(m->gpu, out_bytes, (void **)&staging, err);
+    staged = 0;
+    for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
+        kiln_tensor *r = &batch->outputs[o].result;
+        if (on_device(r) || on_device(outs[o])) {
+            bool stage = !on_device(r);
+            st = kiln__onnx_gpu_copy(m->gpu, stage ? staging + staged : r->data, outs[o]->data,
+                                     outs[o]->byte_size, err);
+            staged += stage ? (outs[o]->byte_size + 63) & ~(size_t)63 : 0;
+        } else if (outs[o]->byte_size) {
+            memcpy(r->data, outs[o]->data, outs[o]->byte_size);
+        }
+    }
+    bool poisoned = false;
+    kiln_status sync = kiln__onnx_gpu_sync(m->gpu, &poisoned, st == KILN_OK ? err : &e);
+    if (poisoned) {
+        m->poisoned = true;
+        kiln_log_ctx ctx = {.model = m->name};
+        KILN_LOGE(&ctx, "CUDA error: %s; the model must be loaded again", e.msg);
+    }
+    st = st == KILN_OK ? sync : st;
+    staged = 0;
+    for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
+        kiln_tensor *r = &batch->outputs[o].result;
+        if (!on_device(r) && on_device(outs[o])) {
+            memcpy(r->data, staging + staged, outs[o]->byte_size);
+            staged += (outs[o]->byte_size + 63) & ~(size_t)63;
+        }
+    }
+    kiln_free(outs);
+    if (st != KILN_OK)
+        kiln_batch_release_outputs(batch);
+    for (size_t v = 0; v < nv; v++)
+        kiln_tensor_fini(&vals[v]);
+    kiln_free(vals);
+    if (tracing && st == KILN_OK)
+        keep_plan(m, &trace, batch);
+    if (tracing)
+        kiln__onnx_trace_fini(&trace, nv);
+    return st;
+}
+
+static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
+{
+    for (uint32_t k = 0; k < batch->n_inputs; k++)
+        if (!batch->inputs[k].storage)
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT, "input '%s' is required by the model",
+                                m->cfg->inputs[k].name);
+    return m->gpu ? execute_gpu(m, batch, err) : execute_cpu(m, batch, err);
+}
+
 static void memory(const kiln_backend_model *m, uint64_t *host_bytes, uint64_t *device_bytes)
 {
     uint64_t plans = 0;
     for (size_t i = 0; i < m->n_plans; i++)
         plans += kiln__onnx_plan_bytes(&m->plans[i], m->n_values);
-    *host_bytes = m->const_bytes + (m->arena ? kiln_storage_size(m->arena) : 0) + plans;
+    uint64_t arena = m->arena ? kiln_storage_size(m->arena) : 0;
+    *host_bytes = m->const_bytes + plans + (m->gpu ? 0 : arena);
     *device_bytes = 0;
+    if (!m->gpu)
+        return;
+    *device_bytes = arena + kiln__onnx_gpu_bytes(m->gpu);
+    for (size_t v = 0; v < m->n_values; v++)
+        *device_bytes += m->dconsts[v].byte_size;
+    for (size_t k = 0; k < m->cfg->n_inputs; k++)
+        *device_bytes += m->gin[k] ? kiln_storage_size(m->gin[k]) : 0;
 }
 
 void kiln_onnx_stats_get(const kiln_backend_model *m, kiln_onnx_stats *out)

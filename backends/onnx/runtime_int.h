@@ -22,6 +22,7 @@
 #define KILN_BACKENDS_ONNX_RUNTIME_INT_H
 
 #include "backends/backend.h"
+#include "backends/onnx/gpu.h"
 #include "backends/onnx/onnx_int.h"
 
 typedef struct kiln_onnx_step {
@@ -32,10 +33,17 @@ typedef struct kiln_onnx_step {
     int32_t *out; /* value indexes; -1: omitted */
     kiln_onnx_act act;
     bool dead; /* removed by a rewrite (only during load) */
+    /* on a GPU: the step's CUDA kernel (NULL: its CPU kernel runs on copies), and whether it
+     * ran on the CPU that way (for the log) */
+    const kiln_onnx_kernel *cuda;
+    bool fell_back;
 } kiln_onnx_step;
 
-/* Plans kept per model: one per set of input shapes, least recently used replaced. */
-#define KILN_ONNX_MAX_PLANS 16
+/* Plans kept per model: one per set of input shapes, least recently used replaced. A model on
+ * a GPU keeps more: the dynamic batcher makes every batch size from 1 to max_batch_size, and a
+ * plan there also holds the shape's CUDA graph. */
+#define KILN_ONNX_MAX_PLANS     16
+#define KILN_ONNX_MAX_GPU_PLANS 128
 /* A value that depends only on input shapes is kept in a plan up to this size. */
 #define KILN_ONNX_PLAN_CONST_BYTES (UINT64_C(1) << 20)
 
@@ -49,6 +57,14 @@ typedef struct kiln_onnx_plan {
     uint64_t sum_bytes;    /* what its values would need without reuse */
     size_t n_skipped;
     uint64_t used; /* LRU stamp */
+    /* GPU models: the CUDA graph of this plan's steps (NULL: none yet), the memory generation
+     * it was captured at, whether the steps cannot be captured (a step copies through the
+     * host), and the outputs the graph writes (per config output; views of device memory) */
+    void *graph;
+    uint64_t graph_gen;
+    bool no_graph;
+    size_t n_gout;
+    kiln_tensor *gout;
 } kiln_onnx_plan;
 
 struct kiln_backend_model {
@@ -72,11 +88,22 @@ struct kiln_backend_model {
     /* load's rewrites, for the log line and tests */
     size_t n_folded, n_bn_folded, n_act_fused;
     /* execution (one thread at a time, see backend.h) */
-    kiln_onnx_plan plans[KILN_ONNX_MAX_PLANS];
+    kiln_onnx_plan plans[KILN_ONNX_MAX_GPU_PLANS];
+    size_t max_plans; /* KILN_ONNX_MAX_PLANS, or KILN_ONNX_MAX_GPU_PLANS on a GPU */
     size_t n_plans;
     size_t n_built; /* plans built so far (the first KILN_ONNX_MAX_PLANS are logged at info) */
     uint64_t clock;
     kiln_storage *arena; /* sized for the largest plan built; NULL before the first */
+    /* GPU (NULL gpu: the model runs on the CPU) */
+    kiln_onnx_gpu *gpu;
+    bool graphs; /* CUDA graphs allowed (config parameter cuda_graphs) */
+    kiln_onnx_precision precision;
+    kiln_tensor *dconsts; /* per value: device copies of constants device kernels read */
+    kiln_storage **gin;   /* per config input: its device buffer (fixed for graphs) */
+    uint64_t mem_gen;     /* bumped when the arena or an input buffer is replaced */
+    bool host_copied;     /* this run copied through the host (not capturable) */
+    bool poisoned;        /* a CUDA error left the context unusable */
+    kiln_tensor *scr_tmp; /* a step's host or device copies of its inputs, max_io long */
 };
 
 /* Grows m->consts and m->is_output by one value. OUT: *v, its index. RESOURCE_EXHAUSTED when
@@ -90,7 +117,7 @@ kiln_status kiln__onnx_optimize(kiln_backend_model *m, kiln_err *err);
 /* Runs step s on vals (value-indexed; vals hold references), with plan p's arena placement
  * when p is non-NULL. On success the step's outputs are in vals (replacing what was there);
  * on error vals are unchanged and err names the node. */
-kiln_status kiln__onnx_run_step(kiln_backend_model *m, const kiln_onnx_step *s, kiln_tensor *vals,
+kiln_status kiln__onnx_run_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
                                 const kiln_onnx_plan *p, kiln_err *err);
 
 /* What an unplanned execution saw, per value, to build a plan from (plan.c). */

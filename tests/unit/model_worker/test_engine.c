@@ -147,6 +147,49 @@ static void many_threads_batch_and_answer_right(void **state)
     free(calls);
 }
 
+static void release_none(void *ctx, void *data)
+{
+    (void)ctx;
+    (void)data;
+}
+
+/* A request whose input is device memory (CUDA shared memory's case; here a host buffer that
+ * says it is on CUDA device 0) cannot share a batch: it runs by itself, beside batched ones,
+ * and gets the model's answer (the plugin refuses device inputs) instead of waiting forever. */
+static void device_input_runs_alone(void **state)
+{
+    (void)state;
+    kiln_log_set_level(KILN_LOG_ERROR);
+    kiln_engine *e = engine();
+    static int32_t fake[16];
+    call dev, host[4];
+    prepare(&dev, "simple", 0);
+    kiln_storage *s;
+    kiln_err err;
+    assert_ok(kiln_storage_wrap(fake, sizeof(fake), (kiln_device){KILN_DEVICE_CUDA, 0},
+                                release_none, NULL, &s, &err),
+              &err);
+    kiln_storage_unref(dev.in[0].data);
+    dev.in[0].data = s;
+    atomic_store(&answered, 0);
+    assert_ok(kiln_engine_infer(e, &dev.req, &err), &err);
+    for (int i = 0; i < 4; i++) {
+        prepare(&host[i], "simple", i);
+        assert_ok(kiln_engine_infer(e, &host[i].req, &err), &err);
+    }
+    for (int i = 0; i < 5000 && atomic_load(&answered) < 5; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&answered), 5);
+    assert_int_equal(dev.st, KILN_INVALID_ARGUMENT);
+    assert_non_null(strstr(dev.msg, "CUDA"));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(host[i].st, KILN_OK);
+        assert_int_equal(host[i].wrong, 0);
+    }
+    kiln_engine_drain(e);
+    kiln_engine_destroy(e);
+}
+
 /* A repository in `repo` (a mkdtemp template) with one model "slow": the identity plugin with
  * one INT32 [16] input and output, max_batch_size 4, and `extra` config text. */
 static void slow_repo(char *repo, const char *extra)
@@ -301,6 +344,7 @@ int main(void)
         cmocka_unit_test(cancelled_while_queued_never_runs),
         cmocka_unit_test(expired_on_arrival_never_runs),
         cmocka_unit_test(drain_flushes_waiting_batches),
+        cmocka_unit_test(device_input_runs_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1504 @@
+/*
+ * backends/onnx/gpu.cu: the CUDA side of the ONNX backend: the per-instance context (gpu.h)
+ * and the CUDA kernels of the kernel registry (onnx_int.h), FP32:
+ *   - Conv through cuDNN (2-D, groups, symmetric pads; the algorithm found once per input
+ *     shape with cudnnFindConvolutionForwardAlgorithm and cached), bias and the fused
+ *     activation in one pass after it;
+ *   - MatMul and Gemm through cuBLAS (batched and broadcast batches), bias and activation in
+ *     one pass;
+ *   - elementwise unary and broadcasting binary ops (with the fused activation), MaxPool,
+ *     AveragePool, GlobalAveragePool, BatchNormalization, Softmax, LogSoftmax,
+ *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Concat,
+ *     Gather with host indices; Reshape, Flatten, Squeeze, Unsqueeze and Identity are views
+ *     (their CPU functions, registered for CUDA in cpu_shape.c and cpu_tensor.c).
+ * A case a kernel does not handle answers KILN_UNIMPLEMENTED and runs on the CPU (runtime.c).
+ * No kernel synchronizes or allocates, except a Conv meeting a new input shape (the algorithm
+ * search, then a larger workspace): that happens on the first run of a shape, which is never
+ * captured into a CUDA graph.
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+extern "C" {
+#include "backends/onnx/cpu_kernels.h"
+#include "backends/onnx/gpu.h"
+#include "common/alloc.h"
+}
+
+/* ---------------------------------------------------------------- context */
+
+/*
+ * The convolution algorithm cache, one for the process: the algorithm cuDNN found fastest for a
+ * convolution problem (device, precision, input dims, weight dims, pads, strides, dilations,
+ * group), so that the repeated blocks of a network, the other instances of a model and the
+ * other models search once. Open addressing; a full table searches again each time.
+ */
+#define CONV_SLOTS 8192
+typedef struct conv_key {
+    int64_t v[20];
+} conv_key;
+typedef struct conv_entry {
+    bool used;
+    conv_key key;
+    cudnnConvolutionFwdAlgo_t algo;
+    cudnnMathType_t math;
+    size_t ws;
+} conv_entry;
+static conv_entry conv_cache[CONV_SLOTS];
+static size_t conv_count;
+static pthread_mutex_t conv_mu = PTHREAD_MUTEX_INITIALIZER;
+
+#define BLAS_WS_BYTES ((size_t)32 << 20)
+/* A convolution algorithm needing more workspace than this is passed over. */
+#define CONV_WS_MAX ((size_t)1 << 30)
+
+struct kiln_onnx_gpu {
+    int device;
+    kiln_onnx_precision precision;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cudnnHandle_t dnn;
+    void *blas_ws;
+    void *ws; /* cuDNN workspace */
+    size_t ws_bytes;
+    uint64_t gen;
+    void *pinned;
+    size_t pinned_bytes;
+    bool capturing;
+};
+
+static kiln_status cuda_fail(kiln_err *err, const char *what, cudaError_t e)
+{
+    (void)cudaGetLastError();
+    return kiln_err_set(err,
+                        e == cudaErrorMemoryAllocation ? KILN_RESOURCE_EXHAUSTED : KILN_INTERNAL,
+                        "CUDA: %s: %s", what, cudaGetErrorString(e));
+}
+
+extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision,
+                                           kiln_onnx_gpu **out, kiln_err *err)
+{
+    *out = NULL;
+    int n = 0;
+    kiln_status st = kiln_cuda_device_count(&n, err);
+    if (st != KILN_OK)
+        return st;
+    if (device < 0 || device >= n)
+        return kiln_err_set(err, KILN_UNAVAILABLE, "CUDA device %d does not exist (%d visible)",
+                            device, n);
+    kiln_onnx_gpu *g = (kiln_onnx_gpu *)kiln_calloc(1, sizeof(*g));
+    if (!g)
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
+    g->device = device;
+    g->precision = precision;
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        st = cuda_fail(err, "cudaSetDevice", e);
+    } else if ((e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        st = cuda_fail(err, "cudaStreamCreate", e);
+    } else if ((e = cudaMalloc(&g->blas_ws, BLAS_WS_BYTES)) != cudaSuccess) {
+        st = cuda_fail(err, "cudaMalloc (cuBLAS workspace)", e);
+    } else if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
+        g->blas = NULL;
+        st = kiln_err_set(err, KILN_INTERNAL, "cuBLAS: cublasCreate failed");
+    } else if (cublasSetStream(g->blas, g->stream) != CUBLAS_STATUS_SUCCESS ||
+               cublasSetWorkspace(g->blas, g->blas_ws, BLAS_WS_BYTES) != CUBLAS_STATUS_SUCCESS ||
+               cublasSetMathMode(g->blas, precision == KILN_ONNX_TF32
+                                              ? CUBLAS_TF32_TENSOR_OP_MATH
+                                              : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
+        st = kiln_err_set(err, KILN_INTERNAL, "cuBLAS: cannot set the stream or workspace");
+    } else {
+        cudnnStatus_t s = cudnnCreate(&g->dnn);
+        if (s != CUDNN_STATUS_SUCCESS) {
+            g->dnn = NULL;
+            st = kiln_err_set(err, KILN_INTERNAL, "cuDNN: cudnnCreate: %s", cudnnGetErrorString(s));
+        } else if ((s = cudnnSetStream(g->dnn, g->stream)) != CUDNN_STATUS_SUCCESS) {
+            st = kiln_err_set(err, KILN_INTERNAL, "cuDNN: cudnnSetStream: %s",
+                              cudnnGetErrorString(s));
+        }
+    }
+    if (st != KILN_OK) {
+        kiln__onnx_gpu_close(g);
+        return st;
+    }
+    *out = g;
+    return KILN_OK;
+}
+
+extern "C" void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
+{
+    if (!g)
+        return;
+    (void)cudaSetDevice(g->device);
+    if (g->stream)
+        (void)cudaStreamSynchronize(g->stream);
+    if (g->dnn)
+        cudnnDestroy(g->dnn);
+    if (g->blas)
+        cublasDestroy(g->blas);
+    if (g->stream)
+        cudaStreamDestroy(g->stream);
+    cudaFree(g->blas_ws);
+    cudaFree(g->ws);
+    cudaFreeHost(g->pinned);
+    (void)cudaGetLastError();
+    kiln_free(g);
+}
+
+extern "C" int kiln__onnx_gpu_device(const kiln_onnx_gpu *g)
+{
+    return g->device;
+}
+
+extern "C" kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err)
+{
+    cudaError_t e = cudaSetDevice(g->device);
+    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaSetDevice", e);
+}
+
+extern "C" kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const void *src, size_t n,
+                                           kiln_err *err)
+{
+    if (!n)
+        return KILN_OK;
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, g->stream);
+    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaMemcpyAsync", e);
+}
+
+extern "C" kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err *err)
+{
+    if (!n)
+        return KILN_OK;
+    cudaError_t e = cudaMemsetAsync(dst, 0, n, g->stream);
+    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaMemsetAsync", e);
+}
+
+extern "C" kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, bool *poisoned, kiln_err *err)
+{
+    cudaError_t e = cudaStreamSynchronize(g->stream);
+    if (e == cudaSuccess)
+        return KILN_OK;
+    /* a sticky error cannot be cleared: every later call in this context fails */
+    bool sticky = e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+                  e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
+                  e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc ||
+                  e == cudaErrorAssert;
+    if (poisoned)
+        *poisoned = sticky;
+    return cuda_fail(err, "executing the model", e);
+}
+
+extern "C" kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host,
+                                              kiln_err *err)
+{
+    if (bytes > g->pinned_bytes) {
+        size_t want = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes;
+        cudaError_t e = cudaStreamSynchronize(g->stream);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "cudaStreamSynchronize", e);
+        cudaFreeHost(g->pinned);
+        g->pinned = NULL;
+        g->pinned_bytes = 0;
+        if ((e = cudaMallocHost(&g->pinned, want)) != cudaSuccess) {
+            g->pinned = NULL;
+            return cuda_fail(err, "cudaMallocHost (staging)", e);
+        }
+        g->pinned_bytes = want;
+    }
+    *host = g->pinned;
+    return KILN_OK;
+}
+
+extern "C" uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g)
+{
+    return (uint64_t)g->ws_bytes + BLAS_WS_BYTES;
+}
+
+extern "C" uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g)
+{
+    return g->gen;
+}
+
+extern "C" bool kiln__onnx_gpu_capturing(const kiln_onnx_gpu *g)
+{
+    return g->capturing;
+}
+
+extern "C" kiln_status kiln__onnx_gpu_capture_begin(kiln_onnx_gpu *g, kiln_err *err)
+{
+    cudaError_t e = cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "cudaStreamBeginCapture", e);
+    g->capturing = true;
+    return KILN_OK;
+}
+
+extern "C" kiln_status kiln__onnx_gpu_capture_end(kiln_onnx_gpu *g, void **exec, kiln_err *err)
+{
+    *exec = NULL;
+    g->capturing = false;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
+    if (e != cudaSuccess) {
+        if (graph)
+            cudaGraphDestroy(graph);
+        return cuda_fail(err, "cudaStreamEndCapture", e);
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "cudaGraphInstantiate", e);
+    *exec = (void *)x;
+    return KILN_OK;
+}
+
+extern "C" kiln_status kiln__onnx_gpu_graph_run(kiln_onnx_gpu *g, void *exec, kiln_err *err)
+{
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)exec, g->stream);
+    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaGraphLaunch", e);
+}
+
+extern "C" void kiln__onnx_gpu_graph_free(void *exec)
+{
+    if (exec)
+        cudaGraphExecDestroy((cudaGraphExec_t)exec);
+}
+
+/* ---------------------------------------------------------------- kernel helpers */
+
+#define THREADS 256
+
+static unsigned blocks_for(size_t n)
+{
+    size_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 1 ? 1 : b > 65535u * 8 ? 65535u * 8 : b);
+}
+
+/* After a launch: a launch error names the node. */
+static kiln_status launched(const kiln_onnx_call *c, kiln_err *err)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess)
+        return KILN_OK;
+    return kiln_err_set(err, KILN_INTERNAL, "node '%s' (%s): CUDA: %s", c->node->name, c->node->op,
+                        cudaGetErrorString(e));
+}
+
+static kiln_status lib_fail(const kiln_onnx_call *c, kiln_err *err, const char *what,
+                            const char *msg)
+{
+    kiln_tensor_fini(&c->out[0]);
+    return kiln_err_set(err, KILN_INTERNAL, "node '%s' (%s): %s: %s", c->node->name, c->node->op,
+                        what, msg);
+}
+
+static size_t numel(const kiln_tensor *t)
+{
+    return t->byte_size / (kiln_dtype_size(t->dtype) ? kiln_dtype_size(t->dtype) : 1);
+}
+
+typedef struct act_p {
+    int kind;
+    float a, b;
+} act_p;
+
+static act_p act_of(const kiln_onnx_act *a)
+{
+    act_p p = {(int)a->kind, a->a, a->b};
+    return p;
+}
+
+__device__ __forceinline__ float act_apply(act_p p, float x)
+{
+    switch (p.kind) {
+    case KILN_ONNX_ACT_RELU:
+        return x > 0.f ? x : 0.f;
+    case KILN_ONNX_ACT_LEAKY:
+        return x < 0.f ? p.a * x : x;
+    case KILN_ONNX_ACT_CLIP:
+        return x < p.a ? p.a : (x > p.b ? p.b : x);
+    default:
+        return x;
+    }
+}
+
+/* ---------------------------------------------------------------- unary */
+
+enum { U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_EXP, U_SQRT, U_ERF, U_NEG, U_ABS, U_CLIP };
+
+__global__ void unary_k(int op, float a, float b, const float *__restrict__ x,
+                        float *__restrict__ y, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        switch (op) {
+        case U_RELU:
+            v = v > 0.f ? v : 0.f;
+            break;
+        case U_LEAKY:
+            v = v >= 0.f ? v : a * v;
+            break;
+        case U_SIGMOID:
+            v = 1.f / (1.f + expf(-v));
+            break;
+        case U_TANH:
+            v = tanhf(v);
+            break;
+        case U_EXP:
+            v = expf(v);
+            break;
+        case U_SQRT:
+            v = sqrtf(v);
+            break;
+        case U_ERF:
+            v = erff(v);
+            break;
+        case U_NEG:
+            v = -v;
+            break;
+        case U_ABS:
+            v = fabsf(v);
+            break;
+        default: /* U_CLIP */
+            v = v < a ? a : (v > b ? b : v);
+            break;
+        }
+        y[i] = v;
+    }
+}
+
+static kiln_status unary(const kiln_onnx_call *c, int op, float a, float b, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t n = numel(x);
+    if (n)
+        unary_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(op, a, b, (const float *)x->data,
+                                                               (float *)c->out[0].data, n);
+    return launched(c, err);
+}
+
+#define UNARY(name, op)                                                                            \
+    static kiln_status name(const kiln_onnx_call *c, kiln_err *err)                                \
+    {                                                                                              \
+        return unary(c, op, 0.f, 0.f, err);                                                        \
+    }
+UNARY(g_relu, U_RELU)
+UNARY(g_sigmoid, U_SIGMOID)
+UNARY(g_tanh, U_TANH)
+UNARY(g_exp, U_EXP)
+UNARY(g_sqrt, U_SQRT)
+UNARY(g_erf, U_ERF)
+UNARY(g_neg, U_NEG)
+UNARY(g_abs, U_ABS)
+
+static kiln_status g_leaky(const kiln_onnx_call *c, kiln_err *err)
+{
+    return unary(c, U_LEAKY, kiln__onnx_attr_float(c, "alpha", 0.01f), 0.f, err);
+}
+
+/* Clip: min and max (inputs 1 and 2) are read on the host. */
+static kiln_status g_clip(const kiln_onnx_call *c, kiln_err *err)
+{
+    float lo = -INFINITY, hi = INFINITY;
+    for (size_t i = 1; i < 3 && i < c->n_in; i++) {
+        if (!c->in[i])
+            continue;
+        kiln_status st = kiln__onnx_want_f32(c, i, err);
+        if (st != KILN_OK)
+            return st;
+        if (c->in[i]->byte_size != sizeof(float))
+            return kiln__onnx_bad_node(c, err, "input %zu (min/max) must be a scalar", i);
+        *(i == 1 ? &lo : &hi) = *(const float *)c->in[i]->data;
+    }
+    return unary(c, U_CLIP, lo, hi, err);
+}
+
+/* ---------------------------------------------------------------- binary, broadcasting */
+
+enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW };
+
+typedef struct bcast_p {
+    int rank;
+    int64_t dims[KILN_MAX_RANK], sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+} bcast_p;
+
+__device__ __forceinline__ float bin_apply(int op, float x, float y)
+{
+    switch (op) {
+    case B_ADD:
+        return x + y;
+    case B_SUB:
+        return x - y;
+    case B_MUL:
+        return x * y;
+    case B_DIV:
+        return x / y;
+    default:
+        return powf(x, y);
+    }
+}
+
+/* mode 0: same shapes; 1: a and b repeat every na and nb elements (a trailing-dims
+ * broadcast, or a scalar); 2: general strides. */
+__global__ void binary_k(int op, int mode, bcast_p s, size_t na, size_t nb,
+                         const float *__restrict__ a, const float *__restrict__ b,
+                         float *__restrict__ y, size_t n, act_p act)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t ia = i, ib = i;
+        if (mode == 1) {
+            ia = i % na;
+            ib = i % nb;
+        } else if (mode == 2) {
+            size_t r = i;
+            ia = ib = 0;
+            for (int d = s.rank - 1; d >= 0; d--) {
+                size_t q = r / (size_t)s.dims[d], k = r - q * (size_t)s.dims[d];
+                ia += k * (size_t)s.sa[d];
+                ib += k * (size_t)s.sb[d];
+                r = q;
+            }
+        }
+        y[i] = act_apply(act, bin_apply(op, a[ia], b[ib]));
+    }
+}
+
+/* True when t's elements repeat along out's leading dims only: t's shape, without leading
+ * 1s, is out's trailing dims. */
+static bool trailing(const kiln_shape *t, const kiln_shape *out)
+{
+    int lead = 0;
+    while (lead < t->rank && t->dims[lead] == 1)
+        lead++;
+    int n = t->rank - lead;
+    for (int k = 0; k < n; k++)
+        if (t->dims[lead + k] != out->dims[out->rank - n + k])
+            return false;
+    return true;
+}
+
+static kiln_status binary(const kiln_onnx_call *c, int op, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *a = c->in[0], *b = c->in[1];
+    bcast_p s;
+    kiln_shape out;
+    if ((st = kiln__onnx_broadcast(c, &a->shape, &b->shape, &out, s.sa, s.sb, err)) != KILN_OK)
+        return st;
+    s.rank = out.rank;
+    memcpy(s.dims, out.dims, sizeof(s.dims));
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t n = numel(&c->out[0]), na = numel(a), nb = numel(b);
+    int mode = 2;
+    if (na == n && nb == n)
+        mode = 0;
+    else if ((na == n || trailing(&a->shape, &out)) && (nb == n || trailing(&b->shape, &out)))
+        mode = 1;
+    if (n)
+        binary_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
+            op, mode, s, na ? na : 1, nb ? nb : 1, (const float *)a->data, (const float *)b->data,
+            (float *)c->out[0].data, n, act_of(&c->act));
+    return launched(c, err);
+}
+
+#define BINARY(name, op)                                                                           \
+    static kiln_status name(const kiln_onnx_call *c, kiln_err *err)                                \
+    {                                                                                              \
+        return binary(c, op, err);                                                                 \
+    }
+BINARY(g_add, B_ADD)
+BINARY(g_sub, B_SUB)
+BINARY(g_mul, B_MUL)
+BINARY(g_div, B_DIV)
+BINARY(g_pow, B_POW)
+
+/* ---------------------------------------------------------------- bias + activation */
+
+/* y[row][i] += b[row % nb] (b may be NULL) over rows of len, then act. */
+__global__ void bias_act_k(float *__restrict__ y, const float *__restrict__ b, size_t len,
+                           size_t nb, size_t n, act_p act)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = y[i];
+        if (b)
+            v += b[(i / len) % nb];
+        y[i] = act_apply(act, v);
+    }
+}
+
+/* ---------------------------------------------------------------- Conv (cuDNN) */
+
+#define DNN(call)                                                                                  \
+    do {                                                                                           \
+        cudnnStatus_t s_ = (call);                                                                 \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                          \
+            st = lib_fail(c, err, #call, cudnnGetErrorString(s_));                                 \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* Finds key in the cache. OUT: *hit (a copy). */
+static bool conv_find(const conv_key *key, conv_entry *hit)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < 20; i++)
+        h = (h ^ (uint64_t)key->v[i]) * 0x100000001B3ull;
+    bool found = false;
+    pthread_mutex_lock(&conv_mu);
+    for (size_t probe = 0; probe < CONV_SLOTS; probe++) {
+        conv_entry *e = &conv_cache[(h + probe) % CONV_SLOTS];
+        if (!e->used)
+            break;
+        if (memcmp(&e->key, key, sizeof(*key)) == 0) {
+            *hit = *e;
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&conv_mu);
+    return found;
+}
+
+static void conv_put(const conv_entry *ne)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < 20; i++)
+        h = (h ^ (uint64_t)ne->key.v[i]) * 0x100000001B3ull;
+    pthread_mutex_lock(&conv_mu);
+    for (size_t probe = 0; conv_count + 1 < CONV_SLOTS && probe < CONV_SLOTS; probe++) {
+        conv_entry *e = &conv_cache[(h + probe) % CONV_SLOTS];
+        if (e->used && memcmp(&e->key, &ne->key, sizeof(ne->key)) == 0)
+            break; /* another thread found it first */
+        if (!e->used) {
+            *e = *ne;
+            e->used = true;
+            conv_count++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&conv_mu);
+}
+
+/* Makes the cuDNN workspace at least `bytes` (between runs of a new shape only). */
+static kiln_status ws_fit(kiln_onnx_gpu *g, size_t bytes, kiln_err *err)
+{
+    if (bytes <= g->ws_bytes)
+        return KILN_OK;
+    cudaError_t e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "cudaStreamSynchronize", e);
+    cudaFree(g->ws);
+    g->ws = NULL;
+    g->ws_bytes = 0;
+    g->gen++; /* captured graphs point at the old workspace */
+    if ((e = cudaMalloc(&g->ws, bytes)) != cudaSuccess) {
+        g->ws = NULL;
+        return cuda_fail(err, "cudaMalloc (cuDNN workspace)", e);
+    }
+    g->ws_bytes = bytes;
+    return KILN_OK;
+}
+
+static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    bool has_b = c->n_in > 2 && c->in[2];
+    if (st == KILN_OK && has_b)
+        st = kiln__onnx_want_f32(c, 2, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0], *wt = c->in[1];
+    if (wt->shape.rank != 4)
+        return kiln__onnx_bad_node(c, err, "weights must be 4-D [M,C/group,kH,kW]");
+    int64_t group = kiln__onnx_attr_int(c, "group", 1);
+    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0,
+            C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
+    int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
+    kiln_onnx_window w;
+    if ((st = kiln__onnx_window(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
+        return st;
+    if (group < 1 || C % group || M % group || Cg != C / group)
+        return kiln__onnx_bad_node(c, err,
+                                   "channels do not fit: input %lld, weights [%lld,%lld], "
+                                   "group %lld",
+                                   (long long)C, (long long)M, (long long)Cg, (long long)group);
+    if (has_b && (c->in[2]->shape.rank != 1 || c->in[2]->shape.dims[0] != M))
+        return kiln__onnx_bad_node(c, err, "bias must be [%lld]", (long long)M);
+    if (w.pad[0] != w.pad[2] || w.pad[1] != w.pad[3] || N > INT32_MAX || C > INT32_MAX ||
+        M > INT32_MAX || w.in[0] > INT32_MAX || w.in[1] > INT32_MAX)
+        return KILN_UNIMPLEMENTED; /* cuDNN pads both sides alike */
+    kiln_shape os = {.rank = 4, .dims = {N, M, w.out[0], w.out[1]}};
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    if (!numel(&c->out[0]))
+        return KILN_OK;
+    kiln_onnx_gpu *g = c->gpu;
+    cudnnTensorDescriptor_t xd = NULL, yd = NULL;
+    cudnnFilterDescriptor_t wd = NULL;
+    cudnnConvolutionDescriptor_t cd = NULL;
+    conv_entry ce;
+    conv_key key;
+    memset(&key, 0, sizeof(key));
+    {
+        int64_t v[20] = {g->device, g->precision, N,      C,      w.in[0],  w.in[1],
+                         M,         Cg,           w.k[0], w.k[1], w.pad[0], w.pad[1],
+                         w.s[0],    w.s[1],       w.d[0], w.d[1], group};
+        memcpy(key.v, v, sizeof(v));
+    }
+    const float one = 1.f, zero = 0.f;
+    DNN(cudnnCreateTensorDescriptor(&xd));
+    DNN(cudnnCreateTensorDescriptor(&yd));
+    DNN(cudnnCreateFilterDescriptor(&wd));
+    DNN(cudnnCreateConvolutionDescriptor(&cd));
+    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N, (int)C,
+                                   (int)w.in[0], (int)w.in[1]));
+    DNN(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N, (int)M,
+                                   (int)w.out[0], (int)w.out[1]));
+    DNN(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)M, (int)Cg,
+                                   (int)w.k[0], (int)w.k[1]));
+    DNN(cudnnSetConvolution2dDescriptor(cd, (int)w.pad[0], (int)w.pad[1], (int)w.s[0], (int)w.s[1],
+                                        (int)w.d[0], (int)w.d[1], CUDNN_CROSS_CORRELATION,
+                                        CUDNN_DATA_FLOAT));
+    DNN(cudnnSetConvolutionGroupCount(cd, (int)group));
+    if (!conv_find(&key, &ce)) {
+        if (g->capturing) {
+            st = lib_fail(c, err, "cuDNN", "a new input shape while capturing a CUDA graph");
+            goto done;
+        }
+        DNN(cudnnSetConvolutionMathType(cd, g->precision == KILN_ONNX_TF32 ? CUDNN_DEFAULT_MATH
+                                                                           : CUDNN_FMA_MATH));
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int got = 0;
+        DNN(cudnnFindConvolutionForwardAlgorithm(g->dnn, xd, wd, cd, yd,
+                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+        int pick = -1;
+        for (int i = 0; i < got && pick < 0; i++)
+            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= CONV_WS_MAX &&
+                (g->precision == KILN_ONNX_TF32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+                pick = i;
+        if (pick < 0) {
+            st = lib_fail(c, err, "cuDNN", "no convolution algorithm fits");
+            goto done;
+        }
+        ce = (conv_entry){true, key, perf[pick].algo, perf[pick].mathType, perf[pick].memory};
+        conv_put(&ce);
+    }
+    if (ce.ws > g->ws_bytes) {
+        if (g->capturing) {
+            st = lib_fail(c, err, "cuDNN", "a larger workspace while capturing a CUDA graph");
+            goto done;
+        }
+        if ((st = ws_fit(g, ce.ws, err)) != KILN_OK) {
+            kiln_tensor_fini(&c->out[0]);
+            goto done;
+        }
+    }
+    DNN(cudnnSetConvolutionMathType(cd, ce.math));
+    DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.algo, g->ws, ce.ws,
+                                &zero, yd, c->out[0].data));
+    if (has_b || c->act.kind != KILN_ONNX_ACT_NONE) {
+        size_t n = numel(&c->out[0]);
+        bias_act_k<<<blocks_for(n), THREADS, 0, g->stream>>>(
+            (float *)c->out[0].data, has_b ? (const float *)c->in[2]->data : NULL,
+            (size_t)(w.out[0] * w.out[1]), (size_t)M, n, act_of(&c->act));
+        if ((st = launched(c, err)) != KILN_OK)
+            kiln_tensor_fini(&c->out[0]);
+    }
+done:
+    if (cd)
+        cudnnDestroyConvolutionDescriptor(cd);
+    if (wd)
+        cudnnDestroyFilterDescriptor(wd);
+    if (yd)
+        cudnnDestroyTensorDescriptor(yd);
+    if (xd)
+        cudnnDestroyTensorDescriptor(xd);
+    return st;
+}
+
+/* ---------------------------------------------------------------- MatMul, Gemm (cuBLAS) */
+
+/* Row-major C[M,N] = alpha A[M,K] B[K,N] + beta C, batched with element strides (0: shared),
+ * as cuBLAS's column-major C^T = B^T A^T. */
+static kiln_status gemm(const kiln_onnx_call *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                        float alpha, const float *A, int64_t lda, int64_t sa, const float *B,
+                        int64_t ldb, int64_t sb, float beta, float *C, int64_t sc, int64_t batch,
+                        kiln_err *err)
+{
+    cublasStatus_t s;
+    if (batch == 1)
+        s = cublasSgemm(c->gpu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                        ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
+                        A, (int)lda, &beta, C, (int)N);
+    else
+        s = cublasSgemmStridedBatched(c->gpu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K,
+                                      &alpha, B, (int)ldb, sb, A, (int)lda, sa, &beta, C, (int)N,
+                                      sc, (int)batch);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return lib_fail(c, err, "cuBLAS sgemm", cublasGetStatusString(s));
+    return KILN_OK;
+}
+
+static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    if (st != KILN_OK)
+        return st;
+    kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
+    if (a.rank == 0 || b.rank == 0)
+        return kiln__onnx_bad_node(c, err, "MatMul needs inputs of rank 1 or more");
+    bool a1 = a.rank == 1, b1 = b.rank == 1;
+    if (a1) {
+        a.dims[1] = a.dims[0], a.dims[0] = 1, a.rank = 2;
+    }
+    if (b1) {
+        b.dims[1] = 1, b.rank = 2;
+    }
+    int64_t M = a.dims[a.rank - 2], K = a.dims[a.rank - 1], N = b.dims[b.rank - 1];
+    if (b.dims[b.rank - 2] != K)
+        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
+                                   (long long)b.dims[b.rank - 2]);
+    kiln_shape ba = {.rank = a.rank - 2}, bb = {.rank = b.rank - 2}, batch;
+    memcpy(ba.dims, a.dims, sizeof(int64_t) * (size_t)ba.rank);
+    memcpy(bb.dims, b.dims, sizeof(int64_t) * (size_t)bb.rank);
+    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+    if ((st = kiln__onnx_broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
+        return st;
+    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK)
+        return st;
+    kiln_shape out = batch;
+    if (out.rank + 2 > KILN_MAX_RANK)
+        return kiln__onnx_bad_node(c, err, "rank over %d", KILN_MAX_RANK);
+    int64_t nbatch = 1, na = 1, nb = 1;
+    for (int d = 0; d < batch.rank; d++)
+        nbatch *= batch.dims[d];
+    for (int d = 0; d < ba.rank; d++)
+        na *= ba.dims[d];
+    for (int d = 0; d < bb.rank; d++)
+        nb *= bb.dims[d];
+    /* one strided batch: each side is either all the batches or one matrix */
+    if ((na != nbatch && na != 1) || (nb != nbatch && nb != 1) || nbatch > INT32_MAX)
+        return KILN_UNIMPLEMENTED;
+    if (!a1)
+        out.dims[out.rank++] = M;
+    if (!b1)
+        out.dims[out.rank++] = N;
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
+        return st;
+    float *C = (float *)c->out[0].data;
+    size_t n = numel(&c->out[0]);
+    if (!n)
+        return KILN_OK;
+    if (!K) {
+        cudaError_t e = cudaMemsetAsync(C, 0, n * sizeof(float), c->gpu->stream);
+        if (e != cudaSuccess)
+            return lib_fail(c, err, "cudaMemsetAsync", cudaGetErrorString(e));
+    } else if (nb == 1 && nbatch > 1 && (uint64_t)M * (uint64_t)nbatch <= INT32_MAX) {
+        /* B is one matrix: A's batches stack into one [nbatch*M, K] operand */
+        st = gemm(c, false, false, M * nbatch, N, K, 1.f, (const float *)c->in[0]->data, K, 0,
+                  (const float *)c->in[1]->data, N, 0, 0.f, C, 0, 1, err);
+    } else {
+        st = gemm(c, false, false, M, N, K, 1.f, (const float *)c->in[0]->data, K,
+                  na == 1 ? 0 : M * K, (const float *)c->in[1]->data, N, nb == 1 ? 0 : K * N, 0.f,
+                  C, M * N, nbatch, err);
+    }
+    if (st == KILN_OK && c->act.kind != KILN_ONNX_ACT_NONE) {
+        bias_act_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(C, NULL, 1, 1, n,
+                                                                  act_of(&c->act));
+        if ((st = launched(c, err)) != KILN_OK)
+            kiln_tensor_fini(&c->out[0]);
+    }
+    return st;
+}
+
+/* y = beta * C broadcast to [M,N] (sc: C's strides in [M,N]). */
+__global__ void fill_bcast_k(float *__restrict__ y, const float *__restrict__ cm, int64_t N,
+                             int64_t sc0, int64_t sc1, float beta, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int64_t r = (int64_t)i / N, k = (int64_t)i % N;
+        y[i] = beta * cm[r * sc0 + k * sc1];
+    }
+}
+
+static kiln_status g_gemm(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    bool has_c = c->n_in > 2 && c->in[2];
+    if (st == KILN_OK && has_c)
+        st = kiln__onnx_want_f32(c, 2, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_shape *a = &c->in[0]->shape, *b = &c->in[1]->shape;
+    if (a->rank != 2 || b->rank != 2)
+        return kiln__onnx_bad_node(c, err, "A and B must be 2-D (got rank %d and %d)", a->rank,
+                                   b->rank);
+    bool ta = kiln__onnx_attr_int(c, "transA", 0), tb = kiln__onnx_attr_int(c, "transB", 0);
+    float alpha = kiln__onnx_attr_float(c, "alpha", 1.f),
+          beta = kiln__onnx_attr_float(c, "beta", 1.f);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    if (K != KB)
+        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
+                                   (long long)KB);
+    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK ||
+        (st = kiln__onnx_blas_dims(c, a->dims[1], b->dims[1], 0, err)) != KILN_OK)
+        return st;
+    kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
+    int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
+    if (has_c &&
+        ((st = kiln__onnx_broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
+        return st;
+    if (has_c && !kiln_shape_equal(&bc, &out))
+        return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,
+                                   (long long)N);
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
+        return st;
+    float *Y = (float *)c->out[0].data;
+    size_t n = (size_t)(M * N);
+    if (!n)
+        return KILN_OK;
+    const float *Cm = has_c && beta != 0.f ? (const float *)c->in[2]->data : NULL;
+    /* a bias row (C is [N] or [1,N], beta 1) is added after the GEMM with the activation */
+    bool bias_row = Cm && beta == 1.f && sc[0] == 0 && sc[1] == 1;
+    if (Cm && !bias_row) {
+        fill_bcast_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(Y, Cm, N, sc[0], sc[1], beta,
+                                                                    n);
+        if ((st = launched(c, err)) != KILN_OK) {
+            kiln_tensor_fini(&c->out[0]);
+            return st;
+        }
+    } else if (!K) {
+        cudaMemsetAsync(Y, 0, n * sizeof(float), c->gpu->stream);
+    }
+    if (K)
+        st = gemm(c, ta, tb, M, N, K, alpha, (const float *)c->in[0]->data, a->dims[1], 0,
+                  (const float *)c->in[1]->data, b->dims[1], 0, Cm && !bias_row ? 1.f : 0.f, Y, 0,
+                  1, err);
+    if (st == KILN_OK && (bias_row || c->act.kind != KILN_ONNX_ACT_NONE)) {
+        /* bias over the last dim: one bias value per column: rows of length 1, period N */
+        bias_act_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(Y, bias_row ? Cm : NULL, 1,
+                                                                  (size_t)N, n, act_of(&c->act));
+        if ((st = launched(c, err)) != KILN_OK)
+            kiln_tensor_fini(&c->out[0]);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------- pools */
+
+typedef struct win_p {
+    int64_t k[2], s[2], d[2], pad[4], in[2], out[2];
+} win_p;
+
+/* One thread per output, as the CPU kernel (count_include_pad counts pads, not the ceil_mode
+ * overhang). */
+__global__ void pool_k(bool max, bool include_pad, win_p w, const float *__restrict__ x,
+                       float *__restrict__ y, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t ow = (size_t)w.out[1], oh = (size_t)w.out[0];
+        int64_t ox = (int64_t)(i % ow), oy = (int64_t)(i / ow % oh);
+        size_t p = i / ow / oh;
+        const float *xp = x + p * (size_t)(w.in[0] * w.in[1]);
+        float acc = max ? -INFINITY : 0.f;
+        int64_t count = 0, padded = 0;
+        for (int64_t ky = 0; ky < w.k[0]; ky++)
+            for (int64_t kx = 0; kx < w.k[1]; kx++) {
+                int64_t iy = oy * w.s[0] - w.pad[0] + ky * w.d[0];
+                int64_t ix = ox * w.s[1] - w.pad[1] + kx * w.d[1];
+                if (iy < w.in[0] + w.pad[2] && ix < w.in[1] + w.pad[3])
+                    padded++;
+                if (iy < 0 || iy >= w.in[0] || ix < 0 || ix >= w.in[1])
+                    continue;
+                float v = xp[iy * w.in[1] + ix];
+                acc = max ? (v > acc ? v : acc) : acc + v;
+                count++;
+            }
+        int64_t div = include_pad ? padded : count;
+        y[i] = max ? acc : (div ? acc / (float)div : 0.f);
+    }
+}
+
+static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    if (c->n_out > 1 && c->node->outputs[1] >= 0)
+        return kiln__onnx_bad_node(c, err, "the Indices output is not supported");
+    int64_t k[2];
+    if (!kiln__onnx_attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
+        return kiln__onnx_bad_node(c, err, "kernel_shape must have 2 values");
+    const kiln_tensor *x = c->in[0];
+    kiln_onnx_window w;
+    bool ceil_mode = kiln__onnx_attr_int(c, "ceil_mode", 0) != 0;
+    if ((st = kiln__onnx_window(c, x, k, ceil_mode, &w, err)) != KILN_OK)
+        return st;
+    if (!max && (w.d[0] != 1 || w.d[1] != 1))
+        return kiln__onnx_bad_node(c, err, "AveragePool dilations are not supported");
+    bool include_pad = kiln__onnx_attr_int(c, "count_include_pad", 0) != 0;
+    kiln_shape os = {.rank = 4, .dims = {x->shape.dims[0], x->shape.dims[1], w.out[0], w.out[1]}};
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    win_p p;
+    memcpy(&p, &w, sizeof(p));
+    size_t n = numel(&c->out[0]);
+    if (n)
+        pool_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
+            max, include_pad, p, (const float *)x->data, (float *)c->out[0].data, n);
+    return launched(c, err);
+}
+
+static kiln_status g_maxpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    return pool(c, true, err);
+}
+static kiln_status g_avgpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    return pool(c, false, err);
+}
+
+/* ---------------------------------------------------------------- row reductions */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* One warp per row of len (rows of a [rows, len] matrix): y[row] = sum * scale. */
+__global__ void row_sum_k(const float *__restrict__ x, float *__restrict__ y, size_t rows,
+                          size_t len, float scale)
+{
+    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    const float *p = x + row * len;
+    float s = 0.f;
+    for (size_t i = lane; i < len; i += 32)
+        s += p[i];
+    s = warp_sum(s);
+    if (lane == 0)
+        y[row] = s * scale;
+}
+
+static kiln_status rows_sum(const kiln_onnx_call *c, const float *x, float *y, size_t rows,
+                            size_t len, float scale, kiln_err *err)
+{
+    if (rows)
+        row_sum_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(x, y, rows, len, scale);
+    return launched(c, err);
+}
+
+static kiln_status g_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    if (x->shape.rank < 3)
+        return kiln__onnx_bad_node(c, err, "input must be [N,C,spatial...]");
+    kiln_shape os = x->shape;
+    size_t inner = 1;
+    for (int d = 2; d < os.rank; d++) {
+        inner *= (size_t)os.dims[d];
+        os.dims[d] = 1;
+    }
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t rows = (size_t)(os.dims[0] * os.dims[1]);
+    if (!inner)
+        return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
+    return rows_sum(c, (const float *)x->data, (float *)c->out[0].data, rows, inner,
+                    1.f / (float)inner, err);
+}
+
+/* ReduceMean / ReduceSum over trailing axes (the others answer UNIMPLEMENTED). Axes come from
+ * the attribute or from input 1 (host). */
+static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    int r = x->shape.rank;
+    int64_t axes[KILN_MAX_RANK];
+    size_t n = 0;
+    const kiln_onnx_attr *aa = kiln_onnx_node_attr(c->node, "axes");
+    if (c->n_in > 1 && c->in[1]) {
+        const kiln_tensor *t = c->in[1];
+        if (t->dtype != KILN_DTYPE_INT64 || t->shape.rank > 1 ||
+            t->byte_size / sizeof(int64_t) > KILN_MAX_RANK)
+            return KILN_UNIMPLEMENTED;
+        n = t->byte_size / sizeof(int64_t);
+        memcpy(axes, t->data, n * sizeof(int64_t));
+    } else if (aa && aa->type == KILN_ONNX_ATTR_INTS && aa->n <= KILN_MAX_RANK) {
+        n = aa->n;
+        memcpy(axes, aa->ints, n * sizeof(int64_t));
+    }
+    if (!n)
+        return KILN_UNIMPLEMENTED;
+    bool red[KILN_MAX_RANK] = {false};
+    for (size_t i = 0; i < n; i++) {
+        if (axes[i] < -r || axes[i] >= r)
+            return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)axes[i],
+                                       r);
+        red[axes[i] < 0 ? axes[i] + r : axes[i]] = true;
+    }
+    int first = r;
+    while (first > 0 && red[first - 1])
+        first--;
+    for (int d = 0; d < first; d++)
+        if (red[d])
+            return KILN_UNIMPLEMENTED; /* not a trailing block */
+    bool keep = kiln__onnx_attr_int(c, "keepdims", 1) != 0;
+    kiln_shape os = {.rank = 0};
+    size_t len = 1, rows = 1;
+    for (int d = 0; d < r; d++) {
+        if (d >= first)
+            len *= (size_t)x->shape.dims[d];
+        else
+            rows *= (size_t)x->shape.dims[d];
+        if (d < first)
+            os.dims[os.rank++] = x->shape.dims[d];
+        else if (keep)
+            os.dims[os.rank++] = 1;
+    }
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+        return st;
+    if (!len)
+        return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
+    return rows_sum(c, (const float *)x->data, (float *)c->out[0].data, rows, len,
+                    mean ? 1.f / (float)len : 1.f, err);
+}
+
+static kiln_status g_reduce_mean(const kiln_onnx_call *c, kiln_err *err)
+{
+    return reduce(c, true, err);
+}
+static kiln_status g_reduce_sum(const kiln_onnx_call *c, kiln_err *err)
+{
+    return reduce(c, false, err);
+}
+
+/* Softmax / LogSoftmax along an axis: one warp per (outer, inner) row of len, stride inner. */
+__global__ void softmax_k(const float *__restrict__ x, float *__restrict__ y, size_t outer,
+                          size_t len, size_t inner, bool lg)
+{
+    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= outer * inner)
+        return;
+    size_t base = row / inner * len * inner + row % inner;
+    const float *p = x + base;
+    float *q = y + base;
+    float mx = -INFINITY;
+    for (size_t k = lane; k < len; k += 32)
+        mx = fmaxf(mx, p[k * inner]);
+    mx = warp_max(mx);
+    float s = 0.f;
+    for (size_t k = lane; k < len; k += 32)
+        s += expf(p[k * inner] - mx);
+    s = warp_sum(s);
+    float ls = logf(s);
+    for (size_t k = lane; k < len; k += 32)
+        q[k * inner] = lg ? p[k * inner] - mx - ls : expf(p[k * inner] - mx) / s;
+}
+
+static kiln_status softmax(const kiln_onnx_call *c, bool lg, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    int r = x->shape.rank;
+    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
+    if (axis < -r || axis >= r || r == 0)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside the input's rank %d",
+                                   (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t outer = 1, len = (size_t)x->shape.dims[axis], inner = 1;
+    for (int d = 0; d < axis; d++)
+        outer *= (size_t)x->shape.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        inner *= (size_t)x->shape.dims[d];
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t rows = outer * inner;
+    if (rows && len)
+        softmax_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(
+            (const float *)x->data, (float *)c->out[0].data, outer, len, inner, lg);
+    return launched(c, err);
+}
+
+static kiln_status g_softmax(const kiln_onnx_call *c, kiln_err *err)
+{
+    return softmax(c, false, err);
+}
+static kiln_status g_log_softmax(const kiln_onnx_call *c, kiln_err *err)
+{
+    return softmax(c, true, err);
+}
+
+/* LayerNormalization: one warp per row of len (two passes: mean, then variance). */
+__global__ void layer_norm_k(const float *__restrict__ x, const float *__restrict__ sc,
+                             const float *__restrict__ bi, float *__restrict__ y, size_t rows,
+                             size_t len, float eps)
+{
+    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    const float *p = x + row * len;
+    float s = 0.f;
+    for (size_t i = lane; i < len; i += 32)
+        s += p[i];
+    float mu = warp_sum(s) / (float)len;
+    float v = 0.f;
+    for (size_t i = lane; i < len; i += 32)
+        v += (p[i] - mu) * (p[i] - mu);
+    float inv = rsqrtf(warp_sum(v) / (float)len + eps);
+    for (size_t i = lane; i < len; i += 32)
+        y[row * len + i] = (p[i] - mu) * inv * sc[i] + (bi ? bi[i] : 0.f);
+}
+
+static kiln_status g_layer_norm(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_want_f32(c, 1, err);
+    bool has_b = c->n_in > 2 && c->in[2];
+    if (st == KILN_OK && has_b)
+        st = kiln__onnx_want_f32(c, 2, err);
+    if (st != KILN_OK)
+        return st;
+    for (size_t k = 1; k < c->n_out; k++)
+        if (c->node->outputs[k] >= 0)
+            return kiln__onnx_bad_node(c, err, "the Mean and InvStdDev outputs are not supported");
+    const kiln_tensor *x = c->in[0];
+    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
+    int r = x->shape.rank;
+    if (axis < -r || axis >= r)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t inner = 1;
+    for (int d = (int)axis; d < r; d++)
+        inner *= (size_t)x->shape.dims[d];
+    if (c->in[1]->byte_size != inner * sizeof(float) ||
+        (has_b && c->in[2]->byte_size != inner * sizeof(float)))
+        return kiln__onnx_bad_node(c, err, "scale and bias must hold %zu values", inner);
+    float eps = kiln__onnx_attr_float(c, "epsilon", 1e-5f);
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t rows = inner ? numel(x) / inner : 0;
+    if (rows)
+        layer_norm_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(
+            (const float *)x->data, (const float *)c->in[1]->data,
+            has_b ? (const float *)c->in[2]->data : NULL, (float *)c->out[0].data, rows, inner,
+            eps);
+    return launched(c, err);
+}
+
+/* BatchNormalization (inference; when load could not fold it into a Conv). */
+__global__ void batchnorm_k(const float *__restrict__ x, const float *__restrict__ sc,
+                            const float *__restrict__ bi, const float *__restrict__ mu,
+                            const float *__restrict__ var, float *__restrict__ y, size_t inner,
+                            size_t C, size_t n, float eps)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t ch = i / inner % C;
+        float a = sc[ch] / sqrtf(var[ch] + eps);
+        y[i] = x[i] * a + (bi[ch] - mu[ch] * a);
+    }
+}
+
+static kiln_status g_batchnorm(const kiln_onnx_call *c, kiln_err *err)
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; st == KILN_OK && i < 5; i++)
+        st = kiln__onnx_want_f32(c, i, err);
+    if (st != KILN_OK)
+        return st;
+    for (size_t k = 1; k < c->n_out; k++)
+        if (c->node->outputs[k] >= 0)
+            return kiln__onnx_bad_node(c, err,
+                                       "training outputs are not supported (inference only)");
+    const kiln_tensor *x = c->in[0];
+    if (x->shape.rank < 2)
+        return kiln__onnx_bad_node(c, err, "input must be [N,C,...]");
+    int64_t C = x->shape.dims[1];
+    for (size_t i = 1; i < 5; i++)
+        if (c->in[i]->shape.rank != 1 || c->in[i]->shape.dims[0] != C)
+            return kiln__onnx_bad_node(c, err, "input %zu must be [%lld]", i, (long long)C);
+    float eps = kiln__onnx_attr_float(c, "epsilon", 1e-5f);
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t inner = 1, n = numel(x);
+    for (int d = 2; d < x->shape.rank; d++)
+        inner *= (size_t)x->shape.dims[d];
+    if (n)
+        batchnorm_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
+            (const float *)x->data, (const float *)c->in[1]->data, (const float *)c->in[2]->data,
+            (const float *)c->in[3]->data, (const float *)c->in[4]->data, (float *)c->out[0].data,
+            inner, (size_t)C, n, eps);
+    return launched(c, err);
+}
+
+/* ---------------------------------------------------------------- data movement */
+
+/* y[i] = x[sum_d idx_d * st[d]] over out dims (a permuted or strided read), es-byte elements. */
+typedef struct perm_p {
+    int rank;
+    int64_t dims[KILN_MAX_RANK], st[KILN_MAX_RANK];
+} perm_p;
+
+template <typename T>
+__global__ void gather_k(perm_p p, const T *__restrict__ x, T *__restrict__ y, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i, off = 0;
+        for (int d = p.rank - 1; d >= 0; d--) {
+            size_t q = r / (size_t)p.dims[d];
+            off += (r - q * (size_t)p.dims[d]) * (size_t)p.st[d];
+            r = q;
+        }
+        y[i] = x[off];
+    }
+}
+
+static kiln_status g_transpose(const kiln_onnx_call *c, kiln_err *err)
+{
+    if (!c->n_in || !c->in[0])
+        return kiln__onnx_bad_node(c, err, "input 0 is required");
+    const kiln_tensor *x = c->in[0];
+    int r = x->shape.rank;
+    size_t es = kiln_dtype_size(x->dtype);
+    if (es != 4 && es != 8)
+        return KILN_UNIMPLEMENTED;
+    const kiln_onnx_attr *pa = kiln_onnx_node_attr(c->node, "perm");
+    if (pa && (pa->type != KILN_ONNX_ATTR_INTS || (int)pa->n != r))
+        return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
+    perm_p p;
+    p.rank = r;
+    int64_t in_st[KILN_MAX_RANK], s = 1;
+    for (int d = r - 1; d >= 0; d--) {
+        in_st[d] = s;
+        s *= x->shape.dims[d];
+    }
+    kiln_shape os = {.rank = r};
+    bool seen[KILN_MAX_RANK] = {false};
+    for (int d = 0; d < r; d++) {
+        int64_t v = pa ? pa->ints[d] : r - 1 - d;
+        if (v < 0 || v >= r || seen[v])
+            return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
+        seen[v] = true;
+        os.dims[d] = p.dims[d] = x->shape.dims[v];
+        p.st[d] = in_st[v];
+    }
+    kiln_status st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err);
+    if (st != KILN_OK)
+        return st;
+    size_t n = numel(x);
+    if (!n)
+        return KILN_OK;
+    if (es == 4)
+        gather_k<uint32_t><<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
+            p, (const uint32_t *)x->data, (uint32_t *)c->out[0].data, n);
+    else
+        gather_k<uint64_t><<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
+            p, (const uint64_t *)x->data, (uint64_t *)c->out[0].data, n);
+    return launched(c, err);
+}
+
+/* Copies rows of width bytes from src (pitch sp) to dst (pitch dp), in stream order. */
+static kiln_status copy2d(const kiln_onnx_call *c, void *dst, size_t dp, const void *src, size_t sp,
+                          size_t width, size_t rows, kiln_err *err)
+{
+    if (!width || !rows)
+        return KILN_OK;
+    cudaError_t e =
+        cudaMemcpy2DAsync(dst, dp, src, sp, width, rows, cudaMemcpyDeviceToDevice, c->gpu->stream);
+    if (e != cudaSuccess) {
+        kiln_tensor_fini(&c->out[0]);
+        return lib_fail(c, err, "cudaMemcpy2DAsync", cudaGetErrorString(e));
+    }
+    return KILN_OK;
+}
+
+static kiln_status g_concat(const kiln_onnx_call *c, kiln_err *err)
+{
+    if (!c->n_in || !c->in[0])
+        return kiln__onnx_bad_node(c, err, "Concat needs inputs");
+    const kiln_tensor *x0 = c->in[0];
+    int r = x0->shape.rank;
+    int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
+    if (r == 0 || axis < -r || axis >= r)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside the inputs' rank %d",
+                                   (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t es = kiln_dtype_size(x0->dtype);
+    if (!es)
+        return kiln__onnx_bad_node(c, err, "%s tensors cannot be concatenated",
+                                   kiln_dtype_name(x0->dtype));
+    kiln_shape os = x0->shape;
+    os.dims[axis] = 0;
+    for (size_t i = 0; i < c->n_in; i++) {
+        const kiln_tensor *t = c->in[i];
+        if (!t || t->dtype != x0->dtype || t->shape.rank != r)
+            return kiln__onnx_bad_node(c, err, "input %zu differs in presence, dtype or rank", i);
+        for (int d = 0; d < r; d++)
+            if (d != axis && t->shape.dims[d] != x0->shape.dims[d])
+                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld", i,
+                                           d, (long long)t->shape.dims[d],
+                                           (long long)x0->shape.dims[d]);
+        os.dims[axis] += t->shape.dims[axis];
+    }
+    kiln_status st = kiln__onnx_alloc(c, x0->dtype, &os, &c->out[0], err);
+    if (st != KILN_OK)
+        return st;
+    size_t outer = 1, inner = es;
+    for (int d = 0; d < axis; d++)
+        outer *= (size_t)os.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        inner *= (size_t)os.dims[d];
+    size_t row = (size_t)os.dims[axis] * inner, at = 0;
+    for (size_t i = 0; st == KILN_OK && i < c->n_in; i++) {
+        size_t chunk = (size_t)c->in[i]->shape.dims[axis] * inner;
+        st = copy2d(c, (char *)c->out[0].data + at, row, c->in[i]->data, chunk, chunk, outer, err);
+        at += chunk;
+    }
+    return st;
+}
+
+/* Gather along `axis` with indices read on the host (input 1): one strided copy per index. */
+static kiln_status g_gather(const kiln_onnx_call *c, kiln_err *err)
+{
+    if (c->n_in < 2 || !c->in[0] || !c->in[1])
+        return kiln__onnx_bad_node(c, err, "inputs 0 and 1 are required");
+    const kiln_tensor *x = c->in[0], *ix = c->in[1];
+    if (ix->dtype != KILN_DTYPE_INT64 && ix->dtype != KILN_DTYPE_INT32)
+        return kiln__onnx_bad_node(c, err, "indices must be INT64 or INT32");
+    int r = x->shape.rank;
+    int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
+    if (r == 0 || axis < -r || axis >= r)
+        return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)axis, r);
+    if (axis < 0)
+        axis += r;
+    size_t es = kiln_dtype_size(x->dtype), ni = numel(ix);
+    if (!es || r - 1 + ix->shape.rank > KILN_MAX_RANK)
+        return KILN_UNIMPLEMENTED;
+    if (ni > 256)
+        return KILN_UNIMPLEMENTED; /* one copy per index: many indices go to the CPU */
+    kiln_shape os = {.rank = 0};
+    for (int d = 0; d < axis; d++)
+        os.dims[os.rank++] = x->shape.dims[d];
+    for (int d = 0; d < ix->shape.rank; d++)
+        os.dims[os.rank++] = ix->shape.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        os.dims[os.rank++] = x->shape.dims[d];
+    int64_t len = x->shape.dims[axis];
+    for (size_t i = 0; i < ni; i++) {
+        int64_t v = ix->dtype == KILN_DTYPE_INT64 ? ((const int64_t *)ix->data)[i]
+                                                  : ((const int32_t *)ix->data)[i];
+        if (v < -len || v >= len)
+            return kiln__onnx_bad_node(c, err, "index %lld is outside [%lld, %lld)", (long long)v,
+                                       (long long)-len, (long long)len);
+    }
+    kiln_status st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err);
+    if (st != KILN_OK)
+        return st;
+    size_t outer = 1, inner = es;
+    for (int d = 0; d < axis; d++)
+        outer *= (size_t)x->shape.dims[d];
+    for (int d = (int)axis + 1; d < r; d++)
+        inner *= (size_t)x->shape.dims[d];
+    for (size_t i = 0; st == KILN_OK && i < ni; i++) {
+        int64_t v = ix->dtype == KILN_DTYPE_INT64 ? ((const int64_t *)ix->data)[i]
+                                                  : ((const int32_t *)ix->data)[i];
+        v = v < 0 ? v + len : v;
+        st = copy2d(c, (char *)c->out[0].data + i * inner, ni * inner,
+                    (const char *)x->data + (size_t)v * inner, (size_t)len * inner, inner, outer,
+                    err);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------- the table */
+
+#define HOST(k) (1u << (k))
+
+extern "C" const kiln_onnx_kernel kiln__onnx_cuda[] = {
+    {"Relu", KILN_DEVICE_CUDA, g_relu, false, 0},
+    {"LeakyRelu", KILN_DEVICE_CUDA, g_leaky, false, 0},
+    {"Sigmoid", KILN_DEVICE_CUDA, g_sigmoid, false, 0},
+    {"Tanh", KILN_DEVICE_CUDA, g_tanh, false, 0},
+    {"Exp", KILN_DEVICE_CUDA, g_exp, false, 0},
+    {"Sqrt", KILN_DEVICE_CUDA, g_sqrt, false, 0},
+    {"Erf", KILN_DEVICE_CUDA, g_erf, false, 0},
+    {"Neg", KILN_DEVICE_CUDA, g_neg, false, 0},
+    {"Abs", KILN_DEVICE_CUDA, g_abs, false, 0},
+    {"Clip", KILN_DEVICE_CUDA, g_clip, false, HOST(1) | HOST(2)},
+    {"Add", KILN_DEVICE_CUDA, g_add, true, 0},
+    {"Sub", KILN_DEVICE_CUDA, g_sub, true, 0},
+    {"Mul", KILN_DEVICE_CUDA, g_mul, true, 0},
+    {"Div", KILN_DEVICE_CUDA, g_div, true, 0},
+    {"Pow", KILN_DEVICE_CUDA, g_pow, false, 0},
+    {"Softmax", KILN_DEVICE_CUDA, g_softmax, false, 0},
+    {"LogSoftmax", KILN_DEVICE_CUDA, g_log_softmax, false, 0},
+    {"MatMul", KILN_DEVICE_CUDA, g_matmul, true, 0},
+    {"Gemm", KILN_DEVICE_CUDA, g_gemm, true, 0},
+    {"Conv", KILN_DEVICE_CUDA, g_conv, true, 0},
+    {"MaxPool", KILN_DEVICE_CUDA, g_maxpool, false, 0},
+    {"AveragePool", KILN_DEVICE_CUDA, g_avgpool, false, 0},
+    {"GlobalAveragePool", KILN_DEVICE_CUDA, g_global_avgpool, false, 0},
+    {"BatchNormalization", KILN_DEVICE_CUDA, g_batchnorm, false, 0},
+    {"LayerNormalization", KILN_DEVICE_CUDA, g_layer_norm, false, 0},
+    {"ReduceMean", KILN_DEVICE_CUDA, g_reduce_mean, false, HOST(1)},
+    {"ReduceSum", KILN_DEVICE_CUDA, g_reduce_sum, false, HOST(1)},
+    {"Transpose", KILN_DEVICE_CUDA, g_transpose, false, 0},
+    {"Concat", KILN_DEVICE_CUDA, g_concat, false, 0},
+    {"Gather", KILN_DEVICE_CUDA, g_gather, false, HOST(1)},
+    {NULL, KILN_DEVICE_CUDA, NULL, false, 0},
+};

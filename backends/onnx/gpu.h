@@ -1,0 +1,95 @@
+/*
+ * backends/onnx/gpu.h: the CUDA side of the ONNX backend (backends/onnx/gpu.cu; gpu_none.c in
+ * a build without CUDA, where every call answers KILN_UNAVAILABLE and the CUDA kernel table is
+ * empty). Plain C, safe to include from nvcc.
+ *
+ * One kiln_onnx_gpu per model instance on a GPU: its device, one CUDA stream (the instance's
+ * execution thread is the only one that uses it), a cuBLAS and a cuDNN handle bound to that
+ * stream, the convolution algorithm cache, a workspace for cuDNN and cuBLAS, and a pinned host
+ * staging buffer for copies in and out. Kernels find it in kiln_onnx_call.gpu.
+ *
+ * Precision: KILN_ONNX_FP32 computes in FP32 throughout (cuDNN FMA math, cuBLAS default math);
+ * KILN_ONNX_TF32 lets cuDNN and cuBLAS use TF32 tensor cores for convolutions and GEMMs.
+ *
+ * Thread-safety: open and close on one thread, outside the sandbox (they create the CUDA
+ * context and the library handles, which open device files). Every other call on the one
+ * thread that executes the instance at a time (backends/backend.h).
+ */
+#ifndef KILN_BACKENDS_ONNX_GPU_H
+#define KILN_BACKENDS_ONNX_GPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kiln_onnx_gpu kiln_onnx_gpu;
+
+typedef enum kiln_onnx_precision {
+    KILN_ONNX_FP32 = 0,
+    KILN_ONNX_TF32 = 1,
+} kiln_onnx_precision;
+
+/*
+ * Opens a context on CUDA device `device`. Errors: KILN_UNAVAILABLE (no CUDA in this build, no
+ * such device), KILN_RESOURCE_EXHAUSTED (device memory), KILN_INTERNAL with the CUDA, cuBLAS or
+ * cuDNN error otherwise. OUT: *out (NULL on failure).
+ */
+kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, kiln_onnx_gpu **out,
+                                kiln_err *err);
+
+/* Waits for the stream and frees everything open made. NULL is a no-op. */
+void kiln__onnx_gpu_close(kiln_onnx_gpu *g);
+
+int kiln__onnx_gpu_device(const kiln_onnx_gpu *g);
+
+/* Makes the context's device current on the calling thread (each execute starts with it). */
+kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err);
+
+/* Copies n bytes, in stream order; host memory may be pageable or the staging buffer, device
+ * memory any device pointer (CUDA works out the direction). */
+kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const void *src, size_t n,
+                                kiln_err *err);
+
+/* Sets n bytes of device memory to zero, in stream order. */
+kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err *err);
+
+/* Waits until the stream's work is done; a failure there (a kernel's fault) is reported with
+ * the CUDA error string. `poisoned` (may be NULL) is set when the error leaves the CUDA context
+ * unusable (an illegal address, a launch failure): the model must be loaded again. */
+kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, bool *poisoned, kiln_err *err);
+
+/* The pinned host staging buffer, grown to at least `bytes` (its contents are not kept when it
+ * grows). Valid until the next call. */
+kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host, kiln_err *err);
+
+/* Bytes of device memory the context holds (workspace). */
+uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g);
+
+/* Bumped each time memory that captured graphs point at (the workspace) is replaced. */
+uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g);
+
+/* True while the stream is capturing a graph (kernels must not allocate or synchronize). */
+bool kiln__onnx_gpu_capturing(const kiln_onnx_gpu *g);
+
+/*
+ * CUDA graphs. capture_begin starts capturing the stream's work; capture_end stops it and
+ * instantiates what was captured. OUT: *exec (NULL when the capture failed, with the reason
+ * in err; the stream is usable again either way). graph_run launches an instantiated graph on
+ * the stream. graph_free frees one (NULL: no-op).
+ */
+kiln_status kiln__onnx_gpu_capture_begin(kiln_onnx_gpu *g, kiln_err *err);
+kiln_status kiln__onnx_gpu_capture_end(kiln_onnx_gpu *g, void **exec, kiln_err *err);
+kiln_status kiln__onnx_gpu_graph_run(kiln_onnx_gpu *g, void *exec, kiln_err *err);
+void kiln__onnx_gpu_graph_free(void *exec);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_BACKENDS_ONNX_GPU_H */

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""bench/gpu_vs_torch.py: Kiln's ONNX backend on a GPU against PyTorch eager, in one command.
+
+Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine; docs/gpu.md):
+
+    python3 bench/gpu_vs_torch.py --bin build/bundle/bin [--batches 1,8,32,64] [--e2e]
+
+1. Exports torchvision's ResNet-50 (random weights, seed 0) to ONNX, with a dynamic batch.
+2. Execute time per batch size: PyTorch eager (cudnn.benchmark on; FP32 with TF32 off, and
+   TF32 on for convolutions and matmuls) against Kiln's backend through bench_onnx --gpu 0
+   (the same precision), both with the input already on the GPU and the output left there
+   (Kiln: --device-io), and both from host memory and back. Medians of --runs runs after a
+   warm-up; ratios are PyTorch time / Kiln time (above 1: Kiln is faster). Kiln with CUDA
+   graphs on (the default) and off.
+3. Outputs agree: Kiln's output for batch 1 against PyTorch's, relative L2.
+4. With --e2e: kiln-server serving the model (dynamic batcher, KIND_GPU), driven by
+   `kiln perf` at concurrency 1, 16 and 64: images/s and p50/p99 latency, graphs on and off.
+5. With --scaling (a machine with 2 GPUs or more): throughput of bench_onnx (batch 32, TF32,
+   device io) with one instance on GPU 0, two instances on GPU 0, and one instance on each of
+   GPUs 0 and 1; then kiln-server with the model on KIND_GPU without a list (an instance on
+   every GPU) against gpus: [0], through `kiln perf --shm` at concurrency 64.
+Prints JSON lines, then a markdown summary.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+
+def export(dirpath, name, max_batch, extra=""):
+    os.makedirs(os.path.join(dirpath, name, "1"), exist_ok=True)
+    cfg = f"""name: "{name}"
+backend: "onnx"
+max_batch_size: {max_batch}
+input [ {{ name: "input" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] }} ]
+output [ {{ name: "output" data_type: TYPE_FP32 dims: [ 1000 ] }} ]
+{extra}
+"""
+    with open(os.path.join(dirpath, name, "config.pbtxt"), "w") as f:
+        f.write(cfg)
+    return os.path.join(dirpath, name)
+
+
+def torch_time(model, x, runs, host_io):
+    xs = x.cpu() if host_io else x  # host io: from pageable memory, as a request's bytes are
+    with torch.inference_mode():
+        for _ in range(10):
+            y = model(xs.cuda() if host_io else xs)
+            if host_io:
+                y = y.cpu()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            y = model(xs.cuda() if host_io else xs)
+            y = y.cpu() if host_io else y
+            torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)) * 1e3
+
+
+def kiln_time(bin_dir, mdir, batches, runs, device_io, params, inp=None, out=None):
+    cmd = [os.path.join(bin_dir, "bench_onnx"), mdir, "--batch", ",".join(map(str, batches)),
+           "--runs", str(runs), "--instances", "1", "--seconds", "0.5", "--gpu", "0"]
+    if device_io:
+        cmd.append("--device-io")
+    for p in params:
+        cmd += ["--param", p]
+    if inp:
+        cmd += ["--input", inp, "--output", out]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return {j["batch"]: j for j in map(json.loads, res.stdout.split("\n")[:-1])}
+
+
+def perf(bin_dir, url, model, levels, seconds):
+    cmd = [os.path.join(bin_dir, "kiln"), "perf", model, "--url", url, "--concurrency",
+           ",".join(map(str, levels)), "--duration", f"{seconds}s", "--warmup", "2s", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"kiln perf {model} failed ({res.returncode}): {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
+
+
+def serve(a, repo, models, levels, shm):
+    """kiln-server on repo; kiln perf on each model. Returns (results, log tail)."""
+    port_file = os.path.join(repo, "..", "port")
+    log = os.path.join(repo, "..", "log")
+    if os.path.exists(port_file):
+        os.remove(port_file)
+    srv = subprocess.Popen([os.path.join(a.bin, "kiln-server"), "--address=127.0.0.1:0",
+                            f"--model-repository={repo}", f"--port-file={port_file}",
+                            "--metrics-address=127.0.0.1:0", "--exec-threads=4",
+                            "--log-level=info"], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    out = []
+    try:
+        for _ in range(3000):
+            if (os.path.exists(port_file) and open(port_file).read().strip()) or srv.poll() is not None:
+                break
+            time.sleep(0.1)
+        if not os.path.exists(port_file):
+            raise SystemExit("kiln-server did not start: " + open(log).read()[-3000:])
+        url = "127.0.0.1:" + open(port_file).read().strip()
+        for m in models:
+            cmd = [os.path.join(a.bin, "kiln"), "perf", m, "--url", url, "--concurrency",
+                   ",".join(map(str, levels)), "--duration", f"{a.seconds}s", "--warmup", "3s",
+                   "--json"] + (["--shm"] if shm else [])
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"kiln perf {m} failed: {res.stderr[-2000:]}")
+            for lvl in json.loads(res.stdout)["levels"]:
+                out.append({"model": m, **lvl})
+                print(json.dumps(out[-1]))
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(timeout=60)
+    return out, open(log).read()
+
+
+def scaling(a, work, mdir):
+    n = torch.cuda.device_count()
+    print(json.dumps({"gpus": n, "names": [torch.cuda.get_device_name(i) for i in range(n)]}))
+    res = {}
+    for label, gpus, inst in (("1 instance, GPU 0", "0", 1), ("2 instances, GPU 0", "0", 2),
+                              ("2 instances, GPUs 0 and 1", "0,1", 2)):
+        cmd = [os.path.join(a.bin, "bench_onnx"), mdir, "--batch", "32", "--runs", "5",
+               "--instances", str(inst), "--seconds", str(a.seconds), "--gpu", gpus,
+               "--device-io", "--param", "precision=tf32"]
+        r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        res[label] = json.loads(r.stdout.splitlines()[0])["items_per_s"]
+        print(json.dumps({"bench_onnx": label, "images_per_s": res[label]}))
+    base = res["1 instance, GPU 0"]
+    for k, v in res.items():
+        print(f"| {k} | {v:.0f} images/s | {v / base:.2f}x |")
+    # the server: an instance on every GPU against one GPU
+    onnx_file = work + "-resnet50.onnx"
+    os.rename(os.path.join(mdir, "1", "model.onnx"), onnx_file)
+    shutil.rmtree(mdir)
+    dyn = ("dynamic_batching { preferred_batch_size: [ 16, 32 ] "
+           "max_queue_delay_microseconds: 2000 }\n"
+           'parameters { key: "precision" value { string_value: "tf32" } }\n')
+    export(work, "r50_gpu0", 32, dyn + "instance_group [ { kind: KIND_GPU gpus: [ 0 ] } ]\n")
+    export(work, "r50_all", 32, dyn + "instance_group [ { kind: KIND_GPU } ]\n")
+    for m in ("r50_gpu0", "r50_all"):
+        os.symlink(onnx_file, os.path.join(work, m, "1", "model.onnx"))
+    out, log = serve(a, work, ["r50_gpu0", "r50_all"], [64], True)
+    for line in log.splitlines():
+        if '"msg":"on GPU' in line:
+            print(line)
+    t = {r["model"]: r["throughput"] for r in out}
+    print(f"server, kiln perf --shm, concurrency 64: one GPU {t['r50_gpu0']:.0f}/s, "
+          f"every GPU {t['r50_all']:.0f}/s, {t['r50_all'] / t['r50_gpu0']:.2f}x")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/bundle/bin")
+    ap.add_argument("--batches", default="1,8,32,64")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--e2e", action="store_true")
+    ap.add_argument("--e2e-only", action="store_true", help="skip the execute-time comparison")
+    ap.add_argument("--scaling", action="store_true", help="only the several-GPU figures")
+    ap.add_argument("--seconds", type=int, default=5)
+    a = ap.parse_args()
+    batches = [int(b) for b in a.batches.split(",")]
+    work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    mdir = export(work, "resnet50", max(batches))
+    torch.onnx.export(model, torch.randn(1, 3, 224, 224), os.path.join(mdir, "1", "model.onnx"),
+                      input_names=["input"], output_names=["output"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+    gm = model.cuda()
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    # agreement at batch 1 (FP32)
+    x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x1.numpy().tofile(os.path.join(work, "in.raw"))
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.inference_mode():
+        ref = gm(x1.cuda()).cpu().numpy().ravel()
+    kiln_time(a.bin, mdir, [1], 3, False, [], os.path.join(work, "in.raw"),
+              os.path.join(work, "out.raw"))
+    got = np.fromfile(os.path.join(work, "out.raw"), dtype=np.float32)
+    rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    print(json.dumps({"check": "batch 1 output vs PyTorch (FP32)", "relative_l2": rel}))
+    if a.scaling:
+        return scaling(a, work, mdir)
+    for prec in () if a.e2e_only else ("fp32", "tf32"):
+        torch.backends.cudnn.allow_tf32 = prec == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
+        for io in ("device", "host"):
+            kg = kiln_time(a.bin, mdir, batches, a.runs, io == "device", [f"precision={prec}"])
+            kn = kiln_time(a.bin, mdir, batches, a.runs, io == "device",
+                           [f"precision={prec}", "cuda_graphs=false"])
+            for b in batches:
+                x = torch.randn(b, 3, 224, 224, device="cuda")
+                t = torch_time(gm, x, a.runs, io == "host")
+                r = {"precision": prec, "io": io, "batch": b, "torch_ms": round(t, 3),
+                     "kiln_ms": kg[b]["p50_ms"], "kiln_nograph_ms": kn[b]["p50_ms"],
+                     "ratio": round(t / kg[b]["p50_ms"], 3),
+                     "ratio_nograph": round(t / kn[b]["p50_ms"], 3)}
+                print(json.dumps(r))
+                sys.stdout.flush()
+                rows.append(r)
+    e2e = []
+    if a.e2e or a.e2e_only:
+        extra = ("instance_group [ { kind: KIND_GPU count: 2 } ]\n"
+                 "dynamic_batching { preferred_batch_size: [ 8, 16, 32, 64 ] "
+                 "max_queue_delay_microseconds: 2000 }\n")
+        export(work, "resnet50_graphs", max(batches), extra)
+        export(work, "resnet50_nographs", max(batches),
+               extra + 'parameters { key: "cuda_graphs" value { string_value: "false" } }\n')
+        onnx_file = work + "-resnet50.onnx"  # outside the repository: only the two are served
+        os.rename(os.path.join(mdir, "1", "model.onnx"), onnx_file)
+        shutil.rmtree(mdir)
+        for m in ("resnet50_graphs", "resnet50_nographs"):
+            os.symlink(onnx_file, os.path.join(work, m, "1", "model.onnx"))
+        port_file = os.path.join(work, "port")
+        srv = subprocess.Popen([os.path.join(a.bin, "kiln-server"), "--address=127.0.0.1:0",
+                                f"--model-repository={work}", f"--port-file={port_file}",
+                                "--metrics-address=127.0.0.1:0", "--exec-threads=4",
+                                "--log-level=info"],
+                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log"), "w"))
+        try:
+            for _ in range(3000):
+                if os.path.exists(port_file) and open(port_file).read().strip():
+                    break
+                if srv.poll() is not None:
+                    break
+                time.sleep(0.1)
+            if not os.path.exists(port_file):
+                sys.stdout.write(open(os.path.join(work, "log")).read()[-5000:])
+                raise SystemExit("kiln-server did not start")
+            url = "127.0.0.1:" + open(port_file).read().strip()
+            for m in ("resnet50_graphs", "resnet50_nographs"):
+                for lvl in perf(a.bin, url, m, [1, 16, 64], a.seconds)["levels"]:
+                    r = {"model": m, **lvl}
+                    print(json.dumps(r))
+                    e2e.append(r)
+        finally:
+            srv.send_signal(signal.SIGTERM)
+            srv.wait(timeout=60)
+        sys.stdout.write(open(os.path.join(work, "log")).read()[-3000:])
+    print(f"\nResNet-50, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; "
+          f"batch 1 relative L2 vs PyTorch: {rel:.2e}")
+    print("| precision | io | batch | PyTorch ms | Kiln ms (graphs) | ratio | Kiln ms (no graphs) | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['precision']} | {r['io']} | {r['batch']} | {r['torch_ms']:.3f} | "
+              f"{r['kiln_ms']:.3f} | {r['ratio']:.2f} | {r['kiln_nograph_ms']:.3f} | "
+              f"{r['ratio_nograph']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+/*
+ * tests/unit/backends/test_onnx_gpu.c: the ONNX backend on a GPU (backends/onnx/gpu.cu). Every
+ * test skips on a machine without a visible CUDA device (CI); on the device machine they run
+ * from the bundle (make bundle; docs/gpu.md):
+ *   - every fixture on the GPU matches the CPU path within 1e-4 relative L2 (FP32) at several
+ *     batch sizes, each shape three times (trace, capture, replay), and within 1e-2 with TF32;
+ *   - CUDA graphs on and off give the same bytes;
+ *   - inputs and outputs in device memory (CUDA shared memory's case) match host ones;
+ *   - device memory is counted as device bytes;
+ *   - execution from a sandboxed thread records no violation;
+ *   - a KIND_GPU instance group naming a GPU that does not exist is refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/onnx/onnx.h"
+#include "common/alloc.h"
+#include "common/log.h"
+#include "sandbox/sandbox.h"
+#include "tensor/cuda_mem.h"
+#include "tests/support.h"
+
+static bool have_gpu(void)
+{
+    int n = 0;
+    kiln_err e;
+    return kiln_cuda_device_count(&n, &e) == KILN_OK && n > 0;
+}
+
+#define NEED_GPU()                                                                                 \
+    do {                                                                                           \
+        if (!have_gpu())                                                                           \
+            skip();                                                                                \
+    } while (0)
+
+static const kiln_backend *onnx(void)
+{
+    return kiln_backend_find("onnx");
+}
+
+typedef struct loaded {
+    kiln_model_config *config;
+    kiln_backend_model *model;
+} loaded;
+
+/* Loads sub/name on dev; `extra` (may be NULL) is appended to its config.pbtxt. */
+static kiln_status try_load(loaded *l, const char *sub, const char *name, kiln_device dev,
+                            const char *extra, kiln_err *e)
+{
+    char dir[1024], vdir[1100], path[1200];
+    snprintf(dir, sizeof(dir), "%s/%s/%s", kiln_test_build_dir(), sub, name);
+    snprintf(vdir, sizeof(vdir), "%s/1", dir);
+    snprintf(path, sizeof(path), "%s/config.pbtxt", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof(text) - 1024, f);
+    fclose(f);
+    text[n] = '\0';
+    if (extra)
+        snprintf(text + n, sizeof(text) - n, "\n%s\n", extra);
+    kiln_err pe;
+    assert_ok(kiln_model_config_parse(text, strlen(text), path, &l->config, &pe), &pe);
+    kiln_load_args a = {name, dir, vdir, 1, l->config, dev};
+    kiln_status st = onnx()->load(&a, &l->model, e);
+    if (st != KILN_OK)
+        kiln_model_config_free(l->config);
+    return st;
+}
+
+static void load(loaded *l, const char *sub, const char *name, kiln_device dev, const char *extra)
+{
+    kiln_err e;
+    assert_ok(try_load(l, sub, name, dev, extra, &e), &e);
+}
+
+static void unload(loaded *l)
+{
+    onnx()->unload(l->model);
+    kiln_model_config_free(l->config);
+}
+
+static const kiln_device cpu = {KILN_DEVICE_CPU, 0}, gpu0 = {KILN_DEVICE_CUDA, 0};
+
+/* Host inputs for `rows` filled from `seed`. */
+static void make_inputs(const kiln_model_config *c, int64_t rows, float seed, kiln_tensor *in)
+{
+    kiln_err e;
+    assert_true(c->n_inputs <= 4);
+    for (size_t k = 0; k < c->n_inputs; k++) {
+        kiln_shape s = {.rank = 0};
+        if (c->max_batch_size > 0)
+            s.dims[s.rank++] = rows;
+        for (int d = 0; d < c->inputs[k].dims.rank; d++)
+            s.dims[s.rank++] = c->inputs[k].dims.dims[d];
+        assert_ok(kiln_tensor_alloc(KILN_DTYPE_FP32, &s, 0, &in[k], &e), &e);
+        float *p = in[k].data;
+        for (size_t i = 0; i < in[k].byte_size / 4; i++)
+            p[i] = seed + (float)((i * 37 + k * 11) % 101) / 50.f - 1.f;
+    }
+}
+
+/* A device copy of host tensor h. */
+static void to_device(const kiln_tensor *h, kiln_tensor *d)
+{
+    kiln_err e;
+    kiln_storage *s = NULL;
+    assert_ok(kiln_storage_create_cuda(0, h->byte_size, &s, &e), &e);
+    assert_ok(kiln_tensor_view(s, 0, h->dtype, &h->shape, h->byte_size, d, &e), &e);
+    kiln_storage_unref(s);
+    assert_ok(kiln__cuda_copy(d->data, h->data, h->byte_size, &e), &e);
+}
+
+/* Runs `rows` on l; output 0 returned on the host. With `device_io`, the inputs are device
+ * copies and the output is written into a device buffer, then copied back. */
+static kiln_tensor run(loaded *l, int64_t rows, float seed, bool device_io)
+{
+    const kiln_model_config *c = l->config;
+    kiln_tensor in[4] = {{0}}, din[4] = {{0}};
+    make_inputs(c, rows, seed, in);
+    kiln_err e;
+    kiln_storage *obuf = NULL;
+    kiln_output_slot out = {.index = 0};
+    if (device_io) {
+        for (size_t k = 0; k < c->n_inputs; k++)
+            to_device(&in[k], &din[k]);
+        assert_ok(kiln_storage_create_cuda(0, 1 << 20, &obuf, &e), &e);
+        out.buffer = obuf;
+        out.capacity = 1 << 20;
+    }
+    kiln_batch b = {.batch_size = c->max_batch_size > 0 ? (uint32_t)rows : 0,
+                    .n_inputs = (uint32_t)c->n_inputs,
+                    .inputs = device_io ? din : in,
+                    .n_outputs = 1,
+                    .outputs = &out};
+    assert_ok(onnx()->execute(l->model, &b, &e), &e);
+    kiln_tensor r = out.result;
+    if (device_io) {
+        assert_int_equal(r.device.kind, KILN_DEVICE_CUDA);
+        kiln_tensor h;
+        assert_ok(kiln_tensor_alloc(r.dtype, &r.shape, r.byte_size, &h, &e), &e);
+        assert_ok(kiln__cuda_copy(h.data, r.data, r.byte_size, &e), &e);
+        kiln_tensor_fini(&r);
+        r = h;
+    }
+    assert_int_equal(r.device.kind, KILN_DEVICE_CPU);
+    for (size_t k = 0; k < c->n_inputs; k++) {
+        kiln_tensor_fini(&in[k]);
+        kiln_tensor_fini(&din[k]);
+    }
+    kiln_storage_unref(obuf);
+    return r;
+}
+
+static double rel_l2(const kiln_tensor *a, const kiln_tensor *b)
+{
+    assert_true(kiln_shape_equal(&a->shape, &b->shape));
+    const float *x = a->data, *y = b->data;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a->byte_size / 4; i++) {
+        num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+        den += (double)y[i] * y[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static const char *fixtures[][2] = {
+    {"torch-models", "mlp"},         {"torch-models", "lenet"},
+    {"torch-models", "resnet"},      {"torch-models", "mobilenet"},
+    {"torch-models", "transformer"}, {"torch-models", "transformer_op13"},
+    {"models", "mlp_onnx"},
+};
+
+/* Each fixture on the GPU against the CPU path: batch 1, 3 (three times: trace, capture,
+ * replay) and the config's max. */
+static void compare(const char *extra, double tol)
+{
+    for (size_t f = 0; f < sizeof(fixtures) / sizeof(fixtures[0]); f++) {
+        loaded c, g;
+        load(&c, fixtures[f][0], fixtures[f][1], cpu, NULL);
+        load(&g, fixtures[f][0], fixtures[f][1], gpu0, extra);
+        int64_t max = c.config->max_batch_size > 0 ? c.config->max_batch_size : 1;
+        int64_t rows[] = {1, 3, 3, 3, max};
+        for (size_t i = 0; i < 5; i++) {
+            kiln_tensor want = run(&c, rows[i], 0.25f * (float)i, false);
+            kiln_tensor got = run(&g, rows[i], 0.25f * (float)i, false);
+            double err = rel_l2(&got, &want);
+            print_message("%s batch %lld: relative L2 %.3g\n", fixtures[f][1], (long long)rows[i],
+                          err);
+            if (!(err <= tol))
+                fail_msg("%s batch %lld: relative L2 %g over %g", fixtures[f][1],
+                         (long long)rows[i], err, tol);
+            kiln_tensor_fini(&want);
+            kiln_tensor_fini(&got);
+        }
+        unload(&c);
+        unload(&g);
+    }
+}
+
+static void fixtures_match_cpu_fp32(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    compare(NULL, 1e-4);
+}
+
+static void fixtures_match_cpu_tf32(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    compare("parameters { key: \"precision\" value { string_value: \"tf32\" } }", 1e-2);
+}
+
+/* Graph replays run the same kernels as the steps: the same bytes. */
+static void graphs_on_and_off_agree(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    loaded on, off;
+    load(&on, "torch-models", "resnet", gpu0, NULL);
+    load(&off, "torch-models", "resnet", gpu0,
+         "parameters { key: \"cuda_graphs\" value { string_value: \"false\" } }");
+    for (int i = 0; i < 3; i++) {
+        kiln_tensor a = run(&on, 2, 0.5f * (float)i, false),
+                    b = run(&off, 2, 0.5f * (float)i, false);
+        assert_int_equal(a.byte_size, b.byte_size);
+        assert_memory_equal(a.data, b.data, a.byte_size);
+        kiln_tensor_fini(&a);
+        kiln_tensor_fini(&b);
+    }
+    unload(&on);
+    unload(&off);
+}
+
+/* Inputs in device memory and an output into a device buffer (CUDA shared memory's case). */
+static void device_inputs_and_outputs(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    const char *extra[] = {NULL,
+                           "parameters { key: \"cuda_graphs\" value { string_value: \"false\" } }"};
+    for (int x = 0; x < 2; x++) {
+        loaded g;
+        load(&g, "torch-models", "lenet", gpu0, extra[x]);
+        for (int i = 0; i < 3; i++) {
+            kiln_tensor a = run(&g, 2, 0.1f * (float)i, false),
+                        b = run(&g, 2, 0.1f * (float)i, true);
+            assert_int_equal(a.byte_size, b.byte_size);
+            assert_memory_equal(a.data, b.data, a.byte_size);
+            kiln_tensor_fini(&a);
+            kiln_tensor_fini(&b);
+        }
+        unload(&g);
+    }
+}
+
+static void device_bytes_are_counted(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    loaded c, g;
+    load(&c, "torch-models", "resnet", cpu, NULL);
+    load(&g, "torch-models", "resnet", gpu0, NULL);
+    uint64_t ch = 0, cd = 0, gh = 0, gd = 0;
+    onnx()->memory(c.model, &ch, &cd);
+    onnx()->memory(g.model, &gh, &gd);
+    assert_int_equal(cd, 0);
+    assert_true(gd > 0);
+    assert_true(gh < ch); /* the arena is on the device */
+    unload(&c);
+    unload(&g);
+}
+
+typedef struct sandbox_run {
+    loaded *l;
+    kiln_sandbox_report report;
+    kiln_status st;
+    char msg[KILN_ERR_MSG_MAX];
+} sandbox_run;
+
+static void *sandboxed(void *arg)
+{
+    sandbox_run *r = arg;
+    kiln_err e;
+    r->st = kiln_sandbox_enter(NULL, &e);
+    if (r->st == KILN_OK)
+        r->st = kiln_sandbox_begin(0, &e);
+    if (r->st != KILN_OK) {
+        snprintf(r->msg, sizeof(r->msg), "%s", e.msg);
+        return NULL;
+    }
+    const kiln_model_config *c = r->l->config;
+    for (int64_t rows = 1; r->st == KILN_OK && rows <= 5; rows += 2) {
+        kiln_tensor in[4] = {{0}};
+        make_inputs(c, rows, 0.f, in);
+        kiln_output_slot out = {.index = 0};
+        kiln_batch b = {.batch_size = (uint32_t)rows,
+                        .n_inputs = (uint32_t)c->n_inputs,
+                        .inputs = in,
+                        .n_outputs = 1,
+                        .outputs = &out};
+        for (int rep = 0; r->st == KILN_OK && rep < 3; rep++) { /* trace, capture, replay */
+            r->st = onnx()->execute(r->l->model, &b, &e);
+            kiln_tensor_fini(&out.result);
+        }
+        if (r->st != KILN_OK)
+            snprintf(r->msg, sizeof(r->msg), "%s", e.msg);
+        for (size_t k = 0; k < c->n_inputs; k++)
+            kiln_tensor_fini(&in[k]);
+    }
+    kiln_sandbox_end(&r->report);
+    return NULL;
+}
+
+/* The execution threads stay sandboxed on the GPU path: new shapes (algorithm search, graph
+ * capture) and replays record no violation. */
+static void runs_in_the_sandbox(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    const char *names[] = {"resnet", "transformer"};
+    for (int i = 0; i < 2; i++) {
+        loaded g;
+        load(&g, "torch-models", names[i], gpu0, NULL);
+        sandbox_run r = {.l = &g};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, sandboxed, &r), 0);
+        pthread_join(t, NULL);
+        if (r.st != KILN_OK)
+            fail_msg("%s: %s", names[i], r.msg);
+        for (uint32_t k = 0; k < r.report.n_recorded; k++)
+            print_message("%s: forbidden syscall %s\n", names[i], r.report.names[k]);
+        assert_int_equal(r.report.violations, 0);
+        unload(&g);
+    }
+}
+
+typedef struct sandbox_load {
+    kiln_sandbox_report report;
+    kiln_status st;
+    char msg[KILN_ERR_MSG_MAX];
+} sandbox_load;
+
+static void *load_sandboxed(void *arg)
+{
+    sandbox_load *r = arg;
+    kiln_err e;
+    loaded g;
+    r->st = kiln_sandbox_enter(NULL, &e);
+    if (r->st == KILN_OK)
+        r->st = kiln_sandbox_begin(0, &e);
+    if (r->st == KILN_OK) {
+        r->st = try_load(&g, "torch-models", "resnet", gpu0, NULL, &e);
+        if (r->st == KILN_OK)
+            unload(&g);
+        kiln_sandbox_end(&r->report);
+    }
+    if (r->st != KILN_OK)
+        snprintf(r->msg, sizeof(r->msg), "%s", e.msg);
+    return NULL;
+}
+
+/* The server loads models on its control thread, which is sandboxed too: a GPU model loads
+ * there (handles, streams, pinned memory, the warm-up) once the CUDA context exists. */
+static void loads_in_the_sandbox(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    sandbox_load r;
+    memset(&r, 0, sizeof(r));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, load_sandboxed, &r), 0);
+    pthread_join(t, NULL);
+    for (uint32_t k = 0; k < r.report.n_recorded; k++)
+        print_message("forbidden syscall %s\n", r.report.names[k]);
+    if (r.st != KILN_OK)
+        fail_msg("%s", r.msg);
+    assert_int_equal(r.report.violations, 0);
+}
+
+static void bad_parameters_are_refused(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    loaded g;
+    kiln_err e;
+    assert_int_equal(try_load(&g, "torch-models", "mlp", gpu0,
+                              "parameters { key: \"precision\" value { string_value: \"fp8\" } }",
+                              &e),
+                     KILN_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "precision"));
+    assert_int_equal(
+        try_load(&g, "torch-models", "mlp", (kiln_device){KILN_DEVICE_CUDA, 4096}, NULL, &e),
+        KILN_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "4096"));
+}
+
+int main(void)
+{
+    kiln_log_set_level(KILN_LOG_WARN);
+    int gpus = 0;
+    kiln_err e;
+    (void)kiln_cuda_prepare(&gpus, &e); /* first, as the server does (the JIT cache off) */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fixtures_match_cpu_fp32),    cmocka_unit_test(fixtures_match_cpu_tf32),
+        cmocka_unit_test(graphs_on_and_off_agree),    cmocka_unit_test(device_inputs_and_outputs),
+        cmocka_unit_test(device_bytes_are_counted),   cmocka_unit_test(runs_in_the_sandbox),
+        cmocka_unit_test(bad_parameters_are_refused), cmocka_unit_test(loads_in_the_sandbox),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
