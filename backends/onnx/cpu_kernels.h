@@ -1,6 +1,7 @@
 /*
- * backends/onnx/cpu_kernels.h: helpers and kernel tables shared by the CPU kernel files of the
- * ONNX backend (backends/onnx/cpu_*.c) only.
+ * backends/onnx/cpu_kernels.h: helpers and kernel tables shared by the kernel files of the ONNX
+ * backend (backends/onnx/cpu_*.c, the CUDA kernels of gpu.cu, the op preps of op_shapes.c)
+ * only. Safe to include from nvcc.
  */
 #ifndef KILN_BACKENDS_ONNX_CPU_KERNELS_H
 #define KILN_BACKENDS_ONNX_CPU_KERNELS_H
@@ -83,6 +84,91 @@ static inline void kiln__onnx_step(int rank, const int64_t *dims, int64_t *idx,
         idx[d] = 0;
     }
 }
+
+/* ---------------------------------------------------------------- op preps (op_shapes.c)
+ * Each checks an op's inputs and attributes (errors name the node) and works out its output;
+ * the CPU and CUDA kernels of the op both call it, then allocate and compute. */
+
+/* Normalizes axis *a (negative counts from the end) for rank r. */
+kiln_status kiln__onnx_axis(const kiln_onnx_call *c, int64_t *a, int r, kiln_err *err);
+
+typedef struct kiln_onnx_conv {
+    const kiln_tensor *x, *w, *b; /* b: NULL without a bias */
+    int64_t N, C, M, Cg, group;
+    kiln_onnx_window win;
+    kiln_shape out;
+} kiln_onnx_conv;
+kiln_status kiln__onnx_conv_prep(const kiln_onnx_call *c, kiln_onnx_conv *p, kiln_err *err);
+
+typedef struct kiln_onnx_pool {
+    bool include_pad;
+    kiln_onnx_window win;
+    kiln_shape out;
+} kiln_onnx_pool;
+kiln_status kiln__onnx_pool_prep(const kiln_onnx_call *c, bool max, kiln_onnx_pool *p,
+                                 kiln_err *err);
+
+/* GlobalAveragePool: out is [N,C,1...]; rows N*C of inner elements. */
+kiln_status kiln__onnx_global_pool_prep(const kiln_onnx_call *c, kiln_shape *out, size_t *rows,
+                                        size_t *inner, kiln_err *err);
+
+/* MatMul with NumPy semantics: 1-D operands promoted, batch dims broadcast (sa, sb: each
+ * side's matrix strides in the batch's index space; na, nb: its matrices). */
+typedef struct kiln_onnx_matmul {
+    int64_t M, N, K;
+    kiln_shape batch, out;
+    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+    int64_t nbatch, na, nb;
+} kiln_onnx_matmul;
+kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p, kiln_err *err);
+
+/* Gemm: Y = alpha * A' B' + beta * C; sc: C's strides in [M,N] (0 along broadcast dims). */
+typedef struct kiln_onnx_gemm {
+    bool ta, tb, has_c;
+    float alpha, beta;
+    int64_t M, N, K, lda, ldb;
+    int64_t sc[KILN_MAX_RANK];
+    kiln_shape out;
+} kiln_onnx_gemm;
+kiln_status kiln__onnx_gemm_prep(const kiln_onnx_call *c, kiln_onnx_gemm *p, kiln_err *err);
+
+/* Softmax and LogSoftmax along `axis` (default -1): outer x len x inner. */
+kiln_status kiln__onnx_softmax_prep(const kiln_onnx_call *c, size_t *outer, size_t *len,
+                                    size_t *inner, kiln_err *err);
+
+/* LayerNormalization (rows of inner values) and BatchNormalization (rows N of channels x
+ * inner values); bias NULL when absent. */
+typedef struct kiln_onnx_norm {
+    size_t rows, channels, inner;
+    float eps;
+    const kiln_tensor *scale, *bias;
+} kiln_onnx_norm;
+kiln_status kiln__onnx_layer_norm_prep(const kiln_onnx_call *c, kiln_onnx_norm *p, kiln_err *err);
+kiln_status kiln__onnx_batchnorm_prep(const kiln_onnx_call *c, kiln_onnx_norm *p, kiln_err *err);
+
+/* ReduceMean / ReduceSum: the reduced dims, the input's shape with them as 1 (full), the output
+ * (keepdims or not); noop: no axes and noop_with_empty_axes (the output is the input). */
+typedef struct kiln_onnx_reduce {
+    bool red[KILN_MAX_RANK];
+    bool noop;
+    kiln_shape full, out;
+} kiln_onnx_reduce;
+kiln_status kiln__onnx_reduce_prep(const kiln_onnx_call *c, kiln_onnx_reduce *p, kiln_err *err);
+
+/* Clip's bounds (inputs 1 and 2, scalars; +-infinity when absent). */
+kiln_status kiln__onnx_clip_prep(const kiln_onnx_call *c, float *lo, float *hi, kiln_err *err);
+
+/* Concat: the output, and rows `outer` of `inner` bytes per unit of the axis. */
+typedef struct kiln_onnx_concat {
+    int axis;
+    kiln_shape out;
+    size_t outer, inner;
+} kiln_onnx_concat;
+kiln_status kiln__onnx_concat_prep(const kiln_onnx_call *c, kiln_onnx_concat *p, kiln_err *err);
+
+/* Transpose: the output, and per output dim the input element stride (step). */
+kiln_status kiln__onnx_transpose_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *step,
+                                      kiln_err *err);
 
 /* Kernel tables, each ended by an entry with op NULL. */
 extern const kiln_onnx_kernel kiln__onnx_cpu_math[];

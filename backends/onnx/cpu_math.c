@@ -10,6 +10,7 @@
 #include "backends/onnx/onnx_int.h"
 #include "backends/onnx/cpu_kernels.h"
 #include "backends/onnx/gpu.h"
+#include "backends/onnx/scalar_ops.h"
 
 kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const char *fmt, ...)
 {
@@ -101,52 +102,7 @@ float kiln__onnx_attr_float(const kiln_onnx_call *c, const char *name, float dfl
 
 /* ---------------------------------------------------------------- unary */
 
-static float relu(float x, float p)
-{
-    (void)p;
-    return x > 0.f ? x : 0.f;
-}
-static float leaky(float x, float p)
-{
-    return x >= 0.f ? x : p * x;
-}
-static float sigm(float x, float p)
-{
-    (void)p;
-    return 1.f / (1.f + expf(-x));
-}
-static float tanh_(float x, float p)
-{
-    (void)p;
-    return tanhf(x);
-}
-static float exp_(float x, float p)
-{
-    (void)p;
-    return expf(x);
-}
-static float sqrt_(float x, float p)
-{
-    (void)p;
-    return sqrtf(x);
-}
-static float erf_(float x, float p)
-{
-    (void)p;
-    return erff(x);
-}
-static float neg(float x, float p)
-{
-    (void)p;
-    return -x;
-}
-static float abs_(float x, float p)
-{
-    (void)p;
-    return fabsf(x);
-}
-
-static kiln_status unary(const kiln_onnx_call *c, float (*f)(float, float), float p, kiln_err *err)
+static kiln_status unary(const kiln_onnx_call *c, kiln_onnx_unop op, float a, kiln_err *err)
 {
     kiln_status st = kiln__onnx_want_f32(c, 0, err);
     if (st != KILN_OK)
@@ -154,31 +110,31 @@ static kiln_status unary(const kiln_onnx_call *c, float (*f)(float, float), floa
     const kiln_tensor *x = c->in[0];
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
-    const float *a = x->data;
+    const float *in = x->data;
     float *y = c->out[0].data;
     size_t n = x->byte_size / sizeof(float);
     for (size_t i = 0; i < n; i++)
-        y[i] = f(a[i], p);
+        y[i] = kiln_onnx_unop_apply(op, in[i], a, 0.f);
     return KILN_OK;
 }
 
-#define UNARY(name, fn, param)                                                                     \
+#define UNARY(name, op)                                                                            \
     static kiln_status name(const kiln_onnx_call *c, kiln_err *err)                                \
     {                                                                                              \
-        return unary(c, fn, param, err);                                                           \
+        return unary(c, op, 0.f, err);                                                             \
     }
-UNARY(k_relu, relu, 0.f)
-UNARY(k_sigmoid, sigm, 0.f)
-UNARY(k_tanh, tanh_, 0.f)
-UNARY(k_exp, exp_, 0.f)
-UNARY(k_sqrt, sqrt_, 0.f)
-UNARY(k_erf, erf_, 0.f)
-UNARY(k_neg, neg, 0.f)
-UNARY(k_abs, abs_, 0.f)
+UNARY(k_relu, KILN_ONNX_RELU)
+UNARY(k_sigmoid, KILN_ONNX_SIGMOID)
+UNARY(k_tanh, KILN_ONNX_TANH)
+UNARY(k_exp, KILN_ONNX_EXP)
+UNARY(k_sqrt, KILN_ONNX_SQRT)
+UNARY(k_erf, KILN_ONNX_ERF)
+UNARY(k_neg, KILN_ONNX_NEG)
+UNARY(k_abs, KILN_ONNX_ABS)
 
 static kiln_status k_leaky_relu(const kiln_onnx_call *c, kiln_err *err)
 {
-    return unary(c, leaky, kiln__onnx_attr_float(c, "alpha", 0.01f), err);
+    return unary(c, KILN_ONNX_LEAKY, kiln__onnx_attr_float(c, "alpha", 0.01f), err);
 }
 
 /* ---------------------------------------------------------------- binary, broadcasting */
@@ -207,25 +163,7 @@ kiln_status kiln__onnx_broadcast(const kiln_onnx_call *c, const kiln_shape *a, c
     return KILN_OK;
 }
 
-typedef enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW } binop;
-
-static inline float apply(binop op, float x, float y)
-{
-    switch (op) {
-    case OP_ADD:
-        return x + y;
-    case OP_SUB:
-        return x - y;
-    case OP_MUL:
-        return x * y;
-    case OP_DIV:
-        return x / y;
-    default:
-        return powf(x, y);
-    }
-}
-
-static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
+static kiln_status binary(const kiln_onnx_call *c, kiln_onnx_binop op, kiln_err *err)
 {
     kiln_status st = kiln__onnx_want_f32(c, 0, err);
     if (st == KILN_OK)
@@ -244,15 +182,15 @@ static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
     size_t na = a->byte_size / sizeof(float), nb = b->byte_size / sizeof(float);
     if (na == n && nb == n) {
         for (size_t i = 0; i < n; i++)
-            z[i] = apply(op, x[i], y[i]);
+            z[i] = kiln_onnx_binop_apply(op, x[i], y[i]);
     } else if (na == n && nb == 1) {
         for (size_t i = 0; i < n; i++)
-            z[i] = apply(op, x[i], y[0]);
+            z[i] = kiln_onnx_binop_apply(op, x[i], y[0]);
     } else { /* general: walk the output index, moving each input's offset by its strides */
         int64_t idx[KILN_MAX_RANK] = {0};
         int64_t oa = 0, ob = 0;
         for (size_t i = 0; i < n; i++) {
-            z[i] = apply(op, x[oa], y[ob]);
+            z[i] = kiln_onnx_binop_apply(op, x[oa], y[ob]);
             kiln__onnx_step(shape.rank, shape.dims, idx, sa, &oa, sb, &ob);
         }
     }
@@ -262,23 +200,23 @@ static kiln_status binary(const kiln_onnx_call *c, binop op, kiln_err *err)
 
 static kiln_status k_add(const kiln_onnx_call *c, kiln_err *err)
 {
-    return binary(c, OP_ADD, err);
+    return binary(c, KILN_ONNX_ADD, err);
 }
 static kiln_status k_sub(const kiln_onnx_call *c, kiln_err *err)
 {
-    return binary(c, OP_SUB, err);
+    return binary(c, KILN_ONNX_SUB, err);
 }
 static kiln_status k_mul(const kiln_onnx_call *c, kiln_err *err)
 {
-    return binary(c, OP_MUL, err);
+    return binary(c, KILN_ONNX_MUL, err);
 }
 static kiln_status k_div(const kiln_onnx_call *c, kiln_err *err)
 {
-    return binary(c, OP_DIV, err);
+    return binary(c, KILN_ONNX_DIV, err);
 }
 static kiln_status k_pow(const kiln_onnx_call *c, kiln_err *err)
 {
-    return binary(c, OP_POW, err);
+    return binary(c, KILN_ONNX_POW, err);
 }
 
 /* ---------------------------------------------------------------- Softmax */
@@ -286,22 +224,11 @@ static kiln_status k_pow(const kiln_onnx_call *c, kiln_err *err)
 /* Softmax (opset >= 13: along one axis, default -1); LogSoftmax when log is set. */
 static kiln_status softmax(const kiln_onnx_call *c, bool log, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    size_t outer, len, inner;
+    kiln_status st = kiln__onnx_softmax_prep(c, &outer, &len, &inner, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    int r = x->shape.rank;
-    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
-    if (axis < -r || axis >= r || r == 0)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside the input's rank %d",
-                                   (long long)axis, r);
-    if (axis < 0)
-        axis += r;
-    size_t outer = 1, len = (size_t)x->shape.dims[axis], inner = 1;
-    for (int d = 0; d < axis; d++)
-        outer *= (size_t)x->shape.dims[d];
-    for (int d = (int)axis + 1; d < r; d++)
-        inner *= (size_t)x->shape.dims[d];
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     const float *in = x->data;
@@ -336,49 +263,20 @@ static kiln_status k_log_softmax(const kiln_onnx_call *c, kiln_err *err)
 /* MatMul with NumPy semantics: 1-D operands are promoted, batch dims broadcast. */
 static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+    kiln_onnx_matmul mm;
+    kiln_status st = kiln__onnx_matmul_prep(c, &mm, err);
     if (st != KILN_OK)
         return st;
-    kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
-    if (a.rank == 0 || b.rank == 0)
-        return kiln__onnx_bad_node(c, err, "MatMul needs inputs of rank 1 or more");
-    bool a1 = a.rank == 1, b1 = b.rank == 1;
-    if (a1) { /* [K] -> [1,K] */
-        a.dims[1] = a.dims[0], a.dims[0] = 1, a.rank = 2;
-    }
-    if (b1) { /* [K] -> [K,1] */
-        b.dims[1] = 1, b.rank = 2;
-    }
-    int64_t M = a.dims[a.rank - 2], K = a.dims[a.rank - 1], N = b.dims[b.rank - 1];
-    if (b.dims[b.rank - 2] != K)
-        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
-                                   (long long)b.dims[b.rank - 2]);
-    kiln_shape ba = {.rank = a.rank - 2}, bb = {.rank = b.rank - 2}, batch;
-    memcpy(ba.dims, a.dims, sizeof(int64_t) * (size_t)ba.rank);
-    memcpy(bb.dims, b.dims, sizeof(int64_t) * (size_t)bb.rank);
-    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
-    if ((st = kiln__onnx_broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &mm.out, &c->out[0], err)) != KILN_OK)
         return st;
-    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK)
-        return st;
-    kiln_shape out = batch;
-    if (out.rank + 2 > KILN_MAX_RANK)
-        return kiln__onnx_bad_node(c, err, "rank over %d", KILN_MAX_RANK);
-    if (!a1)
-        out.dims[out.rank++] = M;
-    if (!b1)
-        out.dims[out.rank++] = N;
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
-        return st;
-    size_t nbatch = 1;
-    for (int d = 0; d < batch.rank; d++)
-        nbatch *= (size_t)batch.dims[d];
+    int64_t M = mm.M, N = mm.N, K = mm.K;
+    const kiln_shape batch = mm.batch;
+    const int64_t *sa = mm.sa, *sb = mm.sb;
+    size_t nbatch = (size_t)mm.nbatch;
     const float *A = c->in[0]->data, *B = c->in[1]->data;
     float *C = c->out[0].data;
     int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
-    if (bb.rank == 0 && nbatch > 1 && (uint64_t)M * nbatch <= INT_MAX) {
+    if (mm.nb == 1 && nbatch > 1 && (uint64_t)M * nbatch <= INT_MAX) {
         /* B is one matrix: A's batches stack into one [nbatch*M, K] operand */
         M *= (int64_t)nbatch;
         nbatch = 1;
@@ -398,39 +296,16 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
 /* Gemm: Y = alpha * A' B' + beta * C, A and B 2-D, C broadcast to [M,N]. */
 static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_c = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_c)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_gemm gm;
+    kiln_status st = kiln__onnx_gemm_prep(c, &gm, err);
     if (st != KILN_OK)
         return st;
-    const kiln_shape *a = &c->in[0]->shape, *b = &c->in[1]->shape;
-    if (a->rank != 2 || b->rank != 2)
-        return kiln__onnx_bad_node(c, err, "A and B must be 2-D (got rank %d and %d)", a->rank,
-                                   b->rank);
-    bool ta = kiln__onnx_attr_int(c, "transA", 0), tb = kiln__onnx_attr_int(c, "transB", 0);
-    float alpha = kiln__onnx_attr_float(c, "alpha", 1.f),
-          beta = kiln__onnx_attr_float(c, "beta", 1.f);
-    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
-    if (K != KB)
-        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
-                                   (long long)KB);
-    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK ||
-        (st = kiln__onnx_blas_dims(c, a->dims[1], b->dims[1], 0, err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &gm.out, &c->out[0], err)) != KILN_OK)
         return st;
-    kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
-    int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
-    if (has_c &&
-        ((st = kiln__onnx_broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
-        return st;
-    if (has_c && !kiln_shape_equal(&bc, &out))
-        return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,
-                                   (long long)N);
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
-        return st;
+    bool ta = gm.ta, tb = gm.tb, has_c = gm.has_c;
+    float alpha = gm.alpha, beta = gm.beta;
+    int64_t M = gm.M, N = gm.N, K = gm.K;
+    const int64_t *sc = gm.sc;
     float *Y = c->out[0].data;
     const float *C = has_c ? c->in[2]->data : NULL;
     for (int64_t i = 0; i < M; i++)
@@ -438,8 +313,8 @@ static kiln_status k_gemm(const kiln_onnx_call *c, kiln_err *err)
             Y[i * N + j] = C && beta != 0.f ? beta * C[i * sc[0] + j * sc[1]] : 0.f;
     if (M && N && K)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)N, (int)K, alpha, c->in[0]->data, (int)a->dims[1], c->in[1]->data,
-                    (int)b->dims[1], 1.f, Y, (int)N);
+                    (int)M, (int)N, (int)K, alpha, c->in[0]->data, (int)gm.lda, c->in[1]->data,
+                    (int)gm.ldb, 1.f, Y, (int)N);
     kiln__onnx_act_apply(&c->act, Y, (size_t)(M * N));
     return KILN_OK;
 }

@@ -125,36 +125,18 @@ static void bias_act(float *y, const float *b, const kiln_onnx_act *act, int64_t
 
 static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_b = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_conv cv;
+    kiln_status st = kiln__onnx_conv_prep(c, &cv, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0], *wt = c->in[1];
-    if (wt->shape.rank != 4)
-        return kiln__onnx_bad_node(c, err, "weights must be 4-D [M,C/group,kH,kW]");
-    int64_t group = kiln__onnx_attr_int(c, "group", 1);
-    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0,
-            C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
-    int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
-    kiln_onnx_window w;
-    if ((st = kiln__onnx_window(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
-        return st;
-    if (group < 1 || C % group || M % group || Cg != C / group)
-        return kiln__onnx_bad_node(c, err,
-                                   "channels do not fit: input %lld, weights [%lld,%lld], "
-                                   "group %lld",
-                                   (long long)C, (long long)M, (long long)Cg, (long long)group);
-    if (has_b && (c->in[2]->shape.rank != 1 || c->in[2]->shape.dims[0] != M))
-        return kiln__onnx_bad_node(c, err, "bias must be [%lld]", (long long)M);
+    int64_t N = cv.N, C = cv.C, M = cv.M, Cg = cv.Cg, group = cv.group;
+    const kiln_onnx_window w = cv.win;
+    bool has_b = cv.b != NULL;
     if ((st = kiln__onnx_blas_dims(c, M / group, w.out[0] * w.out[1], Cg * w.k[0] * w.k[1], err)) !=
         KILN_OK)
         return st;
-    kiln_shape os = {.rank = 4, .dims = {N, M, w.out[0], w.out[1]}};
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &cv.out, &c->out[0], err)) != KILN_OK)
         return st;
     int64_t Mg = M / group, HW = w.in[0] * w.in[1], OHW = w.out[0] * w.out[1];
     int64_t KK = Cg * w.k[0] * w.k[1];
@@ -188,25 +170,15 @@ static kiln_status k_conv(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_onnx_pool pl;
+    kiln_status st = kiln__onnx_pool_prep(c, max, &pl, err);
     if (st != KILN_OK)
         return st;
-    if (c->n_out > 1 && c->node->outputs[1] >= 0)
-        return kiln__onnx_bad_node(c, err, "the Indices output is not supported");
-    int64_t k[2];
-    if (!kiln__onnx_attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
-        return kiln__onnx_bad_node(c, err, "kernel_shape must have 2 values");
     const kiln_tensor *x = c->in[0];
-    kiln_onnx_window w;
-    bool ceil_mode = kiln__onnx_attr_int(c, "ceil_mode", 0) != 0;
-    if ((st = kiln__onnx_window(c, x, k, ceil_mode, &w, err)) != KILN_OK)
-        return st;
-    if (!max && (w.d[0] != 1 || w.d[1] != 1))
-        return kiln__onnx_bad_node(c, err, "AveragePool dilations are not supported");
-    bool include_pad = kiln__onnx_attr_int(c, "count_include_pad", 0) != 0;
+    const kiln_onnx_window w = pl.win;
+    bool include_pad = pl.include_pad;
     int64_t NC = x->shape.dims[0] * x->shape.dims[1];
-    kiln_shape os = {.rank = 4, .dims = {x->shape.dims[0], x->shape.dims[1], w.out[0], w.out[1]}};
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &pl.out, &c->out[0], err)) != KILN_OK)
         return st;
     const float *X = x->data;
     float *Y = c->out[0].data;
@@ -248,21 +220,14 @@ static kiln_status k_avgpool(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_shape os;
+    size_t nc, inner;
+    kiln_status st = kiln__onnx_global_pool_prep(c, &os, &nc, &inner, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if (x->shape.rank < 3)
-        return kiln__onnx_bad_node(c, err, "input must be [N,C,spatial...]");
-    kiln_shape os = x->shape;
-    size_t inner = 1;
-    for (int d = 2; d < os.rank; d++) {
-        inner *= (size_t)os.dims[d];
-        os.dims[d] = 1;
-    }
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t nc = (size_t)(os.dims[0] * os.dims[1]);
     const float *X = x->data;
     float *Y = c->out[0].data;
     for (size_t p = 0; p < nc; p++) {
@@ -278,30 +243,16 @@ static kiln_status k_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_batchnorm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = KILN_OK;
-    for (size_t i = 0; st == KILN_OK && i < 5; i++)
-        st = kiln__onnx_want_f32(c, i, err);
+    kiln_onnx_norm nm;
+    kiln_status st = kiln__onnx_batchnorm_prep(c, &nm, err);
     if (st != KILN_OK)
         return st;
-    for (size_t k = 1; k < c->n_out; k++)
-        if (c->node->outputs[k] >= 0)
-            return kiln__onnx_bad_node(c, err,
-                                       "training outputs are not supported (inference "
-                                       "only)");
     const kiln_tensor *x = c->in[0];
-    if (x->shape.rank < 2)
-        return kiln__onnx_bad_node(c, err, "input must be [N,C,...]");
-    int64_t C = x->shape.dims[1];
-    for (size_t i = 1; i < 5; i++)
-        if (c->in[i]->shape.rank != 1 || c->in[i]->shape.dims[0] != C)
-            return kiln__onnx_bad_node(c, err, "input %zu must be [%lld]", i, (long long)C);
-    const kiln_onnx_attr *ea = kiln_onnx_node_attr(c->node, "epsilon");
-    float eps = ea && ea->type == KILN_ONNX_ATTR_FLOAT ? ea->f : 1e-5f;
+    int64_t C = (int64_t)nm.channels;
+    float eps = nm.eps;
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t inner = 1;
-    for (int d = 2; d < x->shape.rank; d++)
-        inner *= (size_t)x->shape.dims[d];
+    size_t inner = nm.inner;
     const float *X = x->data, *sc = c->in[1]->data, *bi = c->in[2]->data, *mu = c->in[3]->data,
                 *var = c->in[4]->data;
     float *Y = c->out[0].data;
@@ -318,19 +269,10 @@ static kiln_status k_batchnorm(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_clip(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    float lo, hi;
+    kiln_status st = kiln__onnx_clip_prep(c, &lo, &hi, err);
     if (st != KILN_OK)
         return st;
-    float lo = -INFINITY, hi = INFINITY;
-    for (size_t i = 1; i < 3 && i < c->n_in; i++) {
-        if (!c->in[i])
-            continue;
-        if ((st = kiln__onnx_want_f32(c, i, err)) != KILN_OK)
-            return st;
-        if (c->in[i]->byte_size != sizeof(float))
-            return kiln__onnx_bad_node(c, err, "input %zu (min/max) must be a scalar", i);
-        *(i == 1 ? &lo : &hi) = *(const float *)c->in[i]->data;
-    }
     const kiln_tensor *x = c->in[0];
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
@@ -345,41 +287,14 @@ static kiln_status k_clip(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_concat(const kiln_onnx_call *c, kiln_err *err)
 {
-    if (!c->n_in || !c->in[0])
-        return kiln__onnx_bad_node(c, err, "Concat needs inputs");
-    const kiln_tensor *x0 = c->in[0];
-    int r = x0->shape.rank;
-    int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
-    if (r == 0 || axis < -r || axis >= r)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside the inputs' rank %d",
-                                   (long long)axis, r);
-    if (axis < 0)
-        axis += r;
-    size_t es = kiln_dtype_size(x0->dtype);
-    if (!es)
-        return kiln__onnx_bad_node(c, err, "%s tensors cannot be concatenated",
-                                   kiln_dtype_name(x0->dtype));
-    kiln_shape os = x0->shape;
-    os.dims[axis] = 0;
-    for (size_t i = 0; i < c->n_in; i++) {
-        const kiln_tensor *t = c->in[i];
-        if (!t || t->dtype != x0->dtype || t->shape.rank != r)
-            return kiln__onnx_bad_node(c, err, "input %zu differs in presence, dtype or rank", i);
-        for (int d = 0; d < r; d++)
-            if (d != axis && t->shape.dims[d] != x0->shape.dims[d])
-                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld", i,
-                                           d, (long long)t->shape.dims[d],
-                                           (long long)x0->shape.dims[d]);
-        os.dims[axis] += t->shape.dims[axis];
-    }
-    kiln_status st = kiln__onnx_alloc(c, x0->dtype, &os, &c->out[0], err);
+    kiln_onnx_concat cc;
+    kiln_status st = kiln__onnx_concat_prep(c, &cc, err);
     if (st != KILN_OK)
         return st;
-    size_t outer = 1, inner = es;
-    for (int d = 0; d < axis; d++)
-        outer *= (size_t)os.dims[d];
-    for (int d = (int)axis + 1; d < r; d++)
-        inner *= (size_t)os.dims[d];
+    if ((st = kiln__onnx_alloc(c, c->in[0]->dtype, &cc.out, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t outer = cc.outer, inner = cc.inner;
+    int axis = cc.axis;
     char *dst = c->out[0].data;
     for (size_t o = 0; o < outer; o++)
         for (size_t i = 0; i < c->n_in; i++) {

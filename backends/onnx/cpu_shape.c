@@ -113,39 +113,15 @@ static kiln_status k_flatten(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_transpose(const kiln_onnx_call *c, kiln_err *err)
 {
-    if (!c->n_in || !c->in[0])
-        return kiln__onnx_bad_node(c, err, "input 0 is required");
+    kiln_shape out;
+    int64_t step[KILN_MAX_RANK]; /* input offset change per output index step, in elements */
+    kiln_status st = kiln__onnx_transpose_prep(c, &out, step, err);
+    if (st != KILN_OK)
+        return st;
     const kiln_tensor *x = c->in[0];
     int r = x->shape.rank;
     size_t es = kiln_dtype_size(x->dtype);
-    if (!es)
-        return kiln__onnx_bad_node(c, err, "%s tensors cannot be transposed",
-                                   kiln_dtype_name(x->dtype));
-    int perm[KILN_MAX_RANK];
-    const kiln_onnx_attr *p = kiln_onnx_node_attr(c->node, "perm");
-    if (p && (p->type != KILN_ONNX_ATTR_INTS || (int)p->n != r))
-        return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
-    bool seen[KILN_MAX_RANK] = {false};
-    for (int d = 0; d < r; d++) {
-        int64_t v = p ? p->ints[d] : r - 1 - d;
-        if (v < 0 || v >= r || seen[v])
-            return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
-        seen[v] = true;
-        perm[d] = (int)v;
-    }
-    kiln_shape out = {.rank = r};
-    int64_t in_stride[KILN_MAX_RANK], s = 1;
-    for (int d = r - 1; d >= 0; d--) {
-        in_stride[d] = s;
-        s *= x->shape.dims[d];
-    }
-    int64_t step[KILN_MAX_RANK]; /* input offset change per output index step, in elements */
-    for (int d = 0; d < r; d++) {
-        out.dims[d] = x->shape.dims[perm[d]];
-        step[d] = in_stride[perm[d]];
-    }
-    kiln_status st = kiln__onnx_alloc(c, x->dtype, &out, &c->out[0], err);
-    if (st != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &out, &c->out[0], err)) != KILN_OK)
         return st;
     size_t n = x->byte_size / es;
     const char *src = x->data;

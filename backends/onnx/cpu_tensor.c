@@ -32,16 +32,6 @@ static kiln_status int_list(const kiln_onnx_call *c, size_t i, int64_t *out, siz
     return KILN_OK;
 }
 
-/* Normalizes axis a (negative counts from the end) for rank r. */
-static kiln_status norm_axis(const kiln_onnx_call *c, int64_t *a, int r, kiln_err *err)
-{
-    if (*a < -r || *a >= r)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)*a, r);
-    if (*a < 0)
-        *a += r;
-    return KILN_OK;
-}
-
 /* ---------------------------------------------------------------- Constant, Shape, Cast */
 
 static kiln_status k_constant(const kiln_onnx_call *c, kiln_err *err)
@@ -154,7 +144,7 @@ static kiln_status k_gather(const kiln_onnx_call *c, kiln_err *err)
                                    "data must have a fixed-size dtype and indices INT64 "
                                    "or INT32");
     int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
-    if ((st = norm_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
+    if ((st = kiln__onnx_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
         return st;
     if (x->shape.rank - 1 + ix->shape.rank > KILN_MAX_RANK)
         return kiln__onnx_bad_node(c, err, "output rank over %d", KILN_MAX_RANK);
@@ -209,7 +199,7 @@ static kiln_status k_unsqueeze(const kiln_onnx_call *c, kiln_err *err)
         return kiln__onnx_bad_node(c, err, "output rank %d is over %d", r, KILN_MAX_RANK);
     bool ins[KILN_MAX_RANK] = {false};
     for (size_t i = 0; i < n; i++) {
-        if ((st = norm_axis(c, &axes[i], r, err)) != KILN_OK)
+        if ((st = kiln__onnx_axis(c, &axes[i], r, err)) != KILN_OK)
             return st;
         if (ins[axes[i]])
             return kiln__onnx_bad_node(c, err, "axis %lld is repeated", (long long)axes[i]);
@@ -234,7 +224,7 @@ static kiln_status k_squeeze(const kiln_onnx_call *c, kiln_err *err)
         if ((st = int_list(c, 1, axes, KILN_MAX_RANK, &n, err)) != KILN_OK)
             return st;
         for (size_t i = 0; i < n; i++) {
-            if ((st = norm_axis(c, &axes[i], s->rank, err)) != KILN_OK)
+            if ((st = kiln__onnx_axis(c, &axes[i], s->rank, err)) != KILN_OK)
                 return st;
             if (s->dims[axes[i]] != 1)
                 return kiln__onnx_bad_node(c, err, "dim %lld is %lld, not 1", (long long)axes[i],
@@ -309,7 +299,7 @@ static kiln_status k_slice(const kiln_onnx_call *c, kiln_err *err)
         step[d] = 1;
     for (size_t i = 0; i < n; i++) {
         int64_t a = na ? axes[i] : (int64_t)i;
-        if ((st = norm_axis(c, &a, r, err)) != KILN_OK)
+        if ((st = kiln__onnx_axis(c, &a, r, err)) != KILN_OK)
             return st;
         if (seen[a])
             return kiln__onnx_bad_node(c, err, "axis %lld is repeated", (long long)a);
@@ -346,7 +336,7 @@ static kiln_status k_split(const kiln_onnx_call *c, kiln_err *err)
     int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
     if (!kiln_dtype_size(x->dtype))
         return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype");
-    if ((st = norm_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
+    if ((st = kiln__onnx_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
         return st;
     int64_t sizes[64];
     size_t n = c->n_out;
@@ -493,41 +483,19 @@ static kiln_status k_where(const kiln_onnx_call *c, kiln_err *err)
  * 13 for ReduceSum), keepdims default 1; no axes = all (unless noop_with_empty_axes). */
 static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_onnx_reduce rd;
+    kiln_status st = kiln__onnx_reduce_prep(c, &rd, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
     int r = x->shape.rank;
-    int64_t axes[KILN_MAX_RANK];
-    size_t n = 0;
-    const kiln_onnx_attr *aa = kiln_onnx_node_attr(c->node, "axes");
-    if (c->n_in > 1 && c->in[1]) {
-        if ((st = int_list(c, 1, axes, KILN_MAX_RANK, &n, err)) != KILN_OK)
-            return st;
-    } else if (aa && aa->type == KILN_ONNX_ATTR_INTS && aa->n <= KILN_MAX_RANK) {
-        n = aa->n;
-        memcpy(axes, aa->ints, n * sizeof(int64_t));
-    }
-    bool red[KILN_MAX_RANK] = {false};
-    if (!n && kiln__onnx_attr_int(c, "noop_with_empty_axes", 0)) {
+    if (rd.noop) {
         kiln_tensor_share(x, &c->out[0]);
         return KILN_OK;
     }
-    for (size_t i = 0; i < n; i++) {
-        if ((st = norm_axis(c, &axes[i], r, err)) != KILN_OK)
-            return st;
-        red[axes[i]] = true;
-    }
-    for (int d = 0; !n && d < r; d++)
-        red[d] = true;
-    bool keep = kiln__onnx_attr_int(c, "keepdims", 1) != 0;
-    kiln_shape os = {.rank = 0}, full = x->shape;
-    for (int d = 0; d < r; d++) {
-        full.dims[d] = red[d] ? 1 : x->shape.dims[d];
-        if (keep || !red[d])
-            os.dims[os.rank++] = full.dims[d];
-    }
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    const bool *red = rd.red;
+    const kiln_shape full = rd.full;
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &rd.out, &c->out[0], err)) != KILN_OK)
         return st;
     size_t on = c->out[0].byte_size / sizeof(float);
     double *acc = kiln_calloc(on ? on : 1, sizeof(double));
@@ -568,32 +536,16 @@ static kiln_status k_reduce_sum(const kiln_onnx_call *c, kiln_err *err)
  * are not supported. */
 static kiln_status k_layer_norm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_b = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_norm nm;
+    kiln_status st = kiln__onnx_layer_norm_prep(c, &nm, err);
     if (st != KILN_OK)
         return st;
-    for (size_t k = 1; k < c->n_out; k++)
-        if (c->node->outputs[k] >= 0)
-            return kiln__onnx_bad_node(c, err, "the Mean and InvStdDev outputs are not supported");
     const kiln_tensor *x = c->in[0];
-    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
-    if ((st = norm_axis(c, &axis, x->shape.rank, err)) != KILN_OK)
-        return st;
-    size_t inner = 1;
-    for (int d = (int)axis; d < x->shape.rank; d++)
-        inner *= (size_t)x->shape.dims[d];
-    if (c->in[1]->byte_size != inner * sizeof(float) ||
-        (has_b && c->in[2]->byte_size != inner * sizeof(float)))
-        return kiln__onnx_bad_node(c, err, "scale and bias must hold %zu values", inner);
-    const kiln_onnx_attr *ea = kiln_onnx_node_attr(c->node, "epsilon");
-    float eps = ea && ea->type == KILN_ONNX_ATTR_FLOAT ? ea->f : 1e-5f;
+    bool has_b = nm.bias != NULL;
+    size_t inner = nm.inner, rows = nm.rows;
+    float eps = nm.eps;
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t rows = inner ? x->byte_size / sizeof(float) / inner : 0;
     const float *X = x->data, *S = c->in[1]->data, *B = has_b ? c->in[2]->data : NULL;
     float *Y = c->out[0].data;
     for (size_t row = 0; row < rows; row++) {

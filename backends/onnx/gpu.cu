@@ -27,6 +27,7 @@
 extern "C" {
 #include "backends/onnx/cpu_kernels.h"
 #include "backends/onnx/gpu.h"
+#include "backends/onnx/scalar_ops.h"
 #include "common/alloc.h"
 }
 
@@ -330,48 +331,12 @@ __device__ __forceinline__ float act_apply(act_p p, float x)
 
 /* ---------------------------------------------------------------- unary */
 
-enum { U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_EXP, U_SQRT, U_ERF, U_NEG, U_ABS, U_CLIP };
-
 __global__ void unary_k(int op, float a, float b, const float *__restrict__ x,
                         float *__restrict__ y, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float v = x[i];
-        switch (op) {
-        case U_RELU:
-            v = v > 0.f ? v : 0.f;
-            break;
-        case U_LEAKY:
-            v = v >= 0.f ? v : a * v;
-            break;
-        case U_SIGMOID:
-            v = 1.f / (1.f + expf(-v));
-            break;
-        case U_TANH:
-            v = tanhf(v);
-            break;
-        case U_EXP:
-            v = expf(v);
-            break;
-        case U_SQRT:
-            v = sqrtf(v);
-            break;
-        case U_ERF:
-            v = erff(v);
-            break;
-        case U_NEG:
-            v = -v;
-            break;
-        case U_ABS:
-            v = fabsf(v);
-            break;
-        default: /* U_CLIP */
-            v = v < a ? a : (v > b ? b : v);
-            break;
-        }
-        y[i] = v;
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = kiln_onnx_unop_apply(op, x[i], a, b);
 }
 
 static kiln_status unary(const kiln_onnx_call *c, int op, float a, float b, kiln_err *err)
@@ -394,61 +359,34 @@ static kiln_status unary(const kiln_onnx_call *c, int op, float a, float b, kiln
     {                                                                                              \
         return unary(c, op, 0.f, 0.f, err);                                                        \
     }
-UNARY(g_relu, U_RELU)
-UNARY(g_sigmoid, U_SIGMOID)
-UNARY(g_tanh, U_TANH)
-UNARY(g_exp, U_EXP)
-UNARY(g_sqrt, U_SQRT)
-UNARY(g_erf, U_ERF)
-UNARY(g_neg, U_NEG)
-UNARY(g_abs, U_ABS)
+UNARY(g_relu, KILN_ONNX_RELU)
+UNARY(g_sigmoid, KILN_ONNX_SIGMOID)
+UNARY(g_tanh, KILN_ONNX_TANH)
+UNARY(g_exp, KILN_ONNX_EXP)
+UNARY(g_sqrt, KILN_ONNX_SQRT)
+UNARY(g_erf, KILN_ONNX_ERF)
+UNARY(g_neg, KILN_ONNX_NEG)
+UNARY(g_abs, KILN_ONNX_ABS)
 
 static kiln_status g_leaky(const kiln_onnx_call *c, kiln_err *err)
 {
-    return unary(c, U_LEAKY, kiln__onnx_attr_float(c, "alpha", 0.01f), 0.f, err);
+    return unary(c, KILN_ONNX_LEAKY, kiln__onnx_attr_float(c, "alpha", 0.01f), 0.f, err);
 }
 
 /* Clip: min and max (inputs 1 and 2) are read on the host. */
 static kiln_status g_clip(const kiln_onnx_call *c, kiln_err *err)
 {
-    float lo = -INFINITY, hi = INFINITY;
-    for (size_t i = 1; i < 3 && i < c->n_in; i++) {
-        if (!c->in[i])
-            continue;
-        kiln_status st = kiln__onnx_want_f32(c, i, err);
-        if (st != KILN_OK)
-            return st;
-        if (c->in[i]->byte_size != sizeof(float))
-            return kiln__onnx_bad_node(c, err, "input %zu (min/max) must be a scalar", i);
-        *(i == 1 ? &lo : &hi) = *(const float *)c->in[i]->data;
-    }
-    return unary(c, U_CLIP, lo, hi, err);
+    float lo, hi;
+    kiln_status st = kiln__onnx_clip_prep(c, &lo, &hi, err);
+    return st == KILN_OK ? unary(c, KILN_ONNX_CLIP, lo, hi, err) : st;
 }
 
 /* ---------------------------------------------------------------- binary, broadcasting */
-
-enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW };
 
 typedef struct bcast_p {
     int rank;
     int64_t dims[KILN_MAX_RANK], sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
 } bcast_p;
-
-__device__ __forceinline__ float bin_apply(int op, float x, float y)
-{
-    switch (op) {
-    case B_ADD:
-        return x + y;
-    case B_SUB:
-        return x - y;
-    case B_MUL:
-        return x * y;
-    case B_DIV:
-        return x / y;
-    default:
-        return powf(x, y);
-    }
-}
 
 /* mode 0: same shapes; 1: a and b repeat every na and nb elements (a trailing-dims
  * broadcast, or a scalar); 2: general strides. */
@@ -472,7 +410,7 @@ __global__ void binary_k(int op, int mode, bcast_p s, size_t na, size_t nb,
                 r = q;
             }
         }
-        y[i] = act_apply(act, bin_apply(op, a[ia], b[ib]));
+        y[i] = act_apply(act, kiln_onnx_binop_apply(op, a[ia], b[ib]));
     }
 }
 
@@ -524,11 +462,11 @@ static kiln_status binary(const kiln_onnx_call *c, int op, kiln_err *err)
     {                                                                                              \
         return binary(c, op, err);                                                                 \
     }
-BINARY(g_add, B_ADD)
-BINARY(g_sub, B_SUB)
-BINARY(g_mul, B_MUL)
-BINARY(g_div, B_DIV)
-BINARY(g_pow, B_POW)
+BINARY(g_add, KILN_ONNX_ADD)
+BINARY(g_sub, KILN_ONNX_SUB)
+BINARY(g_mul, KILN_ONNX_MUL)
+BINARY(g_div, KILN_ONNX_DIV)
+BINARY(g_pow, KILN_ONNX_POW)
 
 /* ---------------------------------------------------------------- bias + activation */
 
@@ -620,36 +558,18 @@ static kiln_status ws_fit(kiln_onnx_gpu *g, size_t bytes, kiln_err *err)
 
 static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_b = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_conv cv;
+    kiln_status st = kiln__onnx_conv_prep(c, &cv, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0], *wt = c->in[1];
-    if (wt->shape.rank != 4)
-        return kiln__onnx_bad_node(c, err, "weights must be 4-D [M,C/group,kH,kW]");
-    int64_t group = kiln__onnx_attr_int(c, "group", 1);
-    int64_t N = x->shape.rank == 4 ? x->shape.dims[0] : 0,
-            C = x->shape.rank == 4 ? x->shape.dims[1] : 0;
-    int64_t M = wt->shape.dims[0], Cg = wt->shape.dims[1];
-    kiln_onnx_window w;
-    if ((st = kiln__onnx_window(c, x, wt->shape.dims + 2, false, &w, err)) != KILN_OK)
-        return st;
-    if (group < 1 || C % group || M % group || Cg != C / group)
-        return kiln__onnx_bad_node(c, err,
-                                   "channels do not fit: input %lld, weights [%lld,%lld], "
-                                   "group %lld",
-                                   (long long)C, (long long)M, (long long)Cg, (long long)group);
-    if (has_b && (c->in[2]->shape.rank != 1 || c->in[2]->shape.dims[0] != M))
-        return kiln__onnx_bad_node(c, err, "bias must be [%lld]", (long long)M);
+    int64_t N = cv.N, C = cv.C, M = cv.M, Cg = cv.Cg, group = cv.group;
+    const kiln_onnx_window w = cv.win;
+    bool has_b = cv.b != NULL;
     if (w.pad[0] != w.pad[2] || w.pad[1] != w.pad[3] || N > INT32_MAX || C > INT32_MAX ||
         M > INT32_MAX || w.in[0] > INT32_MAX || w.in[1] > INT32_MAX)
         return KILN_UNIMPLEMENTED; /* cuDNN pads both sides alike */
-    kiln_shape os = {.rank = 4, .dims = {N, M, w.out[0], w.out[1]}};
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &cv.out, &c->out[0], err)) != KILN_OK)
         return st;
     if (!numel(&c->out[0]))
         return KILN_OK;
@@ -763,51 +683,15 @@ static kiln_status gemm(const kiln_onnx_call *c, bool ta, bool tb, int64_t M, in
 
 static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+    kiln_onnx_matmul mm;
+    kiln_status st = kiln__onnx_matmul_prep(c, &mm, err);
     if (st != KILN_OK)
         return st;
-    kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
-    if (a.rank == 0 || b.rank == 0)
-        return kiln__onnx_bad_node(c, err, "MatMul needs inputs of rank 1 or more");
-    bool a1 = a.rank == 1, b1 = b.rank == 1;
-    if (a1) {
-        a.dims[1] = a.dims[0], a.dims[0] = 1, a.rank = 2;
-    }
-    if (b1) {
-        b.dims[1] = 1, b.rank = 2;
-    }
-    int64_t M = a.dims[a.rank - 2], K = a.dims[a.rank - 1], N = b.dims[b.rank - 1];
-    if (b.dims[b.rank - 2] != K)
-        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
-                                   (long long)b.dims[b.rank - 2]);
-    kiln_shape ba = {.rank = a.rank - 2}, bb = {.rank = b.rank - 2}, batch;
-    memcpy(ba.dims, a.dims, sizeof(int64_t) * (size_t)ba.rank);
-    memcpy(bb.dims, b.dims, sizeof(int64_t) * (size_t)bb.rank);
-    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
-    if ((st = kiln__onnx_broadcast(c, &ba, &bb, &batch, sa, sb, err)) != KILN_OK)
-        return st;
-    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK)
-        return st;
-    kiln_shape out = batch;
-    if (out.rank + 2 > KILN_MAX_RANK)
-        return kiln__onnx_bad_node(c, err, "rank over %d", KILN_MAX_RANK);
-    int64_t nbatch = 1, na = 1, nb = 1;
-    for (int d = 0; d < batch.rank; d++)
-        nbatch *= batch.dims[d];
-    for (int d = 0; d < ba.rank; d++)
-        na *= ba.dims[d];
-    for (int d = 0; d < bb.rank; d++)
-        nb *= bb.dims[d];
+    int64_t M = mm.M, N = mm.N, K = mm.K, nbatch = mm.nbatch, na = mm.na, nb = mm.nb;
     /* one strided batch: each side is either all the batches or one matrix */
     if ((na != nbatch && na != 1) || (nb != nbatch && nb != 1) || nbatch > INT32_MAX)
         return KILN_UNIMPLEMENTED;
-    if (!a1)
-        out.dims[out.rank++] = M;
-    if (!b1)
-        out.dims[out.rank++] = N;
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &mm.out, &c->out[0], err)) != KILN_OK)
         return st;
     float *C = (float *)c->out[0].data;
     size_t n = numel(&c->out[0]);
@@ -848,39 +732,16 @@ __global__ void fill_bcast_k(float *__restrict__ y, const float *__restrict__ cm
 
 static kiln_status g_gemm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_c = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_c)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_gemm gm;
+    kiln_status st = kiln__onnx_gemm_prep(c, &gm, err);
     if (st != KILN_OK)
         return st;
-    const kiln_shape *a = &c->in[0]->shape, *b = &c->in[1]->shape;
-    if (a->rank != 2 || b->rank != 2)
-        return kiln__onnx_bad_node(c, err, "A and B must be 2-D (got rank %d and %d)", a->rank,
-                                   b->rank);
-    bool ta = kiln__onnx_attr_int(c, "transA", 0), tb = kiln__onnx_attr_int(c, "transB", 0);
-    float alpha = kiln__onnx_attr_float(c, "alpha", 1.f),
-          beta = kiln__onnx_attr_float(c, "beta", 1.f);
-    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
-    if (K != KB)
-        return kiln__onnx_bad_node(c, err, "inner dims differ: %lld (A) and %lld (B)", (long long)K,
-                                   (long long)KB);
-    if ((st = kiln__onnx_blas_dims(c, M, N, K, err)) != KILN_OK ||
-        (st = kiln__onnx_blas_dims(c, a->dims[1], b->dims[1], 0, err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &gm.out, &c->out[0], err)) != KILN_OK)
         return st;
-    kiln_shape out = {.rank = 2, .dims = {M, N}}, bc;
-    int64_t sy[KILN_MAX_RANK], sc[KILN_MAX_RANK];
-    if (has_c &&
-        ((st = kiln__onnx_broadcast(c, &out, &c->in[2]->shape, &bc, sy, sc, err)) != KILN_OK))
-        return st;
-    if (has_c && !kiln_shape_equal(&bc, &out))
-        return kiln__onnx_bad_node(c, err, "C does not broadcast to [%lld,%lld]", (long long)M,
-                                   (long long)N);
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
-        return st;
+    bool ta = gm.ta, tb = gm.tb, has_c = gm.has_c;
+    float alpha = gm.alpha, beta = gm.beta;
+    int64_t M = gm.M, N = gm.N, K = gm.K;
+    const int64_t *sc = gm.sc;
     float *Y = (float *)c->out[0].data;
     size_t n = (size_t)(M * N);
     if (!n)
@@ -899,9 +760,9 @@ static kiln_status g_gemm(const kiln_onnx_call *c, kiln_err *err)
         cudaMemsetAsync(Y, 0, n * sizeof(float), c->gpu->stream);
     }
     if (K)
-        st = gemm(c, ta, tb, M, N, K, alpha, (const float *)c->in[0]->data, a->dims[1], 0,
-                  (const float *)c->in[1]->data, b->dims[1], 0, Cm && !bias_row ? 1.f : 0.f, Y, 0,
-                  1, err);
+        st = gemm(c, ta, tb, M, N, K, alpha, (const float *)c->in[0]->data, gm.lda, 0,
+                  (const float *)c->in[1]->data, gm.ldb, 0, Cm && !bias_row ? 1.f : 0.f, Y, 0, 1,
+                  err);
     if (st == KILN_OK && (bias_row || c->act.kind != KILN_ONNX_ACT_NONE)) {
         /* bias over the last dim: one bias value per column: rows of length 1, period N */
         bias_act_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(Y, bias_row ? Cm : NULL, 1,
@@ -950,24 +811,14 @@ __global__ void pool_k(bool max, bool include_pad, win_p w, const float *__restr
 
 static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_onnx_pool pl;
+    kiln_status st = kiln__onnx_pool_prep(c, max, &pl, err);
     if (st != KILN_OK)
         return st;
-    if (c->n_out > 1 && c->node->outputs[1] >= 0)
-        return kiln__onnx_bad_node(c, err, "the Indices output is not supported");
-    int64_t k[2];
-    if (!kiln__onnx_attr_ints(c, "kernel_shape", k, 2, 0) || !k[0])
-        return kiln__onnx_bad_node(c, err, "kernel_shape must have 2 values");
     const kiln_tensor *x = c->in[0];
-    kiln_onnx_window w;
-    bool ceil_mode = kiln__onnx_attr_int(c, "ceil_mode", 0) != 0;
-    if ((st = kiln__onnx_window(c, x, k, ceil_mode, &w, err)) != KILN_OK)
-        return st;
-    if (!max && (w.d[0] != 1 || w.d[1] != 1))
-        return kiln__onnx_bad_node(c, err, "AveragePool dilations are not supported");
-    bool include_pad = kiln__onnx_attr_int(c, "count_include_pad", 0) != 0;
-    kiln_shape os = {.rank = 4, .dims = {x->shape.dims[0], x->shape.dims[1], w.out[0], w.out[1]}};
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    const kiln_onnx_window w = pl.win;
+    bool include_pad = pl.include_pad;
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &pl.out, &c->out[0], err)) != KILN_OK)
         return st;
     win_p p;
     memcpy(&p, &w, sizeof(p));
@@ -1029,79 +880,42 @@ static kiln_status rows_sum(const kiln_onnx_call *c, const float *x, float *y, s
 
 static kiln_status g_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_shape os;
+    size_t rows, inner;
+    kiln_status st = kiln__onnx_global_pool_prep(c, &os, &rows, &inner, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if (x->shape.rank < 3)
-        return kiln__onnx_bad_node(c, err, "input must be [N,C,spatial...]");
-    kiln_shape os = x->shape;
-    size_t inner = 1;
-    for (int d = 2; d < os.rank; d++) {
-        inner *= (size_t)os.dims[d];
-        os.dims[d] = 1;
-    }
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t rows = (size_t)(os.dims[0] * os.dims[1]);
     if (!inner)
         return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
     return rows_sum(c, (const float *)x->data, (float *)c->out[0].data, rows, inner,
                     1.f / (float)inner, err);
 }
 
-/* ReduceMean / ReduceSum over trailing axes (the others answer UNIMPLEMENTED). Axes come from
- * the attribute or from input 1 (host). */
+/* ReduceMean / ReduceSum over a trailing block of axes (the others answer UNIMPLEMENTED). */
 static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_onnx_reduce rd;
+    kiln_status st = kiln__onnx_reduce_prep(c, &rd, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    int r = x->shape.rank;
-    int64_t axes[KILN_MAX_RANK];
-    size_t n = 0;
-    const kiln_onnx_attr *aa = kiln_onnx_node_attr(c->node, "axes");
-    if (c->n_in > 1 && c->in[1]) {
-        const kiln_tensor *t = c->in[1];
-        if (t->dtype != KILN_DTYPE_INT64 || t->shape.rank > 1 ||
-            t->byte_size / sizeof(int64_t) > KILN_MAX_RANK)
-            return KILN_UNIMPLEMENTED;
-        n = t->byte_size / sizeof(int64_t);
-        memcpy(axes, t->data, n * sizeof(int64_t));
-    } else if (aa && aa->type == KILN_ONNX_ATTR_INTS && aa->n <= KILN_MAX_RANK) {
-        n = aa->n;
-        memcpy(axes, aa->ints, n * sizeof(int64_t));
+    int r = x->shape.rank, first = r;
+    if (rd.noop) {
+        kiln_tensor_share(x, &c->out[0]);
+        return KILN_OK;
     }
-    if (!n)
-        return KILN_UNIMPLEMENTED;
-    bool red[KILN_MAX_RANK] = {false};
-    for (size_t i = 0; i < n; i++) {
-        if (axes[i] < -r || axes[i] >= r)
-            return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)axes[i],
-                                       r);
-        red[axes[i] < 0 ? axes[i] + r : axes[i]] = true;
-    }
-    int first = r;
-    while (first > 0 && red[first - 1])
+    while (first > 0 && rd.red[first - 1])
         first--;
     for (int d = 0; d < first; d++)
-        if (red[d])
+        if (rd.red[d])
             return KILN_UNIMPLEMENTED; /* not a trailing block */
-    bool keep = kiln__onnx_attr_int(c, "keepdims", 1) != 0;
-    kiln_shape os = {.rank = 0};
     size_t len = 1, rows = 1;
-    for (int d = 0; d < r; d++) {
-        if (d >= first)
-            len *= (size_t)x->shape.dims[d];
-        else
-            rows *= (size_t)x->shape.dims[d];
-        if (d < first)
-            os.dims[os.rank++] = x->shape.dims[d];
-        else if (keep)
-            os.dims[os.rank++] = 1;
-    }
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    for (int d = 0; d < r; d++)
+        *(d >= first ? &len : &rows) *= (size_t)x->shape.dims[d];
+    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &rd.out, &c->out[0], err)) != KILN_OK)
         return st;
     if (!len)
         return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
@@ -1144,22 +958,11 @@ __global__ void softmax_k(const float *__restrict__ x, float *__restrict__ y, si
 
 static kiln_status softmax(const kiln_onnx_call *c, bool lg, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    size_t outer, len, inner;
+    kiln_status st = kiln__onnx_softmax_prep(c, &outer, &len, &inner, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    int r = x->shape.rank;
-    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
-    if (axis < -r || axis >= r || r == 0)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside the input's rank %d",
-                                   (long long)axis, r);
-    if (axis < 0)
-        axis += r;
-    size_t outer = 1, len = (size_t)x->shape.dims[axis], inner = 1;
-    for (int d = 0; d < axis; d++)
-        outer *= (size_t)x->shape.dims[d];
-    for (int d = (int)axis + 1; d < r; d++)
-        inner *= (size_t)x->shape.dims[d];
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     size_t rows = outer * inner;
@@ -1202,39 +1005,18 @@ __global__ void layer_norm_k(const float *__restrict__ x, const float *__restric
 
 static kiln_status g_layer_norm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
-    bool has_b = c->n_in > 2 && c->in[2];
-    if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+    kiln_onnx_norm nm;
+    kiln_status st = kiln__onnx_layer_norm_prep(c, &nm, err);
     if (st != KILN_OK)
         return st;
-    for (size_t k = 1; k < c->n_out; k++)
-        if (c->node->outputs[k] >= 0)
-            return kiln__onnx_bad_node(c, err, "the Mean and InvStdDev outputs are not supported");
     const kiln_tensor *x = c->in[0];
-    int64_t axis = kiln__onnx_attr_int(c, "axis", -1);
-    int r = x->shape.rank;
-    if (axis < -r || axis >= r)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside rank %d", (long long)axis, r);
-    if (axis < 0)
-        axis += r;
-    size_t inner = 1;
-    for (int d = (int)axis; d < r; d++)
-        inner *= (size_t)x->shape.dims[d];
-    if (c->in[1]->byte_size != inner * sizeof(float) ||
-        (has_b && c->in[2]->byte_size != inner * sizeof(float)))
-        return kiln__onnx_bad_node(c, err, "scale and bias must hold %zu values", inner);
-    float eps = kiln__onnx_attr_float(c, "epsilon", 1e-5f);
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t rows = inner ? numel(x) / inner : 0;
-    if (rows)
-        layer_norm_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(
-            (const float *)x->data, (const float *)c->in[1]->data,
-            has_b ? (const float *)c->in[2]->data : NULL, (float *)c->out[0].data, rows, inner,
-            eps);
+    if (nm.rows)
+        layer_norm_k<<<blocks_for(nm.rows * 32), THREADS, 0, c->gpu->stream>>>(
+            (const float *)x->data, (const float *)nm.scale->data,
+            nm.bias ? (const float *)nm.bias->data : NULL, (float *)c->out[0].data, nm.rows,
+            nm.inner, nm.eps);
     return launched(c, err);
 }
 
@@ -1254,33 +1036,19 @@ __global__ void batchnorm_k(const float *__restrict__ x, const float *__restrict
 
 static kiln_status g_batchnorm(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = KILN_OK;
-    for (size_t i = 0; st == KILN_OK && i < 5; i++)
-        st = kiln__onnx_want_f32(c, i, err);
+    kiln_onnx_norm nm;
+    kiln_status st = kiln__onnx_batchnorm_prep(c, &nm, err);
     if (st != KILN_OK)
         return st;
-    for (size_t k = 1; k < c->n_out; k++)
-        if (c->node->outputs[k] >= 0)
-            return kiln__onnx_bad_node(c, err,
-                                       "training outputs are not supported (inference only)");
     const kiln_tensor *x = c->in[0];
-    if (x->shape.rank < 2)
-        return kiln__onnx_bad_node(c, err, "input must be [N,C,...]");
-    int64_t C = x->shape.dims[1];
-    for (size_t i = 1; i < 5; i++)
-        if (c->in[i]->shape.rank != 1 || c->in[i]->shape.dims[0] != C)
-            return kiln__onnx_bad_node(c, err, "input %zu must be [%lld]", i, (long long)C);
-    float eps = kiln__onnx_attr_float(c, "epsilon", 1e-5f);
     if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
-    size_t inner = 1, n = numel(x);
-    for (int d = 2; d < x->shape.rank; d++)
-        inner *= (size_t)x->shape.dims[d];
+    size_t n = numel(x);
     if (n)
         batchnorm_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
             (const float *)x->data, (const float *)c->in[1]->data, (const float *)c->in[2]->data,
             (const float *)c->in[3]->data, (const float *)c->in[4]->data, (float *)c->out[0].data,
-            inner, (size_t)C, n, eps);
+            nm.inner, nm.channels, n, nm.eps);
     return launched(c, err);
 }
 
@@ -1309,35 +1077,18 @@ __global__ void gather_k(perm_p p, const T *__restrict__ x, T *__restrict__ y, s
 
 static kiln_status g_transpose(const kiln_onnx_call *c, kiln_err *err)
 {
-    if (!c->n_in || !c->in[0])
-        return kiln__onnx_bad_node(c, err, "input 0 is required");
+    perm_p p;
+    kiln_shape os;
+    kiln_status st = kiln__onnx_transpose_prep(c, &os, p.st, err);
+    if (st != KILN_OK)
+        return st;
     const kiln_tensor *x = c->in[0];
-    int r = x->shape.rank;
     size_t es = kiln_dtype_size(x->dtype);
     if (es != 4 && es != 8)
         return KILN_UNIMPLEMENTED;
-    const kiln_onnx_attr *pa = kiln_onnx_node_attr(c->node, "perm");
-    if (pa && (pa->type != KILN_ONNX_ATTR_INTS || (int)pa->n != r))
-        return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
-    perm_p p;
-    p.rank = r;
-    int64_t in_st[KILN_MAX_RANK], s = 1;
-    for (int d = r - 1; d >= 0; d--) {
-        in_st[d] = s;
-        s *= x->shape.dims[d];
-    }
-    kiln_shape os = {.rank = r};
-    bool seen[KILN_MAX_RANK] = {false};
-    for (int d = 0; d < r; d++) {
-        int64_t v = pa ? pa->ints[d] : r - 1 - d;
-        if (v < 0 || v >= r || seen[v])
-            return kiln__onnx_bad_node(c, err, "perm is not a permutation of 0..%d", r - 1);
-        seen[v] = true;
-        os.dims[d] = p.dims[d] = x->shape.dims[v];
-        p.st[d] = in_st[v];
-    }
-    kiln_status st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err);
-    if (st != KILN_OK)
+    p.rank = os.rank;
+    memcpy(p.dims, os.dims, sizeof(p.dims));
+    if ((st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
         return st;
     size_t n = numel(x);
     if (!n)
@@ -1368,45 +1119,17 @@ static kiln_status copy2d(const kiln_onnx_call *c, void *dst, size_t dp, const v
 
 static kiln_status g_concat(const kiln_onnx_call *c, kiln_err *err)
 {
-    if (!c->n_in || !c->in[0])
-        return kiln__onnx_bad_node(c, err, "Concat needs inputs");
-    const kiln_tensor *x0 = c->in[0];
-    int r = x0->shape.rank;
-    int64_t axis = kiln__onnx_attr_int(c, "axis", 0);
-    if (r == 0 || axis < -r || axis >= r)
-        return kiln__onnx_bad_node(c, err, "axis %lld is outside the inputs' rank %d",
-                                   (long long)axis, r);
-    if (axis < 0)
-        axis += r;
-    size_t es = kiln_dtype_size(x0->dtype);
-    if (!es)
-        return kiln__onnx_bad_node(c, err, "%s tensors cannot be concatenated",
-                                   kiln_dtype_name(x0->dtype));
-    kiln_shape os = x0->shape;
-    os.dims[axis] = 0;
-    for (size_t i = 0; i < c->n_in; i++) {
-        const kiln_tensor *t = c->in[i];
-        if (!t || t->dtype != x0->dtype || t->shape.rank != r)
-            return kiln__onnx_bad_node(c, err, "input %zu differs in presence, dtype or rank", i);
-        for (int d = 0; d < r; d++)
-            if (d != axis && t->shape.dims[d] != x0->shape.dims[d])
-                return kiln__onnx_bad_node(c, err, "input %zu: dim %d is %lld, input 0 has %lld", i,
-                                           d, (long long)t->shape.dims[d],
-                                           (long long)x0->shape.dims[d]);
-        os.dims[axis] += t->shape.dims[axis];
-    }
-    kiln_status st = kiln__onnx_alloc(c, x0->dtype, &os, &c->out[0], err);
+    kiln_onnx_concat cc;
+    kiln_status st = kiln__onnx_concat_prep(c, &cc, err);
     if (st != KILN_OK)
         return st;
-    size_t outer = 1, inner = es;
-    for (int d = 0; d < axis; d++)
-        outer *= (size_t)os.dims[d];
-    for (int d = (int)axis + 1; d < r; d++)
-        inner *= (size_t)os.dims[d];
-    size_t row = (size_t)os.dims[axis] * inner, at = 0;
+    if ((st = kiln__onnx_alloc(c, c->in[0]->dtype, &cc.out, &c->out[0], err)) != KILN_OK)
+        return st;
+    size_t row = (size_t)cc.out.dims[cc.axis] * cc.inner, at = 0;
     for (size_t i = 0; st == KILN_OK && i < c->n_in; i++) {
-        size_t chunk = (size_t)c->in[i]->shape.dims[axis] * inner;
-        st = copy2d(c, (char *)c->out[0].data + at, row, c->in[i]->data, chunk, chunk, outer, err);
+        size_t chunk = (size_t)c->in[i]->shape.dims[cc.axis] * cc.inner;
+        st = copy2d(c, (char *)c->out[0].data + at, row, c->in[i]->data, chunk, chunk, cc.outer,
+                    err);
         at += chunk;
     }
     return st;

@@ -817,20 +817,47 @@ static kiln_status slot_result(kiln_backend_model *m, kiln_batch *batch, kiln_ou
     return st;
 }
 
+/* The start of an execution: the plan for the batch's shapes (its arena made big enough), or
+ * NULL and a trace to build one from (*tracing; a run without memory for either goes
+ * unplanned and untraced). */
+static kiln_onnx_plan *begin_run(kiln_backend_model *m, const kiln_batch *batch,
+                                 kiln_onnx_trace *trace, bool *tracing)
+{
+    kiln_onnx_plan *p = find_plan(m, batch);
+    kiln_err e;
+    if (p && arena_fit(m, p, &e) != KILN_OK)
+        return NULL; /* no room for the arena in one block: run unplanned, untraced */
+    if (!p)
+        *tracing = kiln__onnx_trace_init(trace, m->n_values, &e) == KILN_OK;
+    return p;
+}
+
+/* The end of an execution with status st: outputs released on failure, the values freed, and
+ * a plan kept from the trace (NULL: none) after a success. Returns st. */
+static kiln_status end_run(kiln_backend_model *m, kiln_batch *batch, kiln_status st,
+                           kiln_tensor *vals, kiln_onnx_trace *trace)
+{
+    if (st != KILN_OK)
+        kiln_batch_release_outputs(batch);
+    for (size_t v = 0; v < m->n_values; v++)
+        kiln_tensor_fini(&vals[v]);
+    kiln_free(vals);
+    if (trace && st == KILN_OK)
+        keep_plan(m, trace, batch);
+    if (trace)
+        kiln__onnx_trace_fini(trace, m->n_values);
+    return st;
+}
+
 static kiln_status execute_cpu(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
 {
     size_t nv = m->n_values;
     kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
     if (!vals)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    kiln_onnx_plan *p = find_plan(m, batch);
     kiln_onnx_trace trace = {0};
     bool tracing = false;
-    kiln_err e;
-    if (p && arena_fit(m, p, &e) != KILN_OK)
-        p = NULL; /* no room for the arena in one block: run unplanned, untraced */
-    else if (!p)
-        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK; /* else: untraced */
+    kiln_onnx_plan *p = begin_run(m, batch, &trace, &tracing);
     set_consts(m, p, vals);
     for (uint32_t k = 0; k < batch->n_inputs; k++)
         kiln_tensor_share(&batch->inputs[k], &vals[m->in_value[k]]);
@@ -842,16 +869,7 @@ static kiln_status execute_cpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
         if (st == KILN_OK && t->byte_size)
             memcpy(slot->result.data, t->data, t->byte_size);
     }
-    if (st != KILN_OK)
-        kiln_batch_release_outputs(batch);
-    for (size_t v = 0; v < nv; v++)
-        kiln_tensor_fini(&vals[v]);
-    kiln_free(vals);
-    if (tracing && st == KILN_OK)
-        keep_plan(m, &trace, batch);
-    if (tracing)
-        kiln__onnx_trace_fini(&trace, nv);
-    return st;
+    return end_run(m, batch, st, vals, tracing ? &trace : NULL);
 }
 
 /* Host inputs up to this size go through the pinned staging buffer (one memcpy, then an
@@ -947,14 +965,10 @@ static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
     kiln_tensor *vals = kiln_calloc(nv + 1, sizeof(kiln_tensor));
     if (!vals)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
-    kiln_onnx_plan *p = find_plan(m, batch);
     kiln_onnx_trace trace = {0};
     bool tracing = false;
+    kiln_onnx_plan *p = begin_run(m, batch, &trace, &tracing);
     kiln_err e;
-    if (p && arena_fit(m, p, &e) != KILN_OK)
-        p = NULL;
-    else if (!p)
-        tracing = kiln__onnx_trace_init(&trace, nv, &e) == KILN_OK;
     bool graph = p && m->graphs && !p->no_graph;
     /* staging: host inputs now, host outputs after the run (stream order keeps them apart) */
     size_t in_bytes = 0, out_bytes = 0, staged = 0;
@@ -1030,16 +1044,7 @@ static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
         }
     }
     kiln_free(outs);
-    if (st != KILN_OK)
-        kiln_batch_release_outputs(batch);
-    for (size_t v = 0; v < nv; v++)
-        kiln_tensor_fini(&vals[v]);
-    kiln_free(vals);
-    if (tracing && st == KILN_OK)
-        keep_plan(m, &trace, batch);
-    if (tracing)
-        kiln__onnx_trace_fini(&trace, nv);
-    return st;
+    return end_run(m, batch, st, vals, tracing ? &trace : NULL);
 }
 
 static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err)
