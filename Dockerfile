@@ -3,13 +3,13 @@
 #
 #   docker build -t kiln .                                      # CPU, Debian bookworm
 #   docker build -t kiln:gpu \
-#       --build-arg BUILD_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu24.04 \
-#       --build-arg RUNTIME_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 .
+#       --build-arg BUILD_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04 \
+#       --build-arg RUNTIME_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04 .
 #   docker run --rm -p 8001:8001 -p 8002:8002 --shm-size=1g kiln
 #
 # The build stage runs what CI runs on Debian (scripts/deps.sh, make); the runtime stage
 # installs exactly the packages scripts/runtime-packages.sh finds for the binaries (the CUDA
-# runtime comes with the GPU base image).
+# runtime, cuBLAS and cuDNN come with the GPU base image).
 ARG BUILD_IMAGE=debian:bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

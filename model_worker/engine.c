@@ -122,7 +122,7 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     int gpus = 0;
     kiln_err ce;
     if (kiln_cuda_prepare(&gpus, &ce) != KILN_OK && ce.code != KILN_UNAVAILABLE)
-        KILN_LOGW(NULL, "CUDA: %s; models run on the CPU", ce.msg);
+        KILN_LOGW(NULL, "CUDA: %s; KIND_GPU models will fail to load on that GPU", ce.msg);
     else if (gpus > 0)
         KILN_LOGI(NULL, "CUDA: %d GPU%s ready for models", gpus, gpus == 1 ? "" : "s");
     /* the execution threads, then one control thread (index -1) */

@@ -402,6 +402,35 @@ static kiln_status make_room_locked(kiln_registry *reg, kiln_model *for_m, uint6
     return KILN_OK;
 }
 
+/*
+ * After a load ran out of device memory: marks every READY, unpinned model that holds device
+ * memory (but for_m) for eviction, so that the load can be tried once more. REQUIRES: mu.
+ * Returns how many it marked (at most MAX_VICTIMS).
+ */
+static size_t evict_device_locked(kiln_registry *reg, const kiln_model *for_m, kiln_model **victims)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < reg->n && n < MAX_VICTIMS; i++) {
+        kiln_model *v = reg->models[i];
+        if (v != for_m && state_of(v) == KILN_MODEL_READY && atomic_load(&v->pins) == 0 &&
+            v->device_bytes > 0) {
+            atomic_store(&v->state, KILN_MODEL_UNLOADING);
+            uncount_locked(reg, v);
+            victims[n++] = v;
+        }
+    }
+    return n;
+}
+
+/* True when the config puts instances on GPUs. */
+static bool wants_gpu(const kiln_model_config *c)
+{
+    for (size_t i = 0; i < c->n_instance_groups; i++)
+        if (c->instance_groups[i].kind == KILN_INSTANCE_GPU)
+            return true;
+    return false;
+}
+
 /* Unloads evicted models (outside mu), then records them. */
 static void finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
                              const kiln_model *for_m)
@@ -486,6 +515,22 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     kiln_instances inst;
     uint64_t host = 0, device = 0;
     st = load_all(m->backend, &args, &inst, &host, &device, err);
+    if (st == KILN_RESOURCE_EXHAUSTED && wants_gpu(m->config)) {
+        /* device memory ran out (cudaMalloc failed): unpinned models on the device go, and
+         * the load is tried once more */
+        pthread_mutex_lock(&reg->mu);
+        n_victims = evict_device_locked(reg, m, victims);
+        pthread_mutex_unlock(&reg->mu);
+        if (n_victims) {
+            KILN_LOGW(&(kiln_log_ctx){.model = m->name},
+                      "version %" PRId64 " ran out of memory at load (%s); evicting %zu unpinned "
+                      "model%s holding device memory and trying once more",
+                      m->version, err ? err->msg : "", n_victims, n_victims == 1 ? "" : "s");
+            finish_evictions(reg, victims, n_victims, m);
+            n_victims = 0;
+            st = load_all(m->backend, &args, &inst, &host, &device, err);
+        }
+    }
     uint64_t took = kiln_clock_now_ns() - t0;
 
     pthread_mutex_lock(&reg->mu);

@@ -29,9 +29,10 @@
  *
  * Why allowed: CUDA, cuDNN, cuBLAS and OpenBLAS need ioctl, mmap/mprotect/madvise, futex,
  * sched_*, clone with CLONE_THREAD, reads of /proc, /sys and their own libraries, and
- * eventfd/poll. The CUDA driver opens /dev/nvidia* read-write when it creates a context:
- * create the context on the thread before entering the sandbox (the filter cannot tell
- * device paths from other paths, since seccomp sees only pointers).
+ * eventfd/poll. The CUDA driver opens /dev/nvidia* read-write when it creates a context, and
+ * its JIT cache writes files: kiln_cuda_prepare (tensor/tensor.h) creates every GPU's context
+ * and turns the cache off before any thread enters the sandbox (the filter cannot tell device
+ * paths from other paths, since seccomp sees only pointers).
  *
  * How violations are known: the filter's action is SCMP_ACT_TRAP. The kernel delivers SIGSYS
  * to the offending thread; Kiln's handler records the syscall number in that thread's

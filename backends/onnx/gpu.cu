@@ -853,21 +853,26 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* The sum of p[0..len), by the 32 lanes of a warp (every lane gets it). */
+__device__ __forceinline__ float warp_row_sum(const float *p, size_t len, int lane)
+{
+    float s = 0.f;
+    for (size_t i = lane; i < len; i += 32)
+        s += p[i];
+    return warp_sum(s);
+}
+
 /* One warp per row of len (rows of a [rows, len] matrix): y[row] = sum * scale. */
 __global__ void row_sum_k(const float *__restrict__ x, float *__restrict__ y, size_t rows,
                           size_t len, float scale)
 {
-    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
-    if (row >= rows)
-        return;
-    const float *p = x + row * len;
-    float s = 0.f;
-    for (size_t i = lane; i < len; i += 32)
-        s += p[i];
-    s = warp_sum(s);
-    if (lane == 0)
-        y[row] = s * scale;
+    for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < rows;
+         row += (size_t)gridDim.x * blockDim.x / 32) {
+        float s = warp_row_sum(x + row * len, len, lane);
+        if (lane == 0)
+            y[row] = s * scale;
+    }
 }
 
 static kiln_status rows_sum(const kiln_onnx_call *c, const float *x, float *y, size_t rows,
@@ -936,24 +941,24 @@ static kiln_status g_reduce_sum(const kiln_onnx_call *c, kiln_err *err)
 __global__ void softmax_k(const float *__restrict__ x, float *__restrict__ y, size_t outer,
                           size_t len, size_t inner, bool lg)
 {
-    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
-    if (row >= outer * inner)
-        return;
-    size_t base = row / inner * len * inner + row % inner;
-    const float *p = x + base;
-    float *q = y + base;
-    float mx = -INFINITY;
-    for (size_t k = lane; k < len; k += 32)
-        mx = fmaxf(mx, p[k * inner]);
-    mx = warp_max(mx);
-    float s = 0.f;
-    for (size_t k = lane; k < len; k += 32)
-        s += expf(p[k * inner] - mx);
-    s = warp_sum(s);
-    float ls = logf(s);
-    for (size_t k = lane; k < len; k += 32)
-        q[k * inner] = lg ? p[k * inner] - mx - ls : expf(p[k * inner] - mx) / s;
+    for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < outer * inner;
+         row += (size_t)gridDim.x * blockDim.x / 32) {
+        size_t base = row / inner * len * inner + row % inner;
+        const float *p = x + base;
+        float *q = y + base;
+        float mx = -INFINITY;
+        for (size_t k = lane; k < len; k += 32)
+            mx = fmaxf(mx, p[k * inner]);
+        mx = warp_max(mx);
+        float s = 0.f;
+        for (size_t k = lane; k < len; k += 32)
+            s += expf(p[k * inner] - mx);
+        s = warp_sum(s);
+        float ls = logf(s);
+        for (size_t k = lane; k < len; k += 32)
+            q[k * inner] = lg ? p[k * inner] - mx - ls : expf(p[k * inner] - mx) / s;
+    }
 }
 
 static kiln_status softmax(const kiln_onnx_call *c, bool lg, kiln_err *err)
@@ -986,21 +991,18 @@ __global__ void layer_norm_k(const float *__restrict__ x, const float *__restric
                              const float *__restrict__ bi, float *__restrict__ y, size_t rows,
                              size_t len, float eps)
 {
-    size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
-    if (row >= rows)
-        return;
-    const float *p = x + row * len;
-    float s = 0.f;
-    for (size_t i = lane; i < len; i += 32)
-        s += p[i];
-    float mu = warp_sum(s) / (float)len;
-    float v = 0.f;
-    for (size_t i = lane; i < len; i += 32)
-        v += (p[i] - mu) * (p[i] - mu);
-    float inv = rsqrtf(warp_sum(v) / (float)len + eps);
-    for (size_t i = lane; i < len; i += 32)
-        y[row * len + i] = (p[i] - mu) * inv * sc[i] + (bi ? bi[i] : 0.f);
+    for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < rows;
+         row += (size_t)gridDim.x * blockDim.x / 32) {
+        const float *p = x + row * len;
+        float mu = warp_row_sum(p, len, lane) / (float)len;
+        float v = 0.f;
+        for (size_t i = lane; i < len; i += 32)
+            v += (p[i] - mu) * (p[i] - mu);
+        float inv = rsqrtf(warp_sum(v) / (float)len + eps);
+        for (size_t i = lane; i < len; i += 32)
+            y[row * len + i] = (p[i] - mu) * inv * sc[i] + (bi ? bi[i] : 0.f);
+    }
 }
 
 static kiln_status g_layer_norm(const kiln_onnx_call *c, kiln_err *err)

@@ -15,6 +15,15 @@
  * the plan for next time; with one, values go in the model's arena and shape-only steps are
  * skipped. Requested outputs are copied into their slots.
  *
+ * On a GPU (load args' device CUDA, from instance_group KIND_GPU): the instance opens a
+ * context (gpu.h: stream, cuBLAS, cuDNN), values live in a device arena, and each step runs
+ * its CUDA kernel when one of its inputs is on the device (Shape and the host-side shape
+ * subgraphs stay on the host). A step without a CUDA kernel, or whose kernel declines the
+ * case, runs its CPU kernel on host copies. The second run of an input shape captures its
+ * steps as a CUDA graph (config parameter cuda_graphs), replayed after. Inputs come in through
+ * the pinned staging buffer, or are used in place when already on the device (CUDA shared
+ * memory); outputs go out the same ways. docs/gpu.md has the whole story.
+ *
  * OpenBLAS: the number of OpenBLAS threads is process-wide; kiln_onnx_set_blas_threads sets it
  * (the server's --blas-threads, default 1: the execution threads are the parallelism, and no
  * thread is started from a sandboxed thread).
@@ -108,6 +117,8 @@ static void unload(kiln_backend_model *m)
         kiln_storage_unref(m->gin[k]);
     kiln_free(m->dconsts);
     kiln_free(m->gin);
+    for (size_t k = 0; m->scr_tmp && k < m->max_io; k++)
+        kiln_tensor_fini(&m->scr_tmp[k]);
     kiln_free(m->scr_tmp);
     kiln__onnx_gpu_close(m->gpu);
     kiln_onnx_model_free(m->g);
@@ -610,8 +621,8 @@ static kiln_status call_kernel(kiln_backend_model *m, const kiln_onnx_step *s,
 /* A GPU step: its CUDA kernel on device inputs (host copies for the inputs it reads on the
  * host); without one, or when it declines the case, its CPU kernel on host copies, and the
  * outputs copied back to the device. */
-static kiln_status run_gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
-                                const kiln_onnx_plan *p, kiln_err *err)
+static kiln_status gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
+                            const kiln_onnx_plan *p, kiln_err *err)
 {
     const kiln_tensor **ins = m->scr_in;
     kiln_tensor *tmp = m->scr_tmp;
@@ -678,6 +689,17 @@ static kiln_status run_gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_t
     return st;
 }
 
+/* gpu_step, then its copies freed (the device ones wait for the stream: cudaFree
+ * synchronizes), so that none outlives the step. */
+static kiln_status run_gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
+                                const kiln_onnx_plan *p, kiln_err *err)
+{
+    kiln_status st = gpu_step(m, s, vals, p, err);
+    for (size_t k = 0; k < s->n_in; k++)
+        kiln_tensor_fini(&m->scr_tmp[k]);
+    return st;
+}
+
 kiln_status kiln__onnx_run_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
                                 const kiln_onnx_plan *p, kiln_err *err)
 {
@@ -707,10 +729,24 @@ static kiln_onnx_plan *find_plan(kiln_backend_model *m, const kiln_batch *batch)
 
 /* Makes the arena big enough for p (between executions: nothing views it then). On a GPU the
  * arena is device memory. */
+/* Frees every plan's CUDA graph and the output views it kept: before memory they point at is
+ * replaced (the views would keep the old memory alive; the graphs would write into it). */
+static void drop_graphs(kiln_backend_model *m)
+{
+    for (size_t i = 0; i < m->n_plans; i++) {
+        kiln_onnx_plan *p = &m->plans[i];
+        kiln__onnx_gpu_graph_free(p->graph);
+        p->graph = NULL;
+        for (size_t k = 0; p->gout && k < p->n_gout; k++)
+            kiln_tensor_fini(&p->gout[k]);
+    }
+}
+
 static kiln_status arena_fit(kiln_backend_model *m, const kiln_onnx_plan *p, kiln_err *err)
 {
     if (p->arena_bytes == 0 || (m->arena && kiln_storage_size(m->arena) >= p->arena_bytes))
         return KILN_OK;
+    drop_graphs(m);
     kiln_storage_unref(m->arena);
     m->arena = NULL;
     m->mem_gen++;
@@ -891,6 +927,7 @@ static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln
         return KILN_OK;
     }
     if (!m->gin[k] || kiln_storage_size(m->gin[k]) < in->byte_size) {
+        drop_graphs(m);
         kiln_storage_unref(m->gin[k]);
         m->gin[k] = NULL;
         m->mem_gen++;
@@ -1032,7 +1069,8 @@ static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
     if (poisoned) {
         m->poisoned = true;
         kiln_log_ctx ctx = {.model = m->name};
-        KILN_LOGE(&ctx, "CUDA error: %s; the model must be loaded again", e.msg);
+        KILN_LOGE(&ctx, "CUDA error: %s; the model must be loaded again",
+                  (st == KILN_OK ? err : &e)->msg);
     }
     st = st == KILN_OK ? sync : st;
     staged = 0;
@@ -1053,6 +1091,20 @@ static kiln_status execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *e
         if (!batch->inputs[k].storage)
             return kiln_err_set(err, KILN_INVALID_ARGUMENT, "input '%s' is required by the model",
                                 m->cfg->inputs[k].name);
+    /* a CPU instance (of a model with GPU instances too, say) cannot read device memory */
+    for (uint32_t k = 0; !m->gpu && k < batch->n_inputs; k++)
+        if (on_device(&batch->inputs[k]))
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "input '%s' is in CUDA memory, and this instance of the model "
+                                "runs on the CPU",
+                                m->cfg->inputs[k].name);
+    for (uint32_t o = 0; !m->gpu && o < batch->n_outputs; o++)
+        if (batch->outputs[o].buffer &&
+            kiln_storage_device(batch->outputs[o].buffer).kind != KILN_DEVICE_CPU)
+            return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                                "output '%s' is asked in CUDA memory, and this instance of the "
+                                "model runs on the CPU",
+                                m->cfg->outputs[batch->outputs[o].index].name);
     return m->gpu ? execute_gpu(m, batch, err) : execute_cpu(m, batch, err);
 }
 

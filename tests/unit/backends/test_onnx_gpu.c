@@ -21,10 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backends/onnx/onnx.h"
 #include "common/alloc.h"
 #include "common/log.h"
+#include "registry/registry.h"
 #include "sandbox/sandbox.h"
 #include "tensor/cuda_mem.h"
 #include "tests/support.h"
@@ -388,6 +390,105 @@ static void loads_in_the_sandbox(void **state)
     assert_int_equal(r.report.violations, 0);
 }
 
+/* Writes <repo>/<name>: the resnet fixture on KIND_GPU (its model.onnx linked). */
+static void gpu_model_dir(const char *repo, const char *name)
+{
+    char dir[1200], path[1300], src[1200];
+    snprintf(dir, sizeof(dir), "%s/%s/1", repo, name);
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(src, sizeof(src), "%s/torch-models/resnet/1/model.onnx", kiln_test_build_dir());
+    snprintf(path, sizeof(path), "%s/model.onnx", dir);
+    assert_int_equal(symlink(src, path), 0);
+    snprintf(path, sizeof(path), "%s/%s/config.pbtxt", repo, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "name: \"%s\"\nbackend: \"onnx\"\nmax_batch_size: 8\n"
+            "input [ { name: \"INPUT\" data_type: TYPE_FP32 dims: [ 3, 16, 16 ] } ]\n"
+            "output [ { name: \"OUTPUT\" data_type: TYPE_FP32 dims: [ 10 ] } ]\n"
+            "instance_group [ { kind: KIND_GPU } ]\n",
+            name);
+    fclose(f);
+}
+
+/* Takes device memory in shrinking chunks until none is left. OUT: the chunks and their sizes,
+ * smallest last. */
+typedef struct chunk {
+    void *p;
+    size_t bytes;
+} chunk;
+
+static chunk *fill_device(size_t *n)
+{
+    size_t cap = 1 << 16;
+    chunk *c = calloc(cap + 1, sizeof(*c));
+    *n = 0;
+    for (size_t bytes = (size_t)1 << 30; bytes >= ((size_t)1 << 18); bytes /= 4) {
+        kiln_err e;
+        while (*n < cap && kiln__cuda_alloc(0, bytes, &c[*n].p, &e) == KILN_OK)
+            c[(*n)++].bytes = bytes;
+    }
+    return c;
+}
+
+/*
+ * A load that runs out of device memory evicts the unpinned models on the device and tries
+ * once more: with the GPU filled but for half of model a's footprint, loading b (the same
+ * model) fails, a is evicted, and b loads.
+ */
+static void device_oom_at_load_evicts_and_retries(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    if (getenv("KILN_GPU_NO_OOM")) /* compute-sanitizer counts the deliberate OOMs as errors */
+        skip();
+    char repo[] = "/tmp/kiln-gpu-oom-XXXXXX";
+    assert_non_null(mkdtemp(repo));
+    gpu_model_dir(repo, "a");
+    gpu_model_dir(repo, "b");
+    kiln_registry_options o = {.repository = repo};
+    kiln_registry *reg;
+    kiln_err e;
+    assert_ok(kiln_registry_create(&o, &reg, &e), &e);
+    kiln_model *m;
+    assert_ok(kiln_registry_get_or_load(reg, "a", 1, &m, &e), &e);
+    kiln_model_release(m);
+    kiln_model_status sa;
+    assert_ok(kiln_registry_status(reg, "a", 1, &sa, &e), &e);
+    assert_true(sa.device_bytes > 0);
+    size_t n;
+    chunk *chunks = fill_device(&n);
+    uint64_t filled = 0, freed = 0;
+    for (size_t i = 0; i < n; i++)
+        filled += chunks[i].bytes;
+    /* give back the smallest chunks until half of a's footprint is free */
+    while (n > 0 && freed + chunks[n - 1].bytes <= sa.device_bytes / 2) {
+        n--;
+        kiln__cuda_free(0, chunks[n].p);
+        freed += chunks[n].bytes;
+    }
+    print_message("a holds %llu device bytes; filled %llu, gave back %llu\n",
+                  (unsigned long long)sa.device_bytes, (unsigned long long)filled,
+                  (unsigned long long)freed);
+    kiln_status st = kiln_registry_get_or_load(reg, "b", 1, &m, &e);
+    for (size_t i = 0; i < n; i++)
+        kiln__cuda_free(0, chunks[i].p);
+    free(chunks);
+    if (st != KILN_OK)
+        fail_msg("b: %s", e.msg);
+    kiln_model_release(m);
+    assert_ok(kiln_registry_status(reg, "a", 1, &sa, &e), &e);
+    print_message("a: %s\n", sa.reason);
+    assert_int_equal(sa.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(sa.reason, "evicted"));
+    kiln_registry_destroy(reg);
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", repo);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void bad_parameters_are_refused(void **state)
 {
     (void)state;
@@ -412,10 +513,15 @@ int main(void)
     kiln_err e;
     (void)kiln_cuda_prepare(&gpus, &e); /* first, as the server does (the JIT cache off) */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fixtures_match_cpu_fp32),    cmocka_unit_test(fixtures_match_cpu_tf32),
-        cmocka_unit_test(graphs_on_and_off_agree),    cmocka_unit_test(device_inputs_and_outputs),
-        cmocka_unit_test(device_bytes_are_counted),   cmocka_unit_test(runs_in_the_sandbox),
-        cmocka_unit_test(bad_parameters_are_refused), cmocka_unit_test(loads_in_the_sandbox),
+        cmocka_unit_test(fixtures_match_cpu_fp32),
+        cmocka_unit_test(fixtures_match_cpu_tf32),
+        cmocka_unit_test(graphs_on_and_off_agree),
+        cmocka_unit_test(device_inputs_and_outputs),
+        cmocka_unit_test(device_bytes_are_counted),
+        cmocka_unit_test(runs_in_the_sandbox),
+        cmocka_unit_test(bad_parameters_are_refused),
+        cmocka_unit_test(loads_in_the_sandbox),
+        cmocka_unit_test(device_oom_at_load_evicts_and_retries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

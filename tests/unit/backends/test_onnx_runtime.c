@@ -318,6 +318,47 @@ static void allocation_failures_are_clean(void **state)
     }
 }
 
+static void release_none(void *ctx, void *data)
+{
+    (void)ctx;
+    (void)data;
+}
+
+/* A CPU instance given device memory (a request in CUDA shared memory that reached the CPU
+ * instance of a model with GPU instances too) refuses it by name instead of reading it. */
+static void cpu_instance_refuses_device_tensors(void **state)
+{
+    (void)state;
+    loaded l;
+    load(&l, "models", "mlp_onnx");
+    static float fake[8 * 16];
+    kiln_storage *dev;
+    kiln_err e;
+    assert_ok(kiln_storage_wrap(fake, sizeof(fake), (kiln_device){KILN_DEVICE_CUDA, 0},
+                                release_none, NULL, &dev, &e),
+              &e);
+    kiln_shape s = {.rank = 2, .dims = {1, 16}};
+    kiln_tensor in;
+    assert_ok(kiln_tensor_view(dev, 0, KILN_DTYPE_FP32, &s, 0, &in, &e), &e);
+    kiln_output_slot out = {.index = 0};
+    kiln_batch b = {.batch_size = 1, .n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out};
+    assert_int_equal(onnx()->execute(l.model, &b, &e), KILN_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "CUDA memory"));
+    kiln_tensor_fini(&in);
+    /* a host input with the output asked in device memory */
+    kiln_tensor hin;
+    assert_ok(kiln_tensor_alloc(KILN_DTYPE_FP32, &s, 0, &hin, &e), &e);
+    memset(hin.data, 0, hin.byte_size);
+    out = (kiln_output_slot){.index = 0, .buffer = dev, .capacity = sizeof(fake)};
+    b.inputs = &hin;
+    assert_int_equal(onnx()->execute(l.model, &b, &e), KILN_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "CUDA memory"));
+    assert_null(out.result.storage);
+    kiln_tensor_fini(&hin);
+    kiln_storage_unref(dev);
+    unload(&l);
+}
+
 static void blas_threads_are_checked(void **state)
 {
     (void)state;
@@ -340,6 +381,7 @@ int main(void)
         cmocka_unit_test(torch_fixtures_fold_and_plan),
         cmocka_unit_test(allocation_failures_are_clean),
         cmocka_unit_test(blas_threads_are_checked),
+        cmocka_unit_test(cpu_instance_refuses_device_tensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
