@@ -225,6 +225,104 @@ static kiln_status convert(const Inference__ModelConfig *m, const char *source,
     return KILN_OK;
 }
 
+/* model_warmup: each sample's inputs must be config inputs of the same data type, with dims
+ * the config's pattern accepts; every required input must be there. */
+static kiln_status convert_warmups(const Inference__ModelConfig *m, const char *source,
+                                   kiln_model_config *c, kiln_err *err)
+{
+    c->warmups = kiln_calloc(m->n_model_warmup + 1, sizeof(*c->warmups));
+    if (!c->warmups)
+        return NOMEM(err);
+    for (size_t i = 0; i < m->n_model_warmup; i++) {
+        const Inference__ModelWarmup *w = m->model_warmup[i];
+        kiln_model_warmup *o = &c->warmups[i];
+        c->n_warmups++;
+        o->name = kiln_strdup(w->name);
+        o->inputs = kiln_calloc(w->n_inputs + 1, sizeof(*o->inputs));
+        if (!o->name || !o->inputs)
+            return NOMEM(err);
+        uint32_t most = c->max_batch_size > 0 ? (uint32_t)c->max_batch_size : 1;
+        if (w->batch_size < 1 || w->batch_size > most)
+            return bad(err, source, "model_warmup[%zu] '%s': batch_size is %u, must be 1 to %u%s",
+                       i, w->name, w->batch_size, most,
+                       c->max_batch_size > 0 ? " (max_batch_size)" : " (the model does not batch)");
+        o->batch_size = w->batch_size;
+        o->count = w->count ? w->count : 1;
+        for (size_t k = 0; k < w->n_inputs; k++) {
+            const Inference__ModelWarmup__InputsEntry *e = w->inputs[k];
+            const Inference__ModelWarmup__Input *in = e->value;
+            kiln_warmup_input *x = &o->inputs[k];
+            const kiln_model_io *io = NULL;
+            for (size_t j = 0; j < c->n_inputs && !io; j++)
+                if (strcmp(c->inputs[j].name, e->key) == 0)
+                    io = &c->inputs[j];
+            if (!io || !in)
+                return bad(err, source, "model_warmup[%zu] '%s': '%s' is not an input of the model",
+                           i, w->name, e->key);
+            for (size_t j = 0; j < k; j++)
+                if (strcmp(o->inputs[j].name, e->key) == 0)
+                    return bad(err, source, "model_warmup[%zu] '%s': input '%s' is given twice", i,
+                               w->name, e->key);
+            x->name = kiln_strdup(e->key);
+            o->n_inputs++;
+            if (!x->name)
+                return NOMEM(err);
+            const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(
+                &inference__data_type__descriptor, in->data_type);
+            if (!ev || kiln_dtype_parse_config(ev->name, &x->dtype, NULL) != KILN_OK ||
+                x->dtype != io->dtype)
+                return bad(err, source, "model_warmup[%zu] '%s': input '%s': data_type must be %s",
+                           i, w->name, e->key, kiln_dtype_config_name(io->dtype));
+            kiln_shape got;
+            kiln_err e2;
+            for (size_t d = 0; d < in->n_dims; d++)
+                if (in->dims[d] < 0)
+                    return bad(err, source,
+                               "model_warmup[%zu] '%s': input '%s': dims[%zu] is %" PRId64
+                               ", must be >= 0",
+                               i, w->name, e->key, d, in->dims[d]);
+            if (kiln_shape_set(&got, in->dims, in->n_dims, &e2) != KILN_OK ||
+                kiln_shape_match(&io->dims, &got, &e2) != KILN_OK)
+                return bad(err, source, "model_warmup[%zu] '%s': input '%s': %s", i, w->name,
+                           e->key, e2.msg);
+            x->dims = got;
+            switch (in->input_data_type_case) {
+            case INFERENCE__MODEL_WARMUP__INPUT__INPUT_DATA_TYPE_RANDOM_DATA:
+                x->data = KILN_WARMUP_RANDOM;
+                if (x->dtype == KILN_DTYPE_BYTES)
+                    return bad(err, source,
+                               "model_warmup[%zu] '%s': input '%s': random_data is not "
+                               "supported for TYPE_STRING (use zero_data or input_data_file)",
+                               i, w->name, e->key);
+                break;
+            case INFERENCE__MODEL_WARMUP__INPUT__INPUT_DATA_TYPE_INPUT_DATA_FILE:
+                x->data = KILN_WARMUP_FILE;
+                if (!in->input_data_file[0] || strchr(in->input_data_file, '/') ||
+                    strcmp(in->input_data_file, "..") == 0)
+                    return bad(err, source,
+                               "model_warmup[%zu] '%s': input '%s': input_data_file '%s' must be "
+                               "a file name in the model's warmup/ directory",
+                               i, w->name, e->key, in->input_data_file);
+                if (!(x->file = kiln_strdup(in->input_data_file)))
+                    return NOMEM(err);
+                break;
+            default:
+                x->data = KILN_WARMUP_ZERO;
+                break;
+            }
+        }
+        for (size_t j = 0; j < c->n_inputs; j++) {
+            bool given = c->inputs[j].optional;
+            for (size_t k = 0; k < o->n_inputs && !given; k++)
+                given = strcmp(o->inputs[k].name, c->inputs[j].name) == 0;
+            if (!given)
+                return bad(err, source, "model_warmup[%zu] '%s': input '%s' has no data", i,
+                           w->name, c->inputs[j].name);
+        }
+    }
+    return KILN_OK;
+}
+
 static kiln_status pack(const Inference__ModelConfig *m, kiln_model_config *c, kiln_err *err)
 {
     size_t n = inference__model_config__get_packed_size(m);
@@ -255,6 +353,8 @@ kiln_status kiln_model_config_parse(const char *text, size_t len, const char *so
         st = bad(err, source, "no input is declared");
     if (st == KILN_OK && c->n_outputs == 0)
         st = bad(err, source, "no output is declared");
+    if (st == KILN_OK)
+        st = convert_warmups(m, source, c, err);
     if (st == KILN_OK)
         st = pack(m, c, err);
     kiln_textformat_free(msg);
@@ -318,6 +418,15 @@ void kiln_model_config_free(kiln_model_config *c)
         kiln_free(c->params[i].key);
         kiln_free(c->params[i].value);
     }
+    for (size_t i = 0; c->warmups && i < c->n_warmups; i++) {
+        for (size_t k = 0; c->warmups[i].inputs && k < c->warmups[i].n_inputs; k++) {
+            kiln_free(c->warmups[i].inputs[k].name);
+            kiln_free(c->warmups[i].inputs[k].file);
+        }
+        kiln_free(c->warmups[i].inputs);
+        kiln_free(c->warmups[i].name);
+    }
+    kiln_free(c->warmups);
     kiln_free(c->params);
     kiln_free(c->packed);
     kiln_free(c);

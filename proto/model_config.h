@@ -62,6 +62,29 @@ typedef struct kiln_instance_group {
     int32_t *gpus;
 } kiln_instance_group;
 
+/* model_warmup: sample requests run on every instance after a load (registry/registry.c). */
+typedef enum kiln_warmup_data {
+    KILN_WARMUP_ZERO = 0, /* zero_data: all bytes 0 (BYTES: empty strings) */
+    KILN_WARMUP_RANDOM,   /* random_data: fixed-seed random values (not for BYTES) */
+    KILN_WARMUP_FILE,     /* input_data_file: raw bytes from <model>/warmup/<file> */
+} kiln_warmup_data;
+
+typedef struct kiln_warmup_input {
+    char *name; /* a config input */
+    kiln_dtype dtype;
+    kiln_shape dims; /* without the batch dim; every dim >= 0 */
+    kiln_warmup_data data;
+    char *file; /* KILN_WARMUP_FILE: a file name (no '/'), else NULL */
+} kiln_warmup_input;
+
+typedef struct kiln_model_warmup {
+    char *name;
+    uint32_t batch_size; /* rows: 1..max_batch_size, or 1 when the model does not batch */
+    uint32_t count;      /* runs per instance, >= 1 (0 in the file means 1) */
+    size_t n_inputs;
+    kiln_warmup_input *inputs; /* every required config input, in any order */
+} kiln_model_warmup;
+
 typedef struct kiln_model_param {
     char *key;
     char *value;
@@ -99,6 +122,9 @@ typedef struct kiln_model_config {
 
     size_t n_params;
     kiln_model_param *params;
+
+    size_t n_warmups;
+    kiln_model_warmup *warmups;
 
     uint8_t *packed; /* the validated config as an inference.ModelConfig protobuf */
     size_t packed_len;

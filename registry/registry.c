@@ -531,6 +531,18 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
             st = load_all(m->backend, &args, &inst, &host, &device, err);
         }
     }
+    if (st == KILN_OK && m->config->n_warmups) {
+        st = kiln__registry_warmup(m->backend, inst.bm, inst.n, m->name, mdir, m->config, err);
+        if (st != KILN_OK)
+            unload_all(m->backend, &inst);
+        host = device = 0; /* the samples may have grown the instances (plans, arenas) */
+        for (uint32_t i = 0; st == KILN_OK && i < inst.n; i++) {
+            uint64_t h = 0, d = 0;
+            m->backend->memory(inst.bm[i], &h, &d);
+            host += h;
+            device += d;
+        }
+    }
     uint64_t took = kiln_clock_now_ns() - t0;
 
     pthread_mutex_lock(&reg->mu);

@@ -7,7 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backends/backend.h"
 #include "registry/registry.h"
+
+/*
+ * Runs the config's model_warmup samples on each of the n_inst instances of backend b, each
+ * `count` times, with inputs of zeros, fixed-seed random values or the bytes of
+ * <model_dir>/warmup/<file>, every output requested and dropped. Errors name the model, the
+ * sample and the input: INVALID_ARGUMENT (a file missing or of the wrong size, a run that
+ * failed), RESOURCE_EXHAUSTED. Call on the loading thread, before the version serves.
+ */
+kiln_status kiln__registry_warmup(const kiln_backend *b, kiln_backend_model *const *inst,
+                                  uint32_t n_inst, const char *model, const char *model_dir,
+                                  const kiln_model_config *c, kiln_err *err);
 
 /* KILN_INVALID_ARGUMENT unless name is 1..KILN_MODEL_NAME_MAX printable characters, with no
  * '/' and not "." or "..". */

@@ -235,6 +235,38 @@ static void validation_errors_name_the_field(void **state)
         {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
          "parameters { key: 'a' } parameters { key: 'a' }",
          "parameters: key 'a' is given twice"},
+#define WIO                                                                                        \
+    "max_batch_size: 4 input { name: 'x' data_type: TYPE_FP32 dims: [2, -1] } output { "           \
+    "name: 'y' data_type: TYPE_FP32 } "
+        {WIO "model_warmup { name: 'w' batch_size: 5 inputs { key: 'x' value { data_type: "
+             "TYPE_FP32 dims: [2, 3] zero_data: true } } }",
+         "model_warmup[0] 'w': batch_size is 5, must be 1 to 4 (max_batch_size)"},
+        {WIO "model_warmup { name: 'w' batch_size: 1 inputs { key: 'z' value { data_type: "
+             "TYPE_FP32 dims: [2, 3] } } }",
+         "model_warmup[0] 'w': 'z' is not an input of the model"},
+        {WIO "model_warmup { name: 'w' batch_size: 1 inputs { key: 'x' value { data_type: "
+             "TYPE_INT32 dims: [2, 3] } } }",
+         "model_warmup[0] 'w': input 'x': data_type must be TYPE_FP32"},
+        {WIO "model_warmup { name: 'w' batch_size: 1 inputs { key: 'x' value { data_type: "
+             "TYPE_FP32 dims: [3, 3] } } }",
+         "model_warmup[0] 'w': input 'x': "},
+        {WIO "model_warmup { name: 'w' batch_size: 1 inputs { key: 'x' value { data_type: "
+             "TYPE_FP32 dims: [2, -1] } } }",
+         "dims[1] is -1, must be >= 0"},
+        {WIO "model_warmup { name: 'w' batch_size: 1 }",
+         "model_warmup[0] 'w': input 'x' has no data"},
+        {WIO "model_warmup { name: 'w' batch_size: 1 inputs { key: 'x' value { data_type: "
+             "TYPE_FP32 dims: [2, 3] input_data_file: '../etc' } } }",
+         "input_data_file '../etc' must be a file name in the model's warmup/ directory"},
+        {"input { name: 's' data_type: TYPE_STRING dims: 1 } output { name: 'y' data_type: "
+         "TYPE_FP32 } model_warmup { name: 'w' batch_size: 1 inputs { key: 's' value { data_type: "
+         "TYPE_STRING dims: 1 random_data: true } } }",
+         "random_data is not supported for TYPE_STRING"},
+        {"input { name: 'x' data_type: TYPE_FP32 } output { name: 'y' data_type: TYPE_FP32 } "
+         "model_warmup { name: 'w' batch_size: 2 inputs { key: 'x' value { data_type: TYPE_FP32 "
+         "} } }",
+         "batch_size is 2, must be 1 to 1 (the model does not batch)"},
+#undef WIO
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kiln_err e;
@@ -246,6 +278,33 @@ static void validation_errors_name_the_field(void **state)
                      cases[i].needle);
         assert_null(c);
     }
+}
+
+static void warmup_samples(void **state)
+{
+    (void)state;
+    const char *text =
+        "max_batch_size: 4 input { name: 'x' data_type: TYPE_FP32 dims: [2, -1] } "
+        "input { name: 'o' data_type: TYPE_INT32 dims: 1 optional: true } "
+        "output { name: 'y' data_type: TYPE_FP32 } "
+        "model_warmup { name: 'zeros' batch_size: 2 inputs { key: 'x' value { data_type: "
+        "TYPE_FP32 dims: [2, 3] zero_data: true } } } "
+        "model_warmup { name: 'file' batch_size: 4 count: 3 inputs { key: 'x' value { data_type: "
+        "TYPE_FP32 dims: [2, 5] input_data_file: 'x.raw' } } }";
+    kiln_model_config *c;
+    kiln_err e;
+    assert_ok(kiln_model_config_parse(text, strlen(text), "m", &c, &e), &e);
+    assert_int_equal(c->n_warmups, 2);
+    assert_string_equal(c->warmups[0].name, "zeros");
+    assert_int_equal(c->warmups[0].batch_size, 2);
+    assert_int_equal(c->warmups[0].count, 1); /* 0 in the file means 1 */
+    assert_int_equal(c->warmups[0].n_inputs, 1);
+    assert_int_equal(c->warmups[0].inputs[0].data, KILN_WARMUP_ZERO);
+    assert_int_equal(c->warmups[0].inputs[0].dims.dims[1], 3);
+    assert_int_equal(c->warmups[1].count, 3);
+    assert_int_equal(c->warmups[1].inputs[0].data, KILN_WARMUP_FILE);
+    assert_string_equal(c->warmups[1].inputs[0].file, "x.raw");
+    kiln_model_config_free(c);
 }
 
 static void generic_over_any_message(void **state)
@@ -325,6 +384,7 @@ int main(void)
         cmocka_unit_test(queue_policy),
         cmocka_unit_test(syntax_errors_have_positions),
         cmocka_unit_test(validation_errors_name_the_field),
+        cmocka_unit_test(warmup_samples),
         cmocka_unit_test(generic_over_any_message),
         cmocka_unit_test(allocation_failures_never_leak),
         cmocka_unit_test(load_from_file),

@@ -62,9 +62,20 @@ static void fake_memory(const kiln_backend_model *m, uint64_t *host, uint64_t *d
     *device = m->device;
 }
 
+/* What the fake backend's executions saw (model_warmup tests). */
+static atomic_int fake_execs;
+static uint32_t fake_rows;
+static float fake_first;
+
 static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *err)
 {
-    (void)m, (void)b, (void)err;
+    (void)m;
+    atomic_fetch_add(&fake_execs, 1);
+    fake_rows = b->batch_size;
+    fake_first =
+        b->n_inputs && b->inputs[0].byte_size >= 4 ? *(const float *)b->inputs[0].data : -1.f;
+    if (b->n_inputs && b->inputs[0].byte_size >= 4 && fake_first == 99.f)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT, "fake execute refuses 99");
     return KILN_OK;
 }
 
@@ -443,6 +454,72 @@ static void device_budget_evicts_too(void **state)
     assert_int_equal(rs.evictions, 1);
 }
 
+/* model_warmup samples run on every instance after the load, count times each, with the data
+ * asked for; a failing sample fails the load. */
+static void warmup_samples_run_after_load(void **state)
+{
+    fx *f = *state;
+    kiln_err e;
+    kiln_model *m;
+    char extra[512];
+#define SAMPLE(data)                                                                               \
+    "max_batch_size: 4 instance_group { count: 2 } "                                               \
+    "model_warmup { name: 's' batch_size: 3 count: 2 inputs { key: 'x' value { data_type: "        \
+    "TYPE_FP32 dims: 1 " data " } } }"
+    snprintf(extra, sizeof(extra), "%s", SAMPLE("random_data: true"));
+    add_model(f, "wr", "1", extra);
+    atomic_store(&fake_execs, 0);
+    assert_ok(kiln_registry_get_or_load(f->reg, "wr", 0, &m, &e), &e);
+    kiln_model_release(m);
+    assert_int_equal(atomic_load(&fake_execs), 4); /* 2 instances x count 2 */
+    assert_int_equal(fake_rows, 3);
+    assert_true(fake_first != 0.f && fake_first >= -1.f && fake_first < 1.f);
+
+    /* from a file in <model>/warmup/: its bytes, and a size that does not fit is refused */
+    snprintf(extra, sizeof(extra), "%s", SAMPLE("input_data_file: 'x.bin'"));
+    add_model(f, "wf", "1", extra);
+    char p[512];
+    snprintf(p, sizeof(p), "%s/wf/warmup", f->repo);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/wf/warmup/x.bin", f->repo);
+    float x[3] = {7.f, 8.f, 9.f};
+    FILE *fp = fopen(p, "wb");
+    assert_non_null(fp);
+    fwrite(x, sizeof(float), 2, fp); /* 8 bytes: one row short */
+    fclose(fp);
+    assert_status(kiln_registry_get_or_load(f->reg, "wf", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "model 'wf': model_warmup 's': input 'x': warmup/x.bin holds 8 bytes; the "
+                  "input needs 12");
+    fp = fopen(p, "wb");
+    fwrite(x, sizeof(float), 3, fp);
+    fclose(fp);
+    atomic_store(&fake_execs, 0);
+    assert_ok(kiln_registry_get_or_load(f->reg, "wf", 0, &m, &e), &e);
+    kiln_model_release(m);
+    assert_int_equal(atomic_load(&fake_execs), 4);
+    assert_true(fake_first == 7.f);
+
+    /* a sample the model refuses fails the load, and the instances are unloaded */
+    x[0] = 99.f;
+    fp = fopen(p, "wb");
+    fwrite(x, sizeof(float), 3, fp);
+    fclose(fp);
+    snprintf(extra, sizeof(extra), "%s", SAMPLE("input_data_file: 'x.bin'"));
+    add_model(f, "wbad", "1", extra);
+    snprintf(p, sizeof(p), "%s/wbad/warmup", f->repo);
+    mkdir(p, 0700);
+    char q[512];
+    snprintf(q, sizeof(q), "%s/wbad/warmup/x.bin", f->repo);
+    fp = fopen(q, "wb");
+    fwrite(x, sizeof(float), 3, fp);
+    fclose(fp);
+    int unloads = atomic_load(&fake_unloads);
+    assert_status(kiln_registry_get_or_load(f->reg, "wbad", 0, &m, &e), KILN_INVALID_ARGUMENT, &e,
+                  "model 'wbad': model_warmup 's' (a batch of 3) failed on instance 0: fake "
+                  "execute refuses 99");
+    assert_int_equal(atomic_load(&fake_unloads), unloads + 2);
+}
+
 static void idle_ttl_unloads(void **state)
 {
     fx *f = *state;
@@ -750,6 +827,7 @@ int main(void)
         T(evicts_least_recently_used),
         T(pinned_models_are_never_evicted),
         T(device_budget_evicts_too),
+        T(warmup_samples_run_after_load),
         T(idle_ttl_unloads),
         T(unload_waits_for_users),
         T(index_lists_repository_and_states),
