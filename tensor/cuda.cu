@@ -97,7 +97,14 @@ extern "C" void kiln__cuda_free(int device, void *p)
 
 extern "C" kiln_status kiln__cuda_copy(void *dst, const void *src, size_t n, kiln_err *err)
 {
-    cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    /* cudaMemcpy runs on the legacy stream, which does not wait for non-blocking streams (the
+     * backend's), and from pageable memory it may return before the DMA lands: wait for the
+     * whole device before and after */
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess)
+        e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return kiln_err_set(err, KILN_INTERNAL, "CUDA: cudaMemcpy(%zu): %s", n,

@@ -28,8 +28,8 @@ kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
 void kiln__cuda_free(int device, void *p);
 
 /* Copies n bytes between host and device memory (either way; CUDA tells which from the
- * pointers) and waits for the copy. KILN_UNAVAILABLE without CUDA, KILN_INTERNAL with the CUDA
- * error otherwise. For tests and tools. */
+ * pointers), after all work queued on the device, and waits for the copy. KILN_UNAVAILABLE
+ * without CUDA, KILN_INTERNAL with the CUDA error otherwise. For tests and tools. */
 kiln_status kiln__cuda_copy(void *dst, const void *src, size_t n, kiln_err *err);
 
 /* Bytes in a serialized cudaIpcMemHandle_t. */

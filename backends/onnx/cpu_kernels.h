@@ -170,6 +170,20 @@ kiln_status kiln__onnx_concat_prep(const kiln_onnx_call *c, kiln_onnx_concat *p,
 kiln_status kiln__onnx_transpose_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *step,
                                       kiln_err *err);
 
+/* Reads the 1-D INT64 input i (axes, starts, a shape...) into out[0..*n), at most cap values. */
+kiln_status kiln__onnx_int_list(const kiln_onnx_call *c, size_t i, int64_t *out, size_t cap,
+                                size_t *n, kiln_err *err);
+
+/* Slice (inputs 1-4 read on the host): the output, and per dim the first index read and the
+ * step (negative: backwards). */
+kiln_status kiln__onnx_slice_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *start,
+                                  int64_t *step, kiln_err *err);
+
+/* Expand (input 1, the shape, read on the host): the output, and x's element strides in it
+ * (0 along the broadcast dims). */
+kiln_status kiln__onnx_expand_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *sx,
+                                   kiln_err *err);
+
 /* Kernel tables, each ended by an entry with op NULL. */
 extern const kiln_onnx_kernel kiln__onnx_cpu_math[];
 extern const kiln_onnx_kernel kiln__onnx_cpu_shape[];

@@ -18,20 +18,6 @@ static kiln_status need(const kiln_onnx_call *c, size_t i, kiln_err *err)
     return KILN_OK;
 }
 
-/* Reads a 1-D INT64 input (axes, starts, shape...) into out[0..*n). */
-static kiln_status int_list(const kiln_onnx_call *c, size_t i, int64_t *out, size_t cap, size_t *n,
-                            kiln_err *err)
-{
-    const kiln_tensor *t = c->in[i];
-    if (t->dtype != KILN_DTYPE_INT64 || t->shape.rank > 1)
-        return kiln__onnx_bad_node(c, err, "input %zu must be a 1-D INT64 tensor", i);
-    *n = t->byte_size / sizeof(int64_t);
-    if (*n > cap)
-        return kiln__onnx_bad_node(c, err, "input %zu has %zu values, over %zu", i, *n, cap);
-    memcpy(out, t->data, *n * sizeof(int64_t));
-    return KILN_OK;
-}
-
 /* ---------------------------------------------------------------- Constant, Shape, Cast */
 
 static kiln_status k_constant(const kiln_onnx_call *c, kiln_err *err)
@@ -190,7 +176,7 @@ static kiln_status k_unsqueeze(const kiln_onnx_call *c, kiln_err *err)
     int64_t axes[KILN_MAX_RANK];
     size_t n = 0;
     if (st == KILN_OK)
-        st = int_list(c, 1, axes, KILN_MAX_RANK, &n, err);
+        st = kiln__onnx_int_list(c, 1, axes, KILN_MAX_RANK, &n, err);
     if (st != KILN_OK)
         return st;
     const kiln_shape *s = &c->in[0]->shape;
@@ -221,7 +207,7 @@ static kiln_status k_squeeze(const kiln_onnx_call *c, kiln_err *err)
     if (c->n_in > 1 && c->in[1]) {
         int64_t axes[KILN_MAX_RANK];
         size_t n;
-        if ((st = int_list(c, 1, axes, KILN_MAX_RANK, &n, err)) != KILN_OK)
+        if ((st = kiln__onnx_int_list(c, 1, axes, KILN_MAX_RANK, &n, err)) != KILN_OK)
             return st;
         for (size_t i = 0; i < n; i++) {
             if ((st = kiln__onnx_axis(c, &axes[i], s->rank, err)) != KILN_OK)
@@ -272,55 +258,12 @@ static void copy_box(const kiln_tensor *x, const int64_t *start, const int64_t *
 
 static kiln_status k_slice(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = KILN_OK;
-    for (size_t i = 0; st == KILN_OK && i < 3; i++)
-        st = need(c, i, err);
+    int64_t b[KILN_MAX_RANK], step[KILN_MAX_RANK];
+    kiln_shape os;
+    kiln_status st = kiln__onnx_slice_prep(c, &os, b, step, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    int r = x->shape.rank;
-    if (!kiln_dtype_size(x->dtype) || r == 0)
-        return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype and rank >= 1");
-    int64_t starts[KILN_MAX_RANK], ends[KILN_MAX_RANK], axes[KILN_MAX_RANK], steps[KILN_MAX_RANK];
-    size_t n, ne, na = 0, ns = 0;
-    if ((st = int_list(c, 1, starts, KILN_MAX_RANK, &n, err)) != KILN_OK ||
-        (st = int_list(c, 2, ends, KILN_MAX_RANK, &ne, err)) != KILN_OK ||
-        (c->n_in > 3 && c->in[3] &&
-         (st = int_list(c, 3, axes, KILN_MAX_RANK, &na, err)) != KILN_OK) ||
-        (c->n_in > 4 && c->in[4] &&
-         (st = int_list(c, 4, steps, KILN_MAX_RANK, &ns, err)) != KILN_OK))
-        return st;
-    if (ne != n || (na && na != n) || (ns && ns != n))
-        return kiln__onnx_bad_node(c, err, "starts, ends, axes and steps differ in length");
-    int64_t b[KILN_MAX_RANK] = {0}, step[KILN_MAX_RANK];
-    kiln_shape os = x->shape;
-    bool seen[KILN_MAX_RANK] = {false};
-    for (int d = 0; d < r; d++)
-        step[d] = 1;
-    for (size_t i = 0; i < n; i++) {
-        int64_t a = na ? axes[i] : (int64_t)i;
-        if ((st = kiln__onnx_axis(c, &a, r, err)) != KILN_OK)
-            return st;
-        if (seen[a])
-            return kiln__onnx_bad_node(c, err, "axis %lld is repeated", (long long)a);
-        seen[a] = true;
-        int64_t len = x->shape.dims[a], s = ns ? steps[i] : 1, lo = starts[i], hi = ends[i];
-        if (s == 0)
-            return kiln__onnx_bad_node(c, err, "steps[%zu] is 0", i);
-        lo = lo < 0 ? lo + len : lo;
-        hi = hi < 0 ? hi + len : hi;
-        if (s > 0) {
-            lo = lo < 0 ? 0 : (lo > len ? len : lo);
-            hi = hi < 0 ? 0 : (hi > len ? len : hi);
-            os.dims[a] = hi > lo ? (hi - lo + s - 1) / s : 0;
-        } else {
-            lo = lo < 0 ? -1 : (lo > len - 1 ? len - 1 : lo);
-            hi = hi < -1 ? -1 : (hi > len - 1 ? len - 1 : hi);
-            os.dims[a] = lo > hi ? (lo - hi - s - 1) / -s : 0;
-        }
-        b[a] = lo;
-        step[a] = s;
-    }
     if ((st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
         return st;
     copy_box(x, b, step, &os, c->out[0].data);
@@ -345,7 +288,7 @@ static kiln_status k_split(const kiln_onnx_call *c, kiln_err *err)
     int64_t len = x->shape.dims[axis];
     if (c->n_in > 1 && c->in[1]) {
         size_t got;
-        if ((st = int_list(c, 1, sizes, 64, &got, err)) != KILN_OK)
+        if ((st = kiln__onnx_int_list(c, 1, sizes, 64, &got, err)) != KILN_OK)
             return st;
         if (got != n)
             return kiln__onnx_bad_node(c, err, "split has %zu sizes for %zu outputs", got, n);
@@ -382,24 +325,14 @@ static kiln_status k_split(const kiln_onnx_call *c, kiln_err *err)
 
 static kiln_status k_expand(const kiln_onnx_call *c, kiln_err *err)
 {
-    kiln_status st = need(c, 0, err);
-    if (st == KILN_OK)
-        st = need(c, 1, err);
-    int64_t dims[KILN_MAX_RANK];
-    size_t n = 0;
-    if (st == KILN_OK)
-        st = int_list(c, 1, dims, KILN_MAX_RANK, &n, err);
+    kiln_shape os;
+    int64_t sa[KILN_MAX_RANK];
+    kiln_status st = kiln__onnx_expand_prep(c, &os, sa, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
     size_t es = kiln_dtype_size(x->dtype);
-    if (!es)
-        return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype");
-    kiln_shape want = {.rank = (int)n}, os;
-    memcpy(want.dims, dims, n * sizeof(int64_t));
-    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
-    if ((st = kiln__onnx_broadcast(c, &x->shape, &want, &os, sa, sb, err)) != KILN_OK ||
-        (st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
         return st;
     uint64_t total = c->out[0].byte_size / es;
     int64_t idx[KILN_MAX_RANK] = {0}, off = 0;

@@ -8,13 +8,13 @@
  *     one pass;
  *   - elementwise unary and broadcasting binary ops (with the fused activation), MaxPool,
  *     AveragePool, GlobalAveragePool, BatchNormalization, Softmax, LogSoftmax,
- *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Concat,
- *     Gather with host indices; Reshape, Flatten, Squeeze, Unsqueeze and Identity are views
- *     (their CPU functions, registered for CUDA in cpu_shape.c and cpu_tensor.c).
- * A case a kernel does not handle answers KILN_UNIMPLEMENTED and runs on the CPU (runtime.c).
- * No kernel synchronizes or allocates, except a Conv meeting a new input shape (the algorithm
- * search, then a larger workspace): that happens on the first run of a shape, which is never
- * captured into a CUDA graph.
+ *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Slice,
+ *     Expand, Concat, Gather with host indices; Reshape, Flatten, Squeeze, Unsqueeze and Identity
+ * are views (their CPU functions, registered for CUDA in cpu_shape.c and cpu_tensor.c). A case a
+ * kernel does not handle answers KILN_UNIMPLEMENTED and runs on the CPU (runtime.c). No kernel
+ * synchronizes or allocates, except a Conv meeting a new input shape (the algorithm search, then a
+ * larger workspace): that happens on the first run of a shape, which is never captured into a CUDA
+ * graph.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -1077,31 +1077,81 @@ __global__ void gather_k(perm_p p, const T *__restrict__ x, T *__restrict__ y, s
     }
 }
 
+/* out[0][i] = src[sum_d idx_d * p.st[d]] over p.dims (es-byte elements; src may start inside
+ * a tensor, and strides may be negative or 0). */
+static kiln_status strided_copy(const kiln_onnx_call *c, const perm_p *p, const void *src,
+                                size_t es, kiln_err *err)
+{
+    size_t n = numel(&c->out[0]);
+    if (!n)
+        return KILN_OK;
+    void *dst = c->out[0].data;
+    unsigned nb = blocks_for(n);
+    cudaStream_t s = c->gpu->stream;
+    if (es == 1)
+        gather_k<uint8_t><<<nb, THREADS, 0, s>>>(*p, (const uint8_t *)src, (uint8_t *)dst, n);
+    else if (es == 2)
+        gather_k<uint16_t><<<nb, THREADS, 0, s>>>(*p, (const uint16_t *)src, (uint16_t *)dst, n);
+    else if (es == 4)
+        gather_k<uint32_t><<<nb, THREADS, 0, s>>>(*p, (const uint32_t *)src, (uint32_t *)dst, n);
+    else
+        gather_k<uint64_t><<<nb, THREADS, 0, s>>>(*p, (const uint64_t *)src, (uint64_t *)dst, n);
+    kiln_status st = launched(c, err);
+    if (st != KILN_OK)
+        kiln_tensor_fini(&c->out[0]);
+    return st;
+}
+
+/* Makes out[0] (input 0's dtype, shape os) and fills it with the strided read p of input 0
+ * from its element `base` (p.st set by the caller; p.dims set here). */
+static kiln_status strided_out(const kiln_onnx_call *c, const kiln_shape *os, perm_p *p,
+                               int64_t base, kiln_err *err)
+{
+    const kiln_tensor *x = c->in[0];
+    size_t es = kiln_dtype_size(x->dtype);
+    if (es != 1 && es != 2 && es != 4 && es != 8)
+        return KILN_UNIMPLEMENTED;
+    p->rank = os->rank;
+    memcpy(p->dims, os->dims, sizeof(p->dims));
+    kiln_status st = kiln__onnx_alloc(c, x->dtype, os, &c->out[0], err);
+    if (st != KILN_OK || !numel(&c->out[0]))
+        return st;
+    return strided_copy(c, p, (const char *)x->data + base * (int64_t)es, es, err);
+}
+
+/* Slice: a strided read starting at the first element sliced. */
+static kiln_status g_slice(const kiln_onnx_call *c, kiln_err *err)
+{
+    int64_t start[KILN_MAX_RANK], step[KILN_MAX_RANK];
+    kiln_shape os;
+    kiln_status st = kiln__onnx_slice_prep(c, &os, start, step, err);
+    if (st != KILN_OK)
+        return st;
+    perm_p p;
+    int64_t stride = 1, base = 0;
+    for (int d = os.rank - 1; d >= 0; d--) {
+        p.st[d] = step[d] * stride;
+        base += start[d] * stride;
+        stride *= c->in[0]->shape.dims[d];
+    }
+    return strided_out(c, &os, &p, base, err);
+}
+
+/* Transpose (permuted strides) and Expand (stride 0 along broadcast dims): one strided read. */
 static kiln_status g_transpose(const kiln_onnx_call *c, kiln_err *err)
 {
     perm_p p;
     kiln_shape os;
     kiln_status st = kiln__onnx_transpose_prep(c, &os, p.st, err);
-    if (st != KILN_OK)
-        return st;
-    const kiln_tensor *x = c->in[0];
-    size_t es = kiln_dtype_size(x->dtype);
-    if (es != 4 && es != 8)
-        return KILN_UNIMPLEMENTED;
-    p.rank = os.rank;
-    memcpy(p.dims, os.dims, sizeof(p.dims));
-    if ((st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
-        return st;
-    size_t n = numel(x);
-    if (!n)
-        return KILN_OK;
-    if (es == 4)
-        gather_k<uint32_t><<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
-            p, (const uint32_t *)x->data, (uint32_t *)c->out[0].data, n);
-    else
-        gather_k<uint64_t><<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
-            p, (const uint64_t *)x->data, (uint64_t *)c->out[0].data, n);
-    return launched(c, err);
+    return st == KILN_OK ? strided_out(c, &os, &p, 0, err) : st;
+}
+
+static kiln_status g_expand(const kiln_onnx_call *c, kiln_err *err)
+{
+    perm_p p;
+    kiln_shape os;
+    kiln_status st = kiln__onnx_expand_prep(c, &os, p.st, err);
+    return st == KILN_OK ? strided_out(c, &os, &p, 0, err) : st;
 }
 
 /* Copies rows of width bytes from src (pitch sp) to dst (pitch dp), in stream order. */
@@ -1225,5 +1275,7 @@ extern "C" const kiln_onnx_kernel kiln__onnx_cuda[] = {
     {"Transpose", KILN_DEVICE_CUDA, g_transpose, false, 0},
     {"Concat", KILN_DEVICE_CUDA, g_concat, false, 0},
     {"Gather", KILN_DEVICE_CUDA, g_gather, false, HOST(1)},
+    {"Slice", KILN_DEVICE_CUDA, g_slice, false, HOST(1) | HOST(2) | HOST(3) | HOST(4)},
+    {"Expand", KILN_DEVICE_CUDA, g_expand, false, HOST(1)},
     {NULL, KILN_DEVICE_CUDA, NULL, false, 0},
 };

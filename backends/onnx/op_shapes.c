@@ -398,3 +398,91 @@ kiln_status kiln__onnx_transpose_prep(const kiln_onnx_call *c, kiln_shape *out, 
     }
     return KILN_OK;
 }
+
+/* ---------------------------------------------------------------- Slice, Expand */
+
+kiln_status kiln__onnx_int_list(const kiln_onnx_call *c, size_t i, int64_t *out, size_t cap,
+                                size_t *n, kiln_err *err)
+{
+    const kiln_tensor *t = c->in[i];
+    if (t->dtype != KILN_DTYPE_INT64 || t->shape.rank > 1)
+        return kiln__onnx_bad_node(c, err, "input %zu must be a 1-D INT64 tensor", i);
+    *n = t->byte_size / sizeof(int64_t);
+    if (*n > cap)
+        return kiln__onnx_bad_node(c, err, "input %zu has %zu values, over %zu", i, *n, cap);
+    memcpy(out, t->data, *n * sizeof(int64_t));
+    return KILN_OK;
+}
+
+kiln_status kiln__onnx_slice_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *start,
+                                  int64_t *step, kiln_err *err)
+{
+    for (size_t i = 0; i < 3; i++)
+        if (i >= c->n_in || !c->in[i])
+            return kiln__onnx_bad_node(c, err, "input %zu is required", i);
+    const kiln_tensor *x = c->in[0];
+    int r = x->shape.rank;
+    if (!kiln_dtype_size(x->dtype) || r == 0)
+        return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype and rank >= 1");
+    int64_t starts[KILN_MAX_RANK], ends[KILN_MAX_RANK], axes[KILN_MAX_RANK], steps[KILN_MAX_RANK];
+    size_t n, ne, na = 0, ns = 0;
+    kiln_status st;
+    if ((st = kiln__onnx_int_list(c, 1, starts, KILN_MAX_RANK, &n, err)) != KILN_OK ||
+        (st = kiln__onnx_int_list(c, 2, ends, KILN_MAX_RANK, &ne, err)) != KILN_OK ||
+        (c->n_in > 3 && c->in[3] &&
+         (st = kiln__onnx_int_list(c, 3, axes, KILN_MAX_RANK, &na, err)) != KILN_OK) ||
+        (c->n_in > 4 && c->in[4] &&
+         (st = kiln__onnx_int_list(c, 4, steps, KILN_MAX_RANK, &ns, err)) != KILN_OK))
+        return st;
+    if (ne != n || (na && na != n) || (ns && ns != n))
+        return kiln__onnx_bad_node(c, err, "starts, ends, axes and steps differ in length");
+    *out = x->shape;
+    bool seen[KILN_MAX_RANK] = {false};
+    for (int d = 0; d < r; d++)
+        start[d] = 0, step[d] = 1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t a = na ? axes[i] : (int64_t)i;
+        if ((st = kiln__onnx_axis(c, &a, r, err)) != KILN_OK)
+            return st;
+        if (seen[a])
+            return kiln__onnx_bad_node(c, err, "axis %lld is repeated", (long long)a);
+        seen[a] = true;
+        int64_t len = x->shape.dims[a], s = ns ? steps[i] : 1, lo = starts[i], hi = ends[i];
+        if (s == 0)
+            return kiln__onnx_bad_node(c, err, "steps[%zu] is 0", i);
+        lo = lo < 0 ? lo + len : lo;
+        hi = hi < 0 ? hi + len : hi;
+        if (s > 0) {
+            lo = lo < 0 ? 0 : (lo > len ? len : lo);
+            hi = hi < 0 ? 0 : (hi > len ? len : hi);
+            out->dims[a] = hi > lo ? (hi - lo + s - 1) / s : 0;
+        } else {
+            lo = lo < 0 ? -1 : (lo > len - 1 ? len - 1 : lo);
+            hi = hi < -1 ? -1 : (hi > len - 1 ? len - 1 : hi);
+            out->dims[a] = lo > hi ? (lo - hi - s - 1) / -s : 0;
+        }
+        start[a] = lo;
+        step[a] = s;
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln__onnx_expand_prep(const kiln_onnx_call *c, kiln_shape *out, int64_t *sx,
+                                   kiln_err *err)
+{
+    for (size_t i = 0; i < 2; i++)
+        if (i >= c->n_in || !c->in[i])
+            return kiln__onnx_bad_node(c, err, "input %zu is required", i);
+    int64_t dims[KILN_MAX_RANK];
+    size_t n = 0;
+    kiln_status st = kiln__onnx_int_list(c, 1, dims, KILN_MAX_RANK, &n, err);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    if (!kiln_dtype_size(x->dtype))
+        return kiln__onnx_bad_node(c, err, "data must have a fixed-size dtype");
+    kiln_shape want = {.rank = (int)n};
+    memcpy(want.dims, dims, n * sizeof(int64_t));
+    int64_t sw[KILN_MAX_RANK];
+    return kiln__onnx_broadcast(c, &x->shape, &want, out, sx, sw, err);
+}

@@ -6,7 +6,9 @@ import shutil
 import tempfile
 import os
 import re
+import signal
 import subprocess
+import time
 import unittest
 
 import numpy as np
@@ -68,6 +70,45 @@ class TestDocs(unittest.TestCase):
                 if "/" not in t and t not in targets:  # files (build/...) come from rules
                     bad.append(f"{os.path.relpath(path, ROOT)}: make {t}")
         self.assertEqual(bad, [])
+
+    def test_make_run_serves_the_examples(self):
+        """`make run`, the README's first command after `make deps`: it builds the default
+        configuration and serves the example models (here on 127.0.0.1 and ports of its own,
+        through RUN_FLAGS, instead of 0.0.0.0:8001)."""
+        tmp = tempfile.mkdtemp(prefix="kiln-it-run-")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "BUILD", "SAN")}
+        flags = (f"--address=127.0.0.1:0 --port-file={tmp}/port "
+                 "--metrics-address=127.0.0.1:0 --health-address=")
+        p = subprocess.Popen(["make", "-C", ROOT, "--no-print-directory", "run",
+                              f"RUN_FLAGS={flags}"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            port = ""
+            for _ in range(3000):  # the build may take a while on a fresh tree
+                if os.path.exists(f"{tmp}/port"):
+                    port = read(f"{tmp}/port").strip()
+                if port or p.poll() is not None:
+                    break
+                time.sleep(0.1)
+            self.assertTrue(port, "make run did not serve: " +
+                            (p.stderr.read() if p.poll() is not None else "(still starting)"))
+            kiln = f"{ROOT}/build/default/kiln"
+            url = f"127.0.0.1:{port}"
+            r = subprocess.run([kiln, "health", "simple", "--url", url], capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = subprocess.run([kiln, "models", "--url", url], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            for m in ("simple", "mlp_onnx", "identity_fp32"):
+                self.assertIn(m, r.stdout)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=90)
+            p.stderr.close()
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def test_marked_shell_blocks_run(self):
         blocks = [(p, b) for p in DOCS for b in tested_blocks(read(p))]

@@ -23,7 +23,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/onnx/gpu.h"
 #include "backends/onnx/onnx.h"
+#include "backends/onnx/onnx_int.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "registry/registry.h"
@@ -489,6 +491,115 @@ static void device_oom_at_load_evicts_and_retries(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Runs op's kernel for `device` (a CUDA one on a device copy of in[0], the other inputs on
+ * the host as the kernel reads them); returns output 0 on the host. */
+static kiln_tensor run_kernel(const char *op, kiln_device_kind device, kiln_onnx_gpu *g,
+                              const kiln_tensor **in, size_t n_in, kiln_onnx_attr *attrs,
+                              size_t n_attrs)
+{
+    int32_t outs[1] = {0};
+    char opname[32], name[] = "n1", domain[] = "";
+    snprintf(opname, sizeof(opname), "%s", op);
+    kiln_onnx_node n = {.name = name,
+                        .op = opname,
+                        .domain = domain,
+                        .n_outputs = 1,
+                        .outputs = outs,
+                        .n_attrs = n_attrs,
+                        .attrs = attrs};
+    const kiln_onnx_kernel *k = kiln__onnx_kernel_find(op, device);
+    assert_non_null(k);
+    kiln_tensor d = {0}, out = {0};
+    const kiln_tensor *args[5];
+    for (size_t i = 0; i < n_in; i++)
+        args[i] = in[i];
+    if (device == KILN_DEVICE_CUDA) {
+        to_device(in[0], &d);
+        args[0] = &d;
+    }
+    kiln_onnx_call c = {.node = &n,
+                        .opset = 17,
+                        .n_in = n_in,
+                        .in = args,
+                        .n_out = 1,
+                        .out = &out,
+                        .gpu = device == KILN_DEVICE_CUDA ? g : NULL};
+    kiln_err e;
+    assert_ok(k->fn(&c, &e), &e);
+    kiln_tensor h = out;
+    if (device == KILN_DEVICE_CUDA) {
+        assert_ok(kiln_tensor_alloc(out.dtype, &out.shape, out.byte_size, &h, &e), &e);
+        assert_ok(kiln__cuda_copy(h.data, out.data, out.byte_size, &e), &e);
+        kiln_tensor_fini(&out);
+    }
+    kiln_tensor_fini(&d);
+    return h;
+}
+
+static kiln_tensor ints(const int64_t *v, size_t n)
+{
+    kiln_shape s = {.rank = 1, .dims = {(int64_t)n}};
+    kiln_tensor t;
+    kiln_err e;
+    assert_ok(kiln_tensor_alloc(KILN_DTYPE_INT64, &s, 0, &t, &e), &e);
+    memcpy(t.data, v, n * sizeof(int64_t));
+    return t;
+}
+
+/* The data-movement kernels (Slice with negative steps and clamped bounds, Expand, Transpose)
+ * give the CPU kernels' bytes, for 1-, 2-, 4- and 8-byte elements. */
+static void data_movement_matches_cpu(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    kiln_onnx_gpu *g;
+    kiln_err e;
+    assert_ok(kiln__onnx_gpu_open(0, KILN_ONNX_FP32, &g, &e), &e);
+    const kiln_dtype dts[] = {KILN_DTYPE_UINT8, KILN_DTYPE_FP16, KILN_DTYPE_FP32, KILN_DTYPE_INT64};
+    for (size_t t = 0; t < 4; t++) {
+        kiln_shape xs = {.rank = 3, .dims = {4, 5, 6}};
+        kiln_tensor x;
+        assert_ok(kiln_tensor_alloc(dts[t], &xs, 0, &x, &e), &e);
+        for (size_t i = 0; i < x.byte_size; i++)
+            ((unsigned char *)x.data)[i] = (unsigned char)(i * 7 + 3);
+        /* Slice: axis 2 backwards by 2 from the end, axis 0 from 1 to past the end */
+        int64_t st[] = {-1, 1}, en[] = {-100, 100}, ax[] = {2, 0}, sp[] = {-2, 1};
+        kiln_tensor a = ints(st, 2), b = ints(en, 2), c = ints(ax, 2), d = ints(sp, 2);
+        const kiln_tensor *sin[] = {&x, &a, &b, &c, &d};
+        kiln_tensor want = run_kernel("Slice", KILN_DEVICE_CPU, g, sin, 5, NULL, 0);
+        kiln_tensor got = run_kernel("Slice", KILN_DEVICE_CUDA, g, sin, 5, NULL, 0);
+        assert_true(kiln_shape_equal(&want.shape, &got.shape));
+        assert_memory_equal(want.data, got.data, want.byte_size);
+        kiln_tensor_fini(&want);
+        kiln_tensor_fini(&got);
+        /* Expand [4,5,6] to [2,4,5,6]: a new leading dim read with stride 0 */
+        int64_t shape[] = {2, 4, 5, 6};
+        kiln_tensor sh = ints(shape, 4);
+        const kiln_tensor *ein[] = {&x, &sh};
+        want = run_kernel("Expand", KILN_DEVICE_CPU, g, ein, 2, NULL, 0);
+        got = run_kernel("Expand", KILN_DEVICE_CUDA, g, ein, 2, NULL, 0);
+        assert_true(kiln_shape_equal(&want.shape, &got.shape));
+        assert_memory_equal(want.data, got.data, want.byte_size);
+        kiln_tensor_fini(&want);
+        kiln_tensor_fini(&got);
+        /* Transpose with perm [2,0,1] */
+        int64_t perm[] = {2, 0, 1};
+        kiln_onnx_attr pa = {
+            .name = (char *)"perm", .type = KILN_ONNX_ATTR_INTS, .n = 3, .ints = perm};
+        const kiln_tensor *tin[] = {&x};
+        want = run_kernel("Transpose", KILN_DEVICE_CPU, g, tin, 1, &pa, 1);
+        got = run_kernel("Transpose", KILN_DEVICE_CUDA, g, tin, 1, &pa, 1);
+        assert_true(kiln_shape_equal(&want.shape, &got.shape));
+        assert_memory_equal(want.data, got.data, want.byte_size);
+        kiln_tensor_fini(&want);
+        kiln_tensor_fini(&got);
+        kiln_tensor_fini(&a), kiln_tensor_fini(&b), kiln_tensor_fini(&c), kiln_tensor_fini(&d);
+        kiln_tensor_fini(&sh);
+        kiln_tensor_fini(&x);
+    }
+    kiln__onnx_gpu_close(g);
+}
+
 static void bad_parameters_are_refused(void **state)
 {
     (void)state;
@@ -521,6 +632,7 @@ int main(void)
         cmocka_unit_test(runs_in_the_sandbox),
         cmocka_unit_test(bad_parameters_are_refused),
         cmocka_unit_test(loads_in_the_sandbox),
+        cmocka_unit_test(data_movement_matches_cpu),
         cmocka_unit_test(device_oom_at_load_evicts_and_retries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
