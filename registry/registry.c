@@ -139,14 +139,26 @@ static void unload_all(const kiln_backend *b, kiln_instances *inst)
     inst->n = 0;
 }
 
+/* The host and device bytes the loaded instances hold, as their backend reports them. */
+static void instances_memory(const kiln_backend *b, const kiln_instances *inst, uint64_t *host,
+                             uint64_t *device)
+{
+    *host = *device = 0;
+    for (uint32_t i = 0; i < inst->n; i++) {
+        uint64_t h = 0, d = 0;
+        b->memory(inst->bm[i], &h, &d);
+        *host += h;
+        *device += d;
+    }
+}
+
 /* Loads every instance the config asks for, each on its device; all or nothing. */
 static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, kiln_instances *inst,
-                            uint64_t *host, uint64_t *device, kiln_err *err)
+                            kiln_err *err)
 {
     kiln_device dev[KILN_MAX_INSTANCES];
     uint32_t want = 0;
     inst->n = 0;
-    *host = *device = 0;
     kiln_status st =
         instance_devices(args->config, args->model_name, args->device, dev, &want, err);
     for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
@@ -156,10 +168,6 @@ static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, k
         if (st != KILN_OK)
             break;
         inst->n++;
-        uint64_t h = 0, d = 0;
-        b->memory(inst->bm[i], &h, &d);
-        *host += h;
-        *device += d;
     }
     if (st != KILN_OK)
         unload_all(b, inst);
@@ -514,7 +522,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     kiln_load_args args = {m->name, mdir, vdir, m->version, m->config, reg->opt.device};
     kiln_instances inst;
     uint64_t host = 0, device = 0;
-    st = load_all(m->backend, &args, &inst, &host, &device, err);
+    st = load_all(m->backend, &args, &inst, err);
     if (st == KILN_RESOURCE_EXHAUSTED && wants_gpu(m->config)) {
         /* device memory ran out (cudaMalloc failed): unpinned models on the device go, and
          * the load is tried once more */
@@ -528,21 +536,17 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
                       m->version, err ? err->msg : "", n_victims, n_victims == 1 ? "" : "s");
             finish_evictions(reg, victims, n_victims, m);
             n_victims = 0;
-            st = load_all(m->backend, &args, &inst, &host, &device, err);
+            st = load_all(m->backend, &args, &inst, err);
         }
     }
     if (st == KILN_OK && m->config->n_warmups) {
         st = kiln__registry_warmup(m->backend, inst.bm, inst.n, m->name, mdir, m->config, err);
         if (st != KILN_OK)
             unload_all(m->backend, &inst);
-        host = device = 0; /* the samples may have grown the instances (plans, arenas) */
-        for (uint32_t i = 0; st == KILN_OK && i < inst.n; i++) {
-            uint64_t h = 0, d = 0;
-            m->backend->memory(inst.bm[i], &h, &d);
-            host += h;
-            device += d;
-        }
     }
+    /* after the samples, which may have grown the instances (plans, arenas) */
+    if (st == KILN_OK)
+        instances_memory(m->backend, &inst, &host, &device);
     uint64_t took = kiln_clock_now_ns() - t0;
 
     pthread_mutex_lock(&reg->mu);

@@ -25,6 +25,16 @@ extern "C" kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
     return KILN_OK;
 }
 
+extern "C" kiln_status kiln_cuda_device_check(int device, kiln_err *err)
+{
+    int n = 0;
+    kiln_status st = kiln_cuda_device_count(&n, err);
+    if (st == KILN_OK && (device < 0 || device >= n))
+        st = kiln_err_set(err, KILN_UNAVAILABLE, "CUDA device %d does not exist (%d visible)",
+                          device, n);
+    return st;
+}
+
 extern "C" kiln_status kiln_cuda_prepare(int *count, kiln_err *err)
 {
     /* The driver's JIT cache (~/.nv/ComputeCache) is written from whichever thread compiles
@@ -50,13 +60,9 @@ extern "C" kiln_status kiln_cuda_prepare(int *count, kiln_err *err)
 extern "C" kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
 {
     *out = NULL;
-    int n = 0;
-    kiln_status st = kiln_cuda_device_count(&n, err);
+    kiln_status st = kiln_cuda_device_check(device, err);
     if (st != KILN_OK)
         return st;
-    if (device < 0 || device >= n)
-        return kiln_err_set(err, KILN_UNAVAILABLE, "CUDA device %d does not exist (%d visible)",
-                            device, n);
     /* Allocate on `device` without changing the calling thread's current device. */
     int prev = 0;
     cudaError_t e = cudaGetDevice(&prev);

@@ -1,9 +1,16 @@
 /* tensor/cuda_none.c: the CUDA twin for builds without CUDA (KILN_CUDA=0). */
 #include "tensor/cuda_mem.h"
+#include "tensor/tensor.h"
 
 kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
 {
     *count = 0;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
+kiln_status kiln_cuda_device_check(int device, kiln_err *err)
+{
+    (void)device;
     return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
 }
 

@@ -197,6 +197,10 @@ kiln_device kiln_storage_device(const kiln_storage *s);
 /* Number of CUDA devices visible (0 without a GPU). KILN_UNAVAILABLE if built without CUDA. */
 kiln_status kiln_cuda_device_count(int *count, kiln_err *err);
 
+/* KILN_OK when `device` is a visible CUDA device; KILN_UNAVAILABLE naming it and the count
+ * otherwise (or when built without CUDA). */
+kiln_status kiln_cuda_device_check(int device, kiln_err *err);
+
 /*
  * Creates the CUDA context of every visible device, so that threads that enter the sandbox
  * later (sandbox/sandbox.h) find them: the driver opens its device files read-write then.

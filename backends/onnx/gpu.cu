@@ -85,13 +85,9 @@ extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision preci
                                            kiln_onnx_gpu **out, kiln_err *err)
 {
     *out = NULL;
-    int n = 0;
-    kiln_status st = kiln_cuda_device_count(&n, err);
+    kiln_status st = kiln_cuda_device_check(device, err);
     if (st != KILN_OK)
         return st;
-    if (device < 0 || device >= n)
-        return kiln_err_set(err, KILN_UNAVAILABLE, "CUDA device %d does not exist (%d visible)",
-                            device, n);
     kiln_onnx_gpu *g = (kiln_onnx_gpu *)kiln_calloc(1, sizeof(*g));
     if (!g)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
