@@ -6,13 +6,16 @@ Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine
     python3 bench/gpu_vs_torch.py --bin build/bundle/bin [--batches 1,8,32,64] [--e2e]
 
 1. Exports torchvision's ResNet-50 (random weights, seed 0) to ONNX, with a dynamic batch.
-2. Execute time per batch size: PyTorch eager (cudnn.benchmark on; FP32 with TF32 off, and
-   TF32 on for convolutions and matmuls) against Kiln's backend through bench_onnx --gpu 0
-   (the same precision), both with the input already on the GPU and the output left there
+2. Execute time per batch size: PyTorch eager (cudnn.benchmark on; FP32 with TF32 off, TF32
+   on for convolutions and matmuls, and FP16: the model in half, the FP32 input converted to
+   FP16 and the output back to FP32 inside the timed call, as Kiln does) against Kiln's backend
+   through bench_onnx --gpu 0 (the same precision; --precisions picks them), both with the
+   input already on the GPU and the output left there
    (Kiln: --device-io), and both from host memory and back. Medians of --runs runs after a
    warm-up; ratios are PyTorch time / Kiln time (above 1: Kiln is faster). Kiln with CUDA
    graphs on (the default) and off.
-3. Outputs agree: Kiln's output for batch 1 against PyTorch's, relative L2.
+3. Outputs agree: Kiln's output for batch 1 against PyTorch's FP32 one, relative L2 (Kiln in
+   FP32, and in FP16 next to PyTorch's own FP16 output).
 4. With --e2e: kiln-server serving the model (dynamic batcher, KIND_GPU), driven by
    `kiln perf` at concurrency 1, 16 and 64: images/s and p50/p99 latency, graphs on and off.
 5. With --scaling (a machine with 2 GPUs or more): throughput of bench_onnx (batch 32, TF32,
@@ -22,6 +25,7 @@ Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine
 Prints JSON lines, then a markdown summary.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -169,6 +173,7 @@ def main():
     ap.add_argument("--e2e-only", action="store_true", help="skip the execute-time comparison")
     ap.add_argument("--scaling", action="store_true", help="only the several-GPU figures")
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--precisions", default="fp32,tf32,fp16")
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
@@ -193,9 +198,21 @@ def main():
     got = np.fromfile(os.path.join(work, "out.raw"), dtype=np.float32)
     rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     print(json.dumps({"check": "batch 1 output vs PyTorch (FP32)", "relative_l2": rel}))
+    gm16 = None
+    if "fp16" in a.precisions.split(","):
+        kiln_time(a.bin, mdir, [1], 3, False, ["precision=fp16"], os.path.join(work, "in.raw"),
+                  os.path.join(work, "out16.raw"))
+        got16 = np.fromfile(os.path.join(work, "out16.raw"), dtype=np.float32)
+        gm16 = copy.deepcopy(gm).half()
+        with torch.inference_mode():
+            ref16 = gm16(x1.cuda().half()).float().cpu().numpy().ravel()
+        print(json.dumps({"check": "batch 1 FP16 outputs vs PyTorch FP32",
+                          "kiln_relative_l2": float(np.linalg.norm(got16 - ref) / np.linalg.norm(ref)),
+                          "torch_fp16_relative_l2":
+                              float(np.linalg.norm(ref16 - ref) / np.linalg.norm(ref))}))
     if a.scaling:
         return scaling(a, work, mdir)
-    for prec in () if a.e2e_only else ("fp32", "tf32"):
+    for prec in () if a.e2e_only else a.precisions.split(","):
         torch.backends.cudnn.allow_tf32 = prec == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
         for io in ("device", "host"):
@@ -204,7 +221,10 @@ def main():
                            [f"precision={prec}", "cuda_graphs=false"])
             for b in batches:
                 x = torch.randn(b, 3, 224, 224, device="cuda")
-                t = torch_time(gm, x, a.runs, io == "host")
+                if prec == "fp16":
+                    t = torch_time(lambda v: gm16(v.half()).float(), x, a.runs, io == "host")
+                else:
+                    t = torch_time(gm, x, a.runs, io == "host")
                 r = {"precision": prec, "io": io, "batch": b, "torch_ms": round(t, 3),
                      "kiln_ms": kg[b]["p50_ms"], "kiln_nograph_ms": kn[b]["p50_ms"],
                      "ratio": round(t / kg[b]["p50_ms"], 3),

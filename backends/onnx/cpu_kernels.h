@@ -15,8 +15,9 @@
 kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Checks that input i is present and FP32. */
-kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err);
+/* Checks that input i is present and FP32; a CUDA kernel's call (c->gpu set) of a model in FP16
+ * precision takes FP16 too (such a model keeps its float values in FP16 on the device). */
+kiln_status kiln__onnx_want_float(const kiln_onnx_call *c, size_t i, kiln_err *err);
 
 /*
  * Allocates a kernel's output, refusing one over KILN_ONNX_MAX_VALUE_BYTES (a small request can

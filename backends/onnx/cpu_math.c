@@ -23,14 +23,16 @@ kiln_status kiln__onnx_bad_node(const kiln_onnx_call *c, kiln_err *err, const ch
                         c->node->op, msg);
 }
 
-kiln_status kiln__onnx_want_f32(const kiln_onnx_call *c, size_t i, kiln_err *err)
+kiln_status kiln__onnx_want_float(const kiln_onnx_call *c, size_t i, kiln_err *err)
 {
     if (i >= c->n_in || !c->in[i])
         return kiln__onnx_bad_node(c, err, "input %zu is required", i);
-    if (c->in[i]->dtype != KILN_DTYPE_FP32)
-        return kiln__onnx_bad_node(c, err, "input %zu is %s; this kernel takes FP32", i,
-                                   kiln_dtype_name(c->in[i]->dtype));
-    return KILN_OK;
+    kiln_dtype dt = c->in[i]->dtype;
+    bool fp16 = c->gpu && kiln__onnx_gpu_precision(c->gpu) == KILN_ONNX_FP16;
+    if (dt == KILN_DTYPE_FP32 || (dt == KILN_DTYPE_FP16 && fp16))
+        return KILN_OK;
+    return kiln__onnx_bad_node(c, err, "input %zu is %s; this kernel takes FP32%s", i,
+                               kiln_dtype_name(dt), fp16 ? " or FP16" : "");
 }
 
 kiln_status kiln__onnx_alloc(const kiln_onnx_call *c, kiln_dtype dt, const kiln_shape *shape,
@@ -104,7 +106,7 @@ float kiln__onnx_attr_float(const kiln_onnx_call *c, const char *name, float dfl
 
 static kiln_status unary(const kiln_onnx_call *c, kiln_onnx_unop op, float a, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
@@ -165,9 +167,9 @@ kiln_status kiln__onnx_broadcast(const kiln_onnx_call *c, const kiln_shape *a, c
 
 static kiln_status binary(const kiln_onnx_call *c, kiln_onnx_binop op, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *a = c->in[0], *b = c->in[1];

@@ -1,6 +1,7 @@
 /*
  * backends/onnx/gpu.cu: the CUDA side of the ONNX backend: the per-instance context (gpu.h)
- * and the CUDA kernels of the kernel registry (onnx_int.h), FP32:
+ * and the CUDA kernels of the kernel registry (onnx_int.h), on FP32 or FP16 tensors (FP16: a
+ * model in FP16 precision; the arithmetic is FP32 either way):
  *   - Conv through cuDNN (2-D, groups, symmetric pads; the algorithm found once per input
  *     shape with cudnnFindConvolutionForwardAlgorithm and cached), bias and the fused
  *     activation in one pass after it;
@@ -17,6 +18,7 @@
  * graph.
  */
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <math.h>
@@ -150,6 +152,11 @@ extern "C" void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
 extern "C" int kiln__onnx_gpu_device(const kiln_onnx_gpu *g)
 {
     return g->device;
+}
+
+extern "C" kiln_onnx_precision kiln__onnx_gpu_precision(const kiln_onnx_gpu *g)
+{
+    return g->precision;
 }
 
 extern "C" kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err)
@@ -325,28 +332,98 @@ __device__ __forceinline__ float act_apply(act_p p, float x)
     }
 }
 
-/* ---------------------------------------------------------------- unary */
+/*
+ * Float values are FP32, or FP16 in a model in FP16 precision (runtime.c keeps every float value
+ * on the device in FP16 there). A kernel is a template over the element type T; it loads and
+ * stores through ldv/stv and computes in FP32. LAUNCH picks the instance for a tensor.
+ */
+__device__ __forceinline__ float ldv(float v)
+{
+    return v;
+}
+__device__ __forceinline__ float ldv(__half v)
+{
+    return __half2float(v);
+}
+__device__ __forceinline__ void stv(float *p, float v)
+{
+    *p = v;
+}
+__device__ __forceinline__ void stv(__half *p, float v)
+{
+    *p = __float2half_rn(v);
+}
 
-__global__ void unary_k(int op, float a, float b, const float *__restrict__ x,
-                        float *__restrict__ y, size_t n)
+static bool is_half(const kiln_tensor *t)
+{
+    return t->dtype == KILN_DTYPE_FP16;
+}
+
+#define LAUNCH(half, kern, grid, stream, ...)                                                      \
+    do {                                                                                           \
+        if (half)                                                                                  \
+            kern<__half><<<(grid), THREADS, 0, (stream)>>>(__VA_ARGS__);                           \
+        else                                                                                       \
+            kern<float><<<(grid), THREADS, 0, (stream)>>>(__VA_ARGS__);                            \
+    } while (0)
+
+/* Whether the inputs 1..n-1 that are present have input 0's element type. A mix (an FP32 value
+ * in an FP16 model) declines: the CPU kernel runs on FP32 copies. */
+static bool agree(const kiln_onnx_call *c, size_t n)
+{
+    for (size_t i = 1; i < n && i < c->n_in; i++)
+        if (c->in[i] && c->in[i]->dtype != c->in[0]->dtype)
+            return false;
+    return true;
+}
+
+template <typename S, typename D>
+__global__ void convert_k(const S *__restrict__ x, D *__restrict__ y, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        y[i] = kiln_onnx_unop_apply(op, x[i], a, b);
+        stv(&y[i], ldv(x[i]));
+}
+
+extern "C" kiln_status kiln__onnx_gpu_convert(kiln_onnx_gpu *g, void *dst, bool to_half,
+                                              const void *src, size_t n, kiln_err *err)
+{
+    if (!n)
+        return KILN_OK;
+    if (to_half)
+        convert_k<float, __half>
+            <<<blocks_for(n), THREADS, 0, g->stream>>>((const float *)src, (__half *)dst, n);
+    else
+        convert_k<__half, float>
+            <<<blocks_for(n), THREADS, 0, g->stream>>>((const __half *)src, (float *)dst, n);
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "converting FP32 and FP16", e);
+}
+
+/* ---------------------------------------------------------------- unary */
+
+template <typename T>
+__global__ void unary_k(int op, float a, float b, const void *xv, void *yv, size_t n)
+{
+    const T *__restrict__ x = (const T *)xv;
+    T *__restrict__ y = (T *)yv;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        stv(&y[i], kiln_onnx_unop_apply(op, ldv(x[i]), a, b));
 }
 
 static kiln_status unary(const kiln_onnx_call *c, int op, float a, float b, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     size_t n = numel(x);
     if (n)
-        unary_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(op, a, b, (const float *)x->data,
-                                                               (float *)c->out[0].data, n);
+        LAUNCH(is_half(x), unary_k, blocks_for(n), c->gpu->stream, op, a, b, x->data,
+               c->out[0].data, n);
     return launched(c, err);
 }
 
@@ -386,10 +463,12 @@ typedef struct bcast_p {
 
 /* mode 0: same shapes; 1: a and b repeat every na and nb elements (a trailing-dims
  * broadcast, or a scalar); 2: general strides. */
-__global__ void binary_k(int op, int mode, bcast_p s, size_t na, size_t nb,
-                         const float *__restrict__ a, const float *__restrict__ b,
-                         float *__restrict__ y, size_t n, act_p act)
+template <typename T>
+__global__ void binary_k(int op, int mode, bcast_p s, size_t na, size_t nb, const void *av,
+                         const void *bv, void *yv, size_t n, act_p act)
 {
+    const T *__restrict__ a = (const T *)av, *__restrict__ b = (const T *)bv;
+    T *__restrict__ y = (T *)yv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         size_t ia = i, ib = i;
@@ -406,7 +485,7 @@ __global__ void binary_k(int op, int mode, bcast_p s, size_t na, size_t nb,
                 r = q;
             }
         }
-        y[i] = act_apply(act, kiln_onnx_binop_apply(op, a[ia], b[ib]));
+        stv(&y[i], act_apply(act, kiln_onnx_binop_apply(op, ldv(a[ia]), ldv(b[ib]))));
     }
 }
 
@@ -426,11 +505,13 @@ static bool trailing(const kiln_shape *t, const kiln_shape *out)
 
 static kiln_status binary(const kiln_onnx_call *c, int op, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     if (st != KILN_OK)
         return st;
+    if (!agree(c, 2))
+        return KILN_UNIMPLEMENTED;
     const kiln_tensor *a = c->in[0], *b = c->in[1];
     bcast_p s;
     kiln_shape out;
@@ -438,7 +519,7 @@ static kiln_status binary(const kiln_onnx_call *c, int op, kiln_err *err)
         return st;
     s.rank = out.rank;
     memcpy(s.dims, out.dims, sizeof(s.dims));
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &out, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, a->dtype, &out, &c->out[0], err)) != KILN_OK)
         return st;
     size_t n = numel(&c->out[0]), na = numel(a), nb = numel(b);
     int mode = 2;
@@ -447,9 +528,8 @@ static kiln_status binary(const kiln_onnx_call *c, int op, kiln_err *err)
     else if ((na == n || trailing(&a->shape, &out)) && (nb == n || trailing(&b->shape, &out)))
         mode = 1;
     if (n)
-        binary_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
-            op, mode, s, na ? na : 1, nb ? nb : 1, (const float *)a->data, (const float *)b->data,
-            (float *)c->out[0].data, n, act_of(&c->act));
+        LAUNCH(is_half(a), binary_k, blocks_for(n), c->gpu->stream, op, mode, s, na ? na : 1,
+               nb ? nb : 1, a->data, b->data, c->out[0].data, n, act_of(&c->act));
     return launched(c, err);
 }
 
@@ -467,15 +547,17 @@ BINARY(g_pow, KILN_ONNX_POW)
 /* ---------------------------------------------------------------- bias + activation */
 
 /* y[row][i] += b[row % nb] (b may be NULL) over rows of len, then act. */
-__global__ void bias_act_k(float *__restrict__ y, const float *__restrict__ b, size_t len,
-                           size_t nb, size_t n, act_p act)
+template <typename T>
+__global__ void bias_act_k(void *yv, const void *bv, size_t len, size_t nb, size_t n, act_p act)
 {
+    T *__restrict__ y = (T *)yv;
+    const T *__restrict__ b = (const T *)bv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        float v = y[i];
+        float v = ldv(y[i]);
         if (b)
-            v += b[(i / len) % nb];
-        y[i] = act_apply(act, v);
+            v += ldv(b[(i / len) % nb]);
+        stv(&y[i], act_apply(act, v));
     }
 }
 
@@ -565,7 +647,11 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     if (w.pad[0] != w.pad[2] || w.pad[1] != w.pad[3] || N > INT32_MAX || C > INT32_MAX ||
         M > INT32_MAX || w.in[0] > INT32_MAX || w.in[1] > INT32_MAX)
         return KILN_UNIMPLEMENTED; /* cuDNN pads both sides alike */
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &cv.out, &c->out[0], err)) != KILN_OK)
+    if (!agree(c, 3))
+        return KILN_UNIMPLEMENTED;
+    bool half = is_half(x);
+    cudnnDataType_t dt = half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    if ((st = kiln__onnx_alloc(c, x->dtype, &cv.out, &c->out[0], err)) != KILN_OK)
         return st;
     if (!numel(&c->out[0]))
         return KILN_OK;
@@ -579,7 +665,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     {
         int64_t v[20] = {g->device, g->precision, N,      C,      w.in[0],  w.in[1],
                          M,         Cg,           w.k[0], w.k[1], w.pad[0], w.pad[1],
-                         w.s[0],    w.s[1],       w.d[0], w.d[1], group};
+                         w.s[0],    w.s[1],       w.d[0], w.d[1], group,    half};
         memcpy(key.v, v, sizeof(v));
     }
     const float one = 1.f, zero = 0.f;
@@ -587,12 +673,12 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     DNN(cudnnCreateTensorDescriptor(&yd));
     DNN(cudnnCreateFilterDescriptor(&wd));
     DNN(cudnnCreateConvolutionDescriptor(&cd));
-    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N, (int)C,
-                                   (int)w.in[0], (int)w.in[1]));
-    DNN(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N, (int)M,
-                                   (int)w.out[0], (int)w.out[1]));
-    DNN(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)M, (int)Cg,
-                                   (int)w.k[0], (int)w.k[1]));
+    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, dt, (int)N, (int)C, (int)w.in[0],
+                                   (int)w.in[1]));
+    DNN(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, dt, (int)N, (int)M, (int)w.out[0],
+                                   (int)w.out[1]));
+    DNN(cudnnSetFilter4dDescriptor(wd, dt, CUDNN_TENSOR_NCHW, (int)M, (int)Cg, (int)w.k[0],
+                                   (int)w.k[1]));
     DNN(cudnnSetConvolution2dDescriptor(cd, (int)w.pad[0], (int)w.pad[1], (int)w.s[0], (int)w.s[1],
                                         (int)w.d[0], (int)w.d[1], CUDNN_CROSS_CORRELATION,
                                         CUDNN_DATA_FLOAT));
@@ -602,8 +688,10 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
             st = lib_fail(c, err, "cuDNN", "a new input shape while capturing a CUDA graph");
             goto done;
         }
-        DNN(cudnnSetConvolutionMathType(cd, g->precision == KILN_ONNX_TF32 ? CUDNN_DEFAULT_MATH
-                                                                           : CUDNN_FMA_MATH));
+        /* FP16 data: tensor cores (DEFAULT_MATH would search without them) */
+        DNN(cudnnSetConvolutionMathType(cd, g->precision == KILN_ONNX_FP32 ? CUDNN_FMA_MATH
+                                            : half                         ? CUDNN_TENSOR_OP_MATH
+                                                                           : CUDNN_DEFAULT_MATH));
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         int got = 0;
         DNN(cudnnFindConvolutionForwardAlgorithm(g->dnn, xd, wd, cd, yd,
@@ -611,7 +699,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
         int pick = -1;
         for (int i = 0; i < got && pick < 0; i++)
             if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= CONV_WS_MAX &&
-                (g->precision == KILN_ONNX_TF32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+                (g->precision != KILN_ONNX_FP32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
                 pick = i;
         if (pick < 0) {
             st = lib_fail(c, err, "cuDNN", "no convolution algorithm fits");
@@ -635,9 +723,9 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
                                 &zero, yd, c->out[0].data));
     if (has_b || c->act.kind != KILN_ONNX_ACT_NONE) {
         size_t n = numel(&c->out[0]);
-        bias_act_k<<<blocks_for(n), THREADS, 0, g->stream>>>(
-            (float *)c->out[0].data, has_b ? (const float *)c->in[2]->data : NULL,
-            (size_t)(w.out[0] * w.out[1]), (size_t)M, n, act_of(&c->act));
+        LAUNCH(half, bias_act_k, blocks_for(n), g->stream, c->out[0].data,
+               has_b ? c->in[2]->data : NULL, (size_t)(w.out[0] * w.out[1]), (size_t)M, n,
+               act_of(&c->act));
         if ((st = launched(c, err)) != KILN_OK)
             kiln_tensor_fini(&c->out[0]);
     }
@@ -657,13 +745,21 @@ done:
 
 /* Row-major C[M,N] = alpha A[M,K] B[K,N] + beta C, batched with element strides (0: shared),
  * as cuBLAS's column-major C^T = B^T A^T. */
-static kiln_status gemm(const kiln_onnx_call *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                        float alpha, const float *A, int64_t lda, int64_t sa, const float *B,
-                        int64_t ldb, int64_t sb, float beta, float *C, int64_t sc, int64_t batch,
-                        kiln_err *err)
+static kiln_status gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, int64_t M, int64_t N,
+                        int64_t K, float alpha, const void *Av, int64_t lda, int64_t sa,
+                        const void *Bv, int64_t ldb, int64_t sb, float beta, void *Cv, int64_t sc,
+                        int64_t batch, kiln_err *err)
 {
     cublasStatus_t s;
-    if (batch == 1)
+    const float *A = (const float *)Av, *B = (const float *)Bv;
+    float *C = (float *)Cv;
+    cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (half) /* FP16 operands, FP32 accumulation */
+        s = cublasGemmStridedBatchedEx(c->gpu->blas, ob, oa, (int)N, (int)M, (int)K, &alpha, Bv,
+                                       CUDA_R_16F, (int)ldb, sb, Av, CUDA_R_16F, (int)lda, sa,
+                                       &beta, Cv, CUDA_R_16F, (int)N, sc, (int)batch,
+                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    else if (batch == 1)
         s = cublasSgemm(c->gpu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                         ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
                         A, (int)lda, &beta, C, (int)N);
@@ -673,7 +769,8 @@ static kiln_status gemm(const kiln_onnx_call *c, bool ta, bool tb, int64_t M, in
                                       &alpha, B, (int)ldb, sb, A, (int)lda, sa, &beta, C, (int)N,
                                       sc, (int)batch);
     if (s != CUBLAS_STATUS_SUCCESS)
-        return lib_fail(c, err, "cuBLAS sgemm", cublasGetStatusString(s));
+        return lib_fail(c, err, half ? "cuBLAS GEMM (FP16)" : "cuBLAS sgemm",
+                        cublasGetStatusString(s));
     return KILN_OK;
 }
 
@@ -685,30 +782,30 @@ static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
         return st;
     int64_t M = mm.M, N = mm.N, K = mm.K, nbatch = mm.nbatch, na = mm.na, nb = mm.nb;
     /* one strided batch: each side is either all the batches or one matrix */
-    if ((na != nbatch && na != 1) || (nb != nbatch && nb != 1) || nbatch > INT32_MAX)
+    if ((na != nbatch && na != 1) || (nb != nbatch && nb != 1) || nbatch > INT32_MAX ||
+        !agree(c, 2))
         return KILN_UNIMPLEMENTED;
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &mm.out, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, c->in[0]->dtype, &mm.out, &c->out[0], err)) != KILN_OK)
         return st;
-    float *C = (float *)c->out[0].data;
+    bool half = is_half(c->in[0]);
+    void *C = c->out[0].data;
     size_t n = numel(&c->out[0]);
     if (!n)
         return KILN_OK;
     if (!K) {
-        cudaError_t e = cudaMemsetAsync(C, 0, n * sizeof(float), c->gpu->stream);
+        cudaError_t e = cudaMemsetAsync(C, 0, c->out[0].byte_size, c->gpu->stream);
         if (e != cudaSuccess)
             return lib_fail(c, err, "cudaMemsetAsync", cudaGetErrorString(e));
     } else if (nb == 1 && nbatch > 1 && (uint64_t)M * (uint64_t)nbatch <= INT32_MAX) {
         /* B is one matrix: A's batches stack into one [nbatch*M, K] operand */
-        st = gemm(c, false, false, M * nbatch, N, K, 1.f, (const float *)c->in[0]->data, K, 0,
-                  (const float *)c->in[1]->data, N, 0, 0.f, C, 0, 1, err);
+        st = gemm(c, half, false, false, M * nbatch, N, K, 1.f, c->in[0]->data, K, 0,
+                  c->in[1]->data, N, 0, 0.f, C, 0, 1, err);
     } else {
-        st = gemm(c, false, false, M, N, K, 1.f, (const float *)c->in[0]->data, K,
-                  na == 1 ? 0 : M * K, (const float *)c->in[1]->data, N, nb == 1 ? 0 : K * N, 0.f,
-                  C, M * N, nbatch, err);
+        st = gemm(c, half, false, false, M, N, K, 1.f, c->in[0]->data, K, na == 1 ? 0 : M * K,
+                  c->in[1]->data, N, nb == 1 ? 0 : K * N, 0.f, C, M * N, nbatch, err);
     }
     if (st == KILN_OK && c->act.kind != KILN_ONNX_ACT_NONE) {
-        bias_act_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(C, NULL, 1, 1, n,
-                                                                  act_of(&c->act));
+        LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, C, NULL, 1, 1, n, act_of(&c->act));
         if ((st = launched(c, err)) != KILN_OK)
             kiln_tensor_fini(&c->out[0]);
     }
@@ -716,13 +813,16 @@ static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
 }
 
 /* y = beta * C broadcast to [M,N] (sc: C's strides in [M,N]). */
-__global__ void fill_bcast_k(float *__restrict__ y, const float *__restrict__ cm, int64_t N,
-                             int64_t sc0, int64_t sc1, float beta, size_t n)
+template <typename T>
+__global__ void fill_bcast_k(void *yv, const void *cv, int64_t N, int64_t sc0, int64_t sc1,
+                             float beta, size_t n)
 {
+    T *__restrict__ y = (T *)yv;
+    const T *__restrict__ cm = (const T *)cv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         int64_t r = (int64_t)i / N, k = (int64_t)i % N;
-        y[i] = beta * cm[r * sc0 + k * sc1];
+        stv(&y[i], beta * ldv(cm[r * sc0 + k * sc1]));
     }
 }
 
@@ -732,37 +832,38 @@ static kiln_status g_gemm(const kiln_onnx_call *c, kiln_err *err)
     kiln_status st = kiln__onnx_gemm_prep(c, &gm, err);
     if (st != KILN_OK)
         return st;
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &gm.out, &c->out[0], err)) != KILN_OK)
+    if (!agree(c, 3))
+        return KILN_UNIMPLEMENTED;
+    if ((st = kiln__onnx_alloc(c, c->in[0]->dtype, &gm.out, &c->out[0], err)) != KILN_OK)
         return st;
+    bool half = is_half(c->in[0]);
     bool ta = gm.ta, tb = gm.tb, has_c = gm.has_c;
     float alpha = gm.alpha, beta = gm.beta;
     int64_t M = gm.M, N = gm.N, K = gm.K;
     const int64_t *sc = gm.sc;
-    float *Y = (float *)c->out[0].data;
+    void *Y = c->out[0].data;
     size_t n = (size_t)(M * N);
     if (!n)
         return KILN_OK;
-    const float *Cm = has_c && beta != 0.f ? (const float *)c->in[2]->data : NULL;
+    const void *Cm = has_c && beta != 0.f ? c->in[2]->data : NULL;
     /* a bias row (C is [N] or [1,N], beta 1) is added after the GEMM with the activation */
     bool bias_row = Cm && beta == 1.f && sc[0] == 0 && sc[1] == 1;
     if (Cm && !bias_row) {
-        fill_bcast_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(Y, Cm, N, sc[0], sc[1], beta,
-                                                                    n);
+        LAUNCH(half, fill_bcast_k, blocks_for(n), c->gpu->stream, Y, Cm, N, sc[0], sc[1], beta, n);
         if ((st = launched(c, err)) != KILN_OK) {
             kiln_tensor_fini(&c->out[0]);
             return st;
         }
     } else if (!K) {
-        cudaMemsetAsync(Y, 0, n * sizeof(float), c->gpu->stream);
+        cudaMemsetAsync(Y, 0, c->out[0].byte_size, c->gpu->stream);
     }
     if (K)
-        st = gemm(c, ta, tb, M, N, K, alpha, (const float *)c->in[0]->data, gm.lda, 0,
-                  (const float *)c->in[1]->data, gm.ldb, 0, Cm && !bias_row ? 1.f : 0.f, Y, 0, 1,
-                  err);
+        st = gemm(c, half, ta, tb, M, N, K, alpha, c->in[0]->data, gm.lda, 0, c->in[1]->data,
+                  gm.ldb, 0, Cm && !bias_row ? 1.f : 0.f, Y, 0, 1, err);
     if (st == KILN_OK && (bias_row || c->act.kind != KILN_ONNX_ACT_NONE)) {
         /* bias over the last dim: one bias value per column: rows of length 1, period N */
-        bias_act_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(Y, bias_row ? Cm : NULL, 1,
-                                                                  (size_t)N, n, act_of(&c->act));
+        LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, Y, bias_row ? Cm : NULL, 1,
+               (size_t)N, n, act_of(&c->act));
         if ((st = launched(c, err)) != KILN_OK)
             kiln_tensor_fini(&c->out[0]);
     }
@@ -777,15 +878,17 @@ typedef struct win_p {
 
 /* One thread per output, as the CPU kernel (count_include_pad counts pads, not the ceil_mode
  * overhang). */
-__global__ void pool_k(bool max, bool include_pad, win_p w, const float *__restrict__ x,
-                       float *__restrict__ y, size_t n)
+template <typename T>
+__global__ void pool_k(bool max, bool include_pad, win_p w, const void *xv, void *yv, size_t n)
 {
+    const T *__restrict__ x = (const T *)xv;
+    T *__restrict__ y = (T *)yv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         size_t ow = (size_t)w.out[1], oh = (size_t)w.out[0];
         int64_t ox = (int64_t)(i % ow), oy = (int64_t)(i / ow % oh);
         size_t p = i / ow / oh;
-        const float *xp = x + p * (size_t)(w.in[0] * w.in[1]);
+        const T *xp = x + p * (size_t)(w.in[0] * w.in[1]);
         float acc = max ? -INFINITY : 0.f;
         int64_t count = 0, padded = 0;
         for (int64_t ky = 0; ky < w.k[0]; ky++)
@@ -796,12 +899,12 @@ __global__ void pool_k(bool max, bool include_pad, win_p w, const float *__restr
                     padded++;
                 if (iy < 0 || iy >= w.in[0] || ix < 0 || ix >= w.in[1])
                     continue;
-                float v = xp[iy * w.in[1] + ix];
+                float v = ldv(xp[iy * w.in[1] + ix]);
                 acc = max ? (v > acc ? v : acc) : acc + v;
                 count++;
             }
         int64_t div = include_pad ? padded : count;
-        y[i] = max ? acc : (div ? acc / (float)div : 0.f);
+        stv(&y[i], max ? acc : (div ? acc / (float)div : 0.f));
     }
 }
 
@@ -814,14 +917,14 @@ static kiln_status pool(const kiln_onnx_call *c, bool max, kiln_err *err)
     const kiln_tensor *x = c->in[0];
     const kiln_onnx_window w = pl.win;
     bool include_pad = pl.include_pad;
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &pl.out, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &pl.out, &c->out[0], err)) != KILN_OK)
         return st;
     win_p p;
     memcpy(&p, &w, sizeof(p));
     size_t n = numel(&c->out[0]);
     if (n)
-        pool_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
-            max, include_pad, p, (const float *)x->data, (float *)c->out[0].data, n);
+        LAUNCH(is_half(x), pool_k, blocks_for(n), c->gpu->stream, max, include_pad, p, x->data,
+               c->out[0].data, n);
     return launched(c, err);
 }
 
@@ -850,32 +953,36 @@ __device__ __forceinline__ float warp_max(float v)
 }
 
 /* The sum of p[0..len), by the 32 lanes of a warp (every lane gets it). */
-__device__ __forceinline__ float warp_row_sum(const float *p, size_t len, int lane)
+template <typename T>
+__device__ __forceinline__ float warp_row_sum(const T *p, size_t len, int lane)
 {
     float s = 0.f;
     for (size_t i = lane; i < len; i += 32)
-        s += p[i];
+        s += ldv(p[i]);
     return warp_sum(s);
 }
 
 /* One warp per row of len (rows of a [rows, len] matrix): y[row] = sum * scale. */
-__global__ void row_sum_k(const float *__restrict__ x, float *__restrict__ y, size_t rows,
-                          size_t len, float scale)
+template <typename T>
+__global__ void row_sum_k(const void *xv, void *yv, size_t rows, size_t len, float scale)
 {
+    const T *__restrict__ x = (const T *)xv;
+    T *__restrict__ y = (T *)yv;
     int lane = threadIdx.x % 32;
     for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < rows;
          row += (size_t)gridDim.x * blockDim.x / 32) {
         float s = warp_row_sum(x + row * len, len, lane);
         if (lane == 0)
-            y[row] = s * scale;
+            stv(&y[row], s * scale);
     }
 }
 
-static kiln_status rows_sum(const kiln_onnx_call *c, const float *x, float *y, size_t rows,
+static kiln_status rows_sum(const kiln_onnx_call *c, const kiln_tensor *x, void *y, size_t rows,
                             size_t len, float scale, kiln_err *err)
 {
     if (rows)
-        row_sum_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(x, y, rows, len, scale);
+        LAUNCH(is_half(x), row_sum_k, blocks_for(rows * 32), c->gpu->stream, x->data, y, rows, len,
+               scale);
     return launched(c, err);
 }
 
@@ -887,12 +994,11 @@ static kiln_status g_global_avgpool(const kiln_onnx_call *c, kiln_err *err)
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &os, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &os, &c->out[0], err)) != KILN_OK)
         return st;
     if (!inner)
         return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
-    return rows_sum(c, (const float *)x->data, (float *)c->out[0].data, rows, inner,
-                    1.f / (float)inner, err);
+    return rows_sum(c, x, c->out[0].data, rows, inner, 1.f / (float)inner, err);
 }
 
 /* ReduceMean / ReduceSum over a trailing block of axes (the others answer UNIMPLEMENTED). */
@@ -916,12 +1022,11 @@ static kiln_status reduce(const kiln_onnx_call *c, bool mean, kiln_err *err)
     size_t len = 1, rows = 1;
     for (int d = 0; d < r; d++)
         *(d >= first ? &len : &rows) *= (size_t)x->shape.dims[d];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &rd.out, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &rd.out, &c->out[0], err)) != KILN_OK)
         return st;
     if (!len)
         return kiln__onnx_gpu_zero(c->gpu, c->out[0].data, c->out[0].byte_size, err);
-    return rows_sum(c, (const float *)x->data, (float *)c->out[0].data, rows, len,
-                    mean ? 1.f / (float)len : 1.f, err);
+    return rows_sum(c, x, c->out[0].data, rows, len, mean ? 1.f / (float)len : 1.f, err);
 }
 
 static kiln_status g_reduce_mean(const kiln_onnx_call *c, kiln_err *err)
@@ -934,26 +1039,30 @@ static kiln_status g_reduce_sum(const kiln_onnx_call *c, kiln_err *err)
 }
 
 /* Softmax / LogSoftmax along an axis: one warp per (outer, inner) row of len, stride inner. */
-__global__ void softmax_k(const float *__restrict__ x, float *__restrict__ y, size_t outer,
-                          size_t len, size_t inner, bool lg)
+template <typename T>
+__global__ void softmax_k(const void *xv, void *yv, size_t outer, size_t len, size_t inner, bool lg)
 {
+    const T *__restrict__ x = (const T *)xv;
+    T *__restrict__ y = (T *)yv;
     int lane = threadIdx.x % 32;
     for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < outer * inner;
          row += (size_t)gridDim.x * blockDim.x / 32) {
         size_t base = row / inner * len * inner + row % inner;
-        const float *p = x + base;
-        float *q = y + base;
+        const T *p = x + base;
+        T *q = y + base;
         float mx = -INFINITY;
         for (size_t k = lane; k < len; k += 32)
-            mx = fmaxf(mx, p[k * inner]);
+            mx = fmaxf(mx, ldv(p[k * inner]));
         mx = warp_max(mx);
         float s = 0.f;
         for (size_t k = lane; k < len; k += 32)
-            s += expf(p[k * inner] - mx);
+            s += expf(ldv(p[k * inner]) - mx);
         s = warp_sum(s);
         float ls = logf(s);
-        for (size_t k = lane; k < len; k += 32)
-            q[k * inner] = lg ? p[k * inner] - mx - ls : expf(p[k * inner] - mx) / s;
+        for (size_t k = lane; k < len; k += 32) {
+            float v = ldv(p[k * inner]);
+            stv(&q[k * inner], lg ? v - mx - ls : expf(v - mx) / s);
+        }
     }
 }
 
@@ -964,12 +1073,12 @@ static kiln_status softmax(const kiln_onnx_call *c, bool lg, kiln_err *err)
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+    if ((st = kiln__onnx_alloc(c, x->dtype, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     size_t rows = outer * inner;
     if (rows && len)
-        softmax_k<<<blocks_for(rows * 32), THREADS, 0, c->gpu->stream>>>(
-            (const float *)x->data, (float *)c->out[0].data, outer, len, inner, lg);
+        LAUNCH(is_half(x), softmax_k, blocks_for(rows * 32), c->gpu->stream, x->data,
+               c->out[0].data, outer, len, inner, lg);
     return launched(c, err);
 }
 
@@ -983,21 +1092,24 @@ static kiln_status g_log_softmax(const kiln_onnx_call *c, kiln_err *err)
 }
 
 /* LayerNormalization: one warp per row of len (two passes: mean, then variance). */
-__global__ void layer_norm_k(const float *__restrict__ x, const float *__restrict__ sc,
-                             const float *__restrict__ bi, float *__restrict__ y, size_t rows,
-                             size_t len, float eps)
+template <typename T>
+__global__ void layer_norm_k(const void *xv, const void *scv, const void *biv, void *yv,
+                             size_t rows, size_t len, float eps)
 {
+    const T *__restrict__ x = (const T *)xv, *__restrict__ sc = (const T *)scv;
+    const T *__restrict__ bi = (const T *)biv;
+    T *__restrict__ y = (T *)yv;
     int lane = threadIdx.x % 32;
     for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; row < rows;
          row += (size_t)gridDim.x * blockDim.x / 32) {
-        const float *p = x + row * len;
+        const T *p = x + row * len;
         float mu = warp_row_sum(p, len, lane) / (float)len;
         float v = 0.f;
         for (size_t i = lane; i < len; i += 32)
-            v += (p[i] - mu) * (p[i] - mu);
+            v += (ldv(p[i]) - mu) * (ldv(p[i]) - mu);
         float inv = rsqrtf(warp_sum(v) / (float)len + eps);
         for (size_t i = lane; i < len; i += 32)
-            y[row * len + i] = (p[i] - mu) * inv * sc[i] + (bi ? bi[i] : 0.f);
+            stv(&y[row * len + i], (ldv(p[i]) - mu) * inv * ldv(sc[i]) + (bi ? ldv(bi[i]) : 0.f));
     }
 }
 
@@ -1008,27 +1120,31 @@ static kiln_status g_layer_norm(const kiln_onnx_call *c, kiln_err *err)
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+    if (!agree(c, 3))
+        return KILN_UNIMPLEMENTED;
+    if ((st = kiln__onnx_alloc(c, x->dtype, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     if (nm.rows)
-        layer_norm_k<<<blocks_for(nm.rows * 32), THREADS, 0, c->gpu->stream>>>(
-            (const float *)x->data, (const float *)nm.scale->data,
-            nm.bias ? (const float *)nm.bias->data : NULL, (float *)c->out[0].data, nm.rows,
-            nm.inner, nm.eps);
+        LAUNCH(is_half(x), layer_norm_k, blocks_for(nm.rows * 32), c->gpu->stream, x->data,
+               nm.scale->data, nm.bias ? nm.bias->data : NULL, c->out[0].data, nm.rows, nm.inner,
+               nm.eps);
     return launched(c, err);
 }
 
 /* BatchNormalization (inference; when load could not fold it into a Conv). */
-__global__ void batchnorm_k(const float *__restrict__ x, const float *__restrict__ sc,
-                            const float *__restrict__ bi, const float *__restrict__ mu,
-                            const float *__restrict__ var, float *__restrict__ y, size_t inner,
-                            size_t C, size_t n, float eps)
+template <typename T>
+__global__ void batchnorm_k(const void *xv, const void *scv, const void *biv, const void *muv,
+                            const void *varv, void *yv, size_t inner, size_t C, size_t n, float eps)
 {
+    const T *__restrict__ x = (const T *)xv, *__restrict__ sc = (const T *)scv;
+    const T *__restrict__ bi = (const T *)biv, *__restrict__ mu = (const T *)muv;
+    const T *__restrict__ var = (const T *)varv;
+    T *__restrict__ y = (T *)yv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         size_t ch = i / inner % C;
-        float a = sc[ch] / sqrtf(var[ch] + eps);
-        y[i] = x[i] * a + (bi[ch] - mu[ch] * a);
+        float a = ldv(sc[ch]) / sqrtf(ldv(var[ch]) + eps);
+        stv(&y[i], ldv(x[i]) * a + (ldv(bi[ch]) - ldv(mu[ch]) * a));
     }
 }
 
@@ -1039,14 +1155,15 @@ static kiln_status g_batchnorm(const kiln_onnx_call *c, kiln_err *err)
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
-    if ((st = kiln__onnx_alloc(c, KILN_DTYPE_FP32, &x->shape, &c->out[0], err)) != KILN_OK)
+    if (!agree(c, 5))
+        return KILN_UNIMPLEMENTED;
+    if ((st = kiln__onnx_alloc(c, x->dtype, &x->shape, &c->out[0], err)) != KILN_OK)
         return st;
     size_t n = numel(x);
     if (n)
-        batchnorm_k<<<blocks_for(n), THREADS, 0, c->gpu->stream>>>(
-            (const float *)x->data, (const float *)c->in[1]->data, (const float *)c->in[2]->data,
-            (const float *)c->in[3]->data, (const float *)c->in[4]->data, (float *)c->out[0].data,
-            nm.inner, nm.channels, n, nm.eps);
+        LAUNCH(is_half(x), batchnorm_k, blocks_for(n), c->gpu->stream, x->data, c->in[1]->data,
+               c->in[2]->data, c->in[3]->data, c->in[4]->data, c->out[0].data, nm.inner,
+               nm.channels, n, nm.eps);
     return launched(c, err);
 }
 

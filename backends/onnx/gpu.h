@@ -9,7 +9,10 @@
  * staging buffer for copies in and out. Kernels find it in kiln_onnx_call.gpu.
  *
  * Precision: KILN_ONNX_FP32 computes in FP32 throughout (cuDNN FMA math, cuBLAS default math);
- * KILN_ONNX_TF32 lets cuDNN and cuBLAS use TF32 tensor cores for convolutions and GEMMs.
+ * KILN_ONNX_TF32 lets cuDNN and cuBLAS use TF32 tensor cores for convolutions and GEMMs;
+ * KILN_ONNX_FP16 keeps the model's float values in FP16 on the device (runtime.c converts the
+ * constants, the inputs and the outputs), and every kernel reads and writes FP16 and computes in
+ * FP32 (convolutions and GEMMs on FP16 tensor cores, FP32 accumulation).
  *
  * Thread-safety: open and close on one thread, outside the sandbox (they create the CUDA
  * context and the library handles, which open device files). Every other call on the one
@@ -33,6 +36,7 @@ typedef struct kiln_onnx_gpu kiln_onnx_gpu;
 typedef enum kiln_onnx_precision {
     KILN_ONNX_FP32 = 0,
     KILN_ONNX_TF32 = 1,
+    KILN_ONNX_FP16 = 2,
 } kiln_onnx_precision;
 
 /*
@@ -48,6 +52,9 @@ void kiln__onnx_gpu_close(kiln_onnx_gpu *g);
 
 int kiln__onnx_gpu_device(const kiln_onnx_gpu *g);
 
+/* The precision the context was opened with. */
+kiln_onnx_precision kiln__onnx_gpu_precision(const kiln_onnx_gpu *g);
+
 /* Makes the context's device current on the calling thread (each execute starts with it). */
 kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err);
 
@@ -55,6 +62,12 @@ kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err);
  * memory any device pointer (CUDA works out the direction). */
 kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const void *src, size_t n,
                                 kiln_err *err);
+
+/* Converts n elements of device memory, in stream order: FP32 src into FP16 dst (to_half), or
+ * FP16 src into FP32 dst (round to nearest even; FP32 values beyond FP16's range become
+ * infinities). */
+kiln_status kiln__onnx_gpu_convert(kiln_onnx_gpu *g, void *dst, bool to_half, const void *src,
+                                   size_t n, kiln_err *err);
 
 /* Sets n bytes of device memory to zero, in stream order. */
 kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err *err);

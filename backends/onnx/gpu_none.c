@@ -20,6 +20,12 @@ void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
     (void)g;
 }
 
+kiln_onnx_precision kiln__onnx_gpu_precision(const kiln_onnx_gpu *g)
+{
+    (void)g;
+    return KILN_ONNX_FP32;
+}
+
 int kiln__onnx_gpu_device(const kiln_onnx_gpu *g)
 {
     (void)g;
@@ -41,6 +47,13 @@ kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const void *src, si
                                 kiln_err *err)
 {
     (void)g, (void)dst, (void)src, (void)n;
+    return none(err);
+}
+
+kiln_status kiln__onnx_gpu_convert(kiln_onnx_gpu *g, void *dst, bool to_half, const void *src,
+                                   size_t n, kiln_err *err)
+{
+    (void)g, (void)dst, (void)to_half, (void)src, (void)n;
     return none(err);
 }
 

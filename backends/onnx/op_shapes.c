@@ -13,12 +13,12 @@
 
 kiln_status kiln__onnx_conv_prep(const kiln_onnx_call *c, kiln_onnx_conv *p, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     bool has_b = c->n_in > 2 && c->in[2];
     if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+        st = kiln__onnx_want_float(c, 2, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0], *wt = c->in[1];
@@ -49,7 +49,7 @@ kiln_status kiln__onnx_conv_prep(const kiln_onnx_call *c, kiln_onnx_conv *p, kil
 kiln_status kiln__onnx_pool_prep(const kiln_onnx_call *c, bool max, kiln_onnx_pool *p,
                                  kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     if (c->n_out > 1 && c->node->outputs[1] >= 0)
@@ -72,7 +72,7 @@ kiln_status kiln__onnx_pool_prep(const kiln_onnx_call *c, bool max, kiln_onnx_po
 kiln_status kiln__onnx_global_pool_prep(const kiln_onnx_call *c, kiln_shape *out, size_t *rows,
                                         size_t *inner, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
@@ -92,9 +92,9 @@ kiln_status kiln__onnx_global_pool_prep(const kiln_onnx_call *c, kiln_shape *out
 
 kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     if (st != KILN_OK)
         return st;
     kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
@@ -137,12 +137,12 @@ kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p,
 
 kiln_status kiln__onnx_gemm_prep(const kiln_onnx_call *c, kiln_onnx_gemm *p, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     p->has_c = c->n_in > 2 && c->in[2];
     if (st == KILN_OK && p->has_c)
-        st = kiln__onnx_want_f32(c, 2, err);
+        st = kiln__onnx_want_float(c, 2, err);
     if (st != KILN_OK)
         return st;
     const kiln_shape *a = &c->in[0]->shape, *b = &c->in[1]->shape;
@@ -189,7 +189,7 @@ kiln_status kiln__onnx_axis(const kiln_onnx_call *c, int64_t *a, int r, kiln_err
 kiln_status kiln__onnx_softmax_prep(const kiln_onnx_call *c, size_t *outer, size_t *len,
                                     size_t *inner, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
@@ -210,12 +210,12 @@ kiln_status kiln__onnx_softmax_prep(const kiln_onnx_call *c, size_t *outer, size
 
 kiln_status kiln__onnx_layer_norm_prep(const kiln_onnx_call *c, kiln_onnx_norm *p, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st == KILN_OK)
-        st = kiln__onnx_want_f32(c, 1, err);
+        st = kiln__onnx_want_float(c, 1, err);
     bool has_b = c->n_in > 2 && c->in[2];
     if (st == KILN_OK && has_b)
-        st = kiln__onnx_want_f32(c, 2, err);
+        st = kiln__onnx_want_float(c, 2, err);
     if (st != KILN_OK)
         return st;
     for (size_t k = 1; k < c->n_out; k++)
@@ -228,11 +228,11 @@ kiln_status kiln__onnx_layer_norm_prep(const kiln_onnx_call *c, kiln_onnx_norm *
     p->inner = 1;
     for (int d = (int)axis; d < x->shape.rank; d++)
         p->inner *= (size_t)x->shape.dims[d];
-    if (c->in[1]->byte_size != p->inner * sizeof(float) ||
-        (has_b && c->in[2]->byte_size != p->inner * sizeof(float)))
+    if (c->in[1]->byte_size != p->inner * kiln_dtype_size(c->in[1]->dtype) ||
+        (has_b && c->in[2]->byte_size != p->inner * kiln_dtype_size(c->in[2]->dtype)))
         return kiln__onnx_bad_node(c, err, "scale and bias must hold %zu values", p->inner);
     p->eps = kiln__onnx_attr_float(c, "epsilon", 1e-5f);
-    p->rows = p->inner ? x->byte_size / sizeof(float) / p->inner : 0;
+    p->rows = p->inner ? x->byte_size / kiln_dtype_size(x->dtype) / p->inner : 0;
     p->scale = c->in[1];
     p->bias = has_b ? c->in[2] : NULL;
     return KILN_OK;
@@ -242,7 +242,7 @@ kiln_status kiln__onnx_batchnorm_prep(const kiln_onnx_call *c, kiln_onnx_norm *p
 {
     kiln_status st = KILN_OK;
     for (size_t i = 0; st == KILN_OK && i < 5; i++)
-        st = kiln__onnx_want_f32(c, i, err);
+        st = kiln__onnx_want_float(c, i, err);
     if (st != KILN_OK)
         return st;
     for (size_t k = 1; k < c->n_out; k++)
@@ -270,7 +270,7 @@ kiln_status kiln__onnx_batchnorm_prep(const kiln_onnx_call *c, kiln_onnx_norm *p
 
 kiln_status kiln__onnx_reduce_prep(const kiln_onnx_call *c, kiln_onnx_reduce *p, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
@@ -314,14 +314,14 @@ kiln_status kiln__onnx_reduce_prep(const kiln_onnx_call *c, kiln_onnx_reduce *p,
 
 kiln_status kiln__onnx_clip_prep(const kiln_onnx_call *c, float *lo, float *hi, kiln_err *err)
 {
-    kiln_status st = kiln__onnx_want_f32(c, 0, err);
+    kiln_status st = kiln__onnx_want_float(c, 0, err);
     if (st != KILN_OK)
         return st;
     *lo = -INFINITY, *hi = INFINITY;
     for (size_t i = 1; i < 3 && i < c->n_in; i++) {
         if (!c->in[i])
             continue;
-        if ((st = kiln__onnx_want_f32(c, i, err)) != KILN_OK)
+        if ((st = kiln__onnx_want_float(c, i, err)) != KILN_OK)
             return st;
         if (c->in[i]->byte_size != sizeof(float))
             return kiln__onnx_bad_node(c, err, "input %zu (min/max) must be a scalar", i);

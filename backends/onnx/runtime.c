@@ -115,8 +115,12 @@ static void unload(kiln_backend_model *m)
         kiln_tensor_fini(&m->dconsts[v]);
     for (size_t k = 0; m->gin && k < m->cfg->n_inputs; k++)
         kiln_storage_unref(m->gin[k]);
+    for (size_t k = 0; m->gin16 && k < m->cfg->n_inputs; k++)
+        kiln_storage_unref(m->gin16[k]);
+    kiln_storage_unref(m->gconv);
     kiln_free(m->dconsts);
     kiln_free(m->gin);
+    kiln_free(m->gin16);
     for (size_t k = 0; m->scr_tmp && k < m->max_io; k++)
         kiln_tensor_fini(&m->scr_tmp[k]);
     kiln_free(m->scr_tmp);
@@ -389,15 +393,19 @@ static kiln_status gpu_open(kiln_backend_model *m, int device, kiln_err *err)
 {
     const char *prec = kiln_model_config_param(m->cfg, "precision");
     const char *graphs = kiln_model_config_param(m->cfg, "cuda_graphs");
-    if (prec && strcmp(prec, "fp32") != 0 && strcmp(prec, "tf32") != 0)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "model '%s': parameter precision is '%s'; it must be fp32 or tf32",
-                            m->name, prec);
+    if (prec && strcmp(prec, "fp32") != 0 && strcmp(prec, "tf32") != 0 && strcmp(prec, "fp16") != 0)
+        return kiln_err_set(
+            err, KILN_INVALID_ARGUMENT,
+            "model '%s': parameter precision is '%s'; it must be fp32, tf32 or fp16", m->name,
+            prec);
     if (graphs && strcmp(graphs, "true") != 0 && strcmp(graphs, "false") != 0)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT,
                             "model '%s': parameter cuda_graphs is '%s'; it must be true or false",
                             m->name, graphs);
-    m->precision = prec && strcmp(prec, "tf32") == 0 ? KILN_ONNX_TF32 : KILN_ONNX_FP32;
+    m->precision = !prec                       ? KILN_ONNX_FP32
+                   : strcmp(prec, "tf32") == 0 ? KILN_ONNX_TF32
+                   : strcmp(prec, "fp16") == 0 ? KILN_ONNX_FP16
+                                               : KILN_ONNX_FP32;
     m->graphs = !graphs || strcmp(graphs, "true") == 0;
     kiln_err e;
     kiln_status st = kiln__onnx_gpu_open(device, m->precision, &m->gpu, &e);
@@ -413,7 +421,8 @@ static kiln_status gpu_prepare(kiln_backend_model *m, kiln_err *err)
         m->steps[i].cuda = kiln__onnx_kernel_find(m->steps[i].node->op, KILN_DEVICE_CUDA);
     m->dconsts = kiln_calloc(m->n_values + 1, sizeof(*m->dconsts));
     m->gin = kiln_calloc(m->cfg->n_inputs + 1, sizeof(*m->gin));
-    if (!m->dconsts || !m->gin)
+    m->gin16 = kiln_calloc(m->cfg->n_inputs + 1, sizeof(*m->gin16));
+    if (!m->dconsts || !m->gin || !m->gin16)
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     return KILN_OK;
 }
@@ -436,7 +445,10 @@ static void gpu_log(const kiln_backend_model *m)
     KILN_LOGI(&ctx,
               "on GPU %d, %s precision, CUDA graphs %s; %zu steps ran on the CPU on copies in "
               "the warm-up%s%s%s",
-              kiln__onnx_gpu_device(m->gpu), m->precision == KILN_ONNX_TF32 ? "TF32" : "FP32",
+              kiln__onnx_gpu_device(m->gpu),
+              m->precision == KILN_ONNX_TF32   ? "TF32"
+              : m->precision == KILN_ONNX_FP16 ? "FP16"
+                                               : "FP32",
               m->graphs ? "on" : "off", n, n ? " (" : "", ops, n ? ")" : "");
 }
 
@@ -515,15 +527,52 @@ static bool on_device(const kiln_tensor *t)
     return t->storage && t->device.kind == KILN_DEVICE_CUDA;
 }
 
-/* A host copy of device tensor d (waits for the stream). */
+/* Whether a float value of type dt is FP16 on the device: the model runs in FP16 precision. */
+static bool fp16_on_device(const kiln_backend_model *m, kiln_dtype dt)
+{
+    return m->gpu && m->precision == KILN_ONNX_FP16 && dt == KILN_DTYPE_FP32;
+}
+
+/* Copies n bytes between host memory and a device buffer of FP32, converting that buffer into
+ * or out of FP16 device memory at dev (n/2 bytes): host to device (down) or back. A temporary
+ * FP32 buffer on the device; waits for the stream. */
+static kiln_status copy_converting(kiln_backend_model *m, void *host, void *dev, size_t n,
+                                   bool down, kiln_err *err)
+{
+    kiln_storage *tmp = NULL;
+    kiln_status st = kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), n ? n : 1, &tmp, err);
+    void *t = tmp ? kiln_storage_data(tmp) : NULL;
+    size_t elems = n / sizeof(float);
+    if (st == KILN_OK && down) {
+        st = kiln__onnx_gpu_copy(m->gpu, t, host, n, err);
+        if (st == KILN_OK)
+            st = kiln__onnx_gpu_convert(m->gpu, dev, true, t, elems, err);
+    } else if (st == KILN_OK) {
+        st = kiln__onnx_gpu_convert(m->gpu, t, false, dev, elems, err);
+        if (st == KILN_OK)
+            st = kiln__onnx_gpu_copy(m->gpu, host, t, n, err);
+    }
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
+    kiln_storage_unref(tmp);
+    return st;
+}
+
+/* A host copy of device tensor d (waits for the stream); FP32 where d is an FP16 value of a
+ * model in FP16 precision (the CPU kernels take FP32). */
 static kiln_status to_host(kiln_backend_model *m, const kiln_tensor *d, kiln_tensor *h,
                            kiln_err *err)
 {
-    kiln_status st = kiln_tensor_alloc(d->dtype, &d->shape, d->byte_size, h, err);
-    if (st == KILN_OK)
+    bool conv = m->precision == KILN_ONNX_FP16 && d->dtype == KILN_DTYPE_FP16;
+    size_t size = conv ? d->byte_size * 2 : d->byte_size;
+    kiln_status st = kiln_tensor_alloc(conv ? KILN_DTYPE_FP32 : d->dtype, &d->shape, size, h, err);
+    if (st == KILN_OK && conv) {
+        st = copy_converting(m, h->data, d->data, size, false, err);
+    } else if (st == KILN_OK) {
         st = kiln__onnx_gpu_copy(m->gpu, h->data, d->data, d->byte_size, err);
-    if (st == KILN_OK)
-        st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
+        if (st == KILN_OK)
+            st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
+    }
     if (st != KILN_OK)
         kiln_tensor_fini(h);
     m->host_copied = true;
@@ -537,16 +586,21 @@ static kiln_status to_device(kiln_backend_model *m, const kiln_tensor *h, kiln_s
                              uint64_t off, uint64_t bytes, bool once, kiln_tensor *d, kiln_err *err)
 {
     kiln_status st;
-    if (arena && off != KILN_ONNX_UNPLANNED && bytes == h->byte_size) {
-        st = kiln_tensor_view(arena, (size_t)off, h->dtype, &h->shape, h->byte_size, d, err);
+    bool conv = fp16_on_device(m, h->dtype); /* an FP32 value becomes FP16 there */
+    kiln_dtype dt = conv ? KILN_DTYPE_FP16 : h->dtype;
+    size_t size = conv ? h->byte_size / 2 : h->byte_size;
+    if (arena && off != KILN_ONNX_UNPLANNED && bytes == size) {
+        st = kiln_tensor_view(arena, (size_t)off, dt, &h->shape, size, d, err);
     } else {
         kiln_storage *s = NULL;
-        st = kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), h->byte_size, &s, err);
+        st = kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), size, &s, err);
         if (st == KILN_OK)
-            st = kiln_tensor_view(s, 0, h->dtype, &h->shape, h->byte_size, d, err);
+            st = kiln_tensor_view(s, 0, dt, &h->shape, size, d, err);
         kiln_storage_unref(s);
     }
-    if (st == KILN_OK)
+    if (st == KILN_OK && conv)
+        st = copy_converting(m, h->data, d->data, h->byte_size, true, err);
+    else if (st == KILN_OK)
         st = kiln__onnx_gpu_copy(m->gpu, d->data, h->data, h->byte_size, err);
     if (st == KILN_OK && once) /* the host bytes may go before the copy is done */
         st = kiln__onnx_gpu_sync(m->gpu, NULL, err);
@@ -913,29 +967,34 @@ static kiln_status execute_cpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
  * memory itself, in pieces, without the extra pass). */
 #define KILN_ONNX_STAGE_MAX ((size_t)1 << 20)
 
+/* Makes *buf (a fixed device buffer that graphs read) at least `bytes`. */
+static kiln_status fixed_fit(kiln_backend_model *m, kiln_storage **buf, size_t bytes, kiln_err *err)
+{
+    if (*buf && kiln_storage_size(*buf) >= bytes)
+        return KILN_OK;
+    drop_graphs(m);
+    kiln_storage_unref(*buf);
+    *buf = NULL;
+    m->mem_gen++;
+    return kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), bytes, buf, err);
+}
+
 /* Puts batch input k on the device as vals' graph input. With `fixed` (a graph is or will be
  * replayed), always into the input's own device buffer; otherwise a device input in this
  * model's GPU is used where it is (CUDA shared memory: no copy). Host bytes go through the
  * staging buffer at *staged. */
-static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln_tensor *in,
-                                   bool fixed, char *staging, size_t *staged, kiln_tensor *out,
-                                   kiln_err *err)
+static kiln_status input_place(kiln_backend_model *m, uint32_t k, const kiln_tensor *in, bool fixed,
+                               char *staging, size_t *staged, kiln_tensor *out, kiln_err *err)
 {
     int dev = kiln__onnx_gpu_device(m->gpu);
     if (on_device(in) && in->device.id == dev && !fixed) {
         kiln_tensor_share(in, out);
         return KILN_OK;
     }
-    if (!m->gin[k] || kiln_storage_size(m->gin[k]) < in->byte_size) {
-        drop_graphs(m);
-        kiln_storage_unref(m->gin[k]);
-        m->gin[k] = NULL;
-        m->mem_gen++;
-        kiln_status st = kiln_storage_create_cuda(dev, in->byte_size, &m->gin[k], err);
-        if (st != KILN_OK)
-            return st;
-    }
-    kiln_status st = kiln_tensor_view(m->gin[k], 0, in->dtype, &in->shape, in->byte_size, out, err);
+    kiln_status st = fixed_fit(m, &m->gin[k], in->byte_size, err);
+    if (st != KILN_OK)
+        return st;
+    st = kiln_tensor_view(m->gin[k], 0, in->dtype, &in->shape, in->byte_size, out, err);
     if (st != KILN_OK || !in->byte_size)
         return st;
     const void *src = in->data;
@@ -945,6 +1004,66 @@ static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln
         *staged += (in->byte_size + 63) & ~(size_t)63;
     }
     return kiln__onnx_gpu_copy(m->gpu, out->data, src, in->byte_size, err);
+}
+
+/* input_place, then, in FP16 precision, an FP32 input converted into its FP16 buffer (the
+ * model's value is that). */
+static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln_tensor *in,
+                                   bool fixed, char *staging, size_t *staged, kiln_tensor *out,
+                                   kiln_err *err)
+{
+    kiln_status st = input_place(m, k, in, fixed, staging, staged, out, err);
+    if (st != KILN_OK || !fp16_on_device(m, in->dtype))
+        return st;
+    kiln_tensor h = {0};
+    size_t hb = in->byte_size / 2;
+    st = fixed_fit(m, &m->gin16[k], hb ? hb : 1, err);
+    if (st == KILN_OK)
+        st = kiln_tensor_view(m->gin16[k], 0, KILN_DTYPE_FP16, &in->shape, hb, &h, err);
+    if (st == KILN_OK)
+        st = kiln__onnx_gpu_convert(m->gpu, h.data, true, out->data, hb / 2, err);
+    kiln_tensor_fini(out);
+    *out = h;
+    return st;
+}
+
+/* In FP16 precision, the FP16 outputs whose config type is FP32: converted into m->gconv (grown
+ * as needed; between runs nothing reads it), outs[o] then pointing at conv[o]. */
+static kiln_status outputs_to_float(kiln_backend_model *m, const kiln_batch *batch,
+                                    const kiln_tensor **outs, kiln_tensor *conv, kiln_err *err)
+{
+    size_t need = 0;
+    for (uint32_t o = 0; o < batch->n_outputs; o++)
+        if (on_device(outs[o]) && outs[o]->dtype == KILN_DTYPE_FP16 &&
+            m->cfg->outputs[batch->outputs[o].index].dtype == KILN_DTYPE_FP32)
+            need += (outs[o]->byte_size * 2 + 255) & ~(size_t)255;
+    if (!need)
+        return KILN_OK;
+    if (!m->gconv || kiln_storage_size(m->gconv) < need) {
+        kiln_storage_unref(m->gconv);
+        m->gconv = NULL;
+        kiln_status st =
+            kiln_storage_create_cuda(kiln__onnx_gpu_device(m->gpu), need, &m->gconv, err);
+        if (st != KILN_OK)
+            return st;
+    }
+    size_t at = 0;
+    for (uint32_t o = 0; o < batch->n_outputs; o++) {
+        const kiln_tensor *t = outs[o];
+        if (!on_device(t) || t->dtype != KILN_DTYPE_FP16 ||
+            m->cfg->outputs[batch->outputs[o].index].dtype != KILN_DTYPE_FP32)
+            continue;
+        kiln_status st = kiln_tensor_view(m->gconv, at, KILN_DTYPE_FP32, &t->shape,
+                                          t->byte_size * 2, &conv[o], err);
+        if (st == KILN_OK)
+            st =
+                kiln__onnx_gpu_convert(m->gpu, conv[o].data, false, t->data, t->byte_size / 2, err);
+        if (st != KILN_OK)
+            return st;
+        outs[o] = &conv[o];
+        at += (t->byte_size * 2 + 255) & ~(size_t)255;
+    }
+    return KILN_OK;
 }
 
 /* Captures p's steps into a CUDA graph (vals hold the constants and inputs). On success the
@@ -1041,11 +1160,16 @@ static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
         st = run_steps(m, batch, p, vals, tracing ? &trace : NULL, true, err);
     /* outputs: device to device into a device slot, else through the staging buffer */
     const kiln_tensor **outs = kiln_calloc(batch->n_outputs + 1, sizeof(*outs));
-    if (!outs && st == KILN_OK)
+    kiln_tensor *conv = kiln_calloc(batch->n_outputs + 1, sizeof(*conv));
+    if ((!outs || !conv) && st == KILN_OK)
         st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory");
     for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
         uint32_t idx = batch->outputs[o].index;
         outs[o] = replay ? &p->gout[idx] : &vals[m->out_value[idx]];
+    }
+    if (st == KILN_OK && m->precision == KILN_ONNX_FP16)
+        st = outputs_to_float(m, batch, outs, conv, err);
+    for (uint32_t o = 0; st == KILN_OK && o < batch->n_outputs; o++) {
         st = slot_result(m, batch, &batch->outputs[o], outs[o], err);
         if (st == KILN_OK && on_device(outs[o]) && !on_device(&batch->outputs[o].result))
             out_bytes += (outs[o]->byte_size + 63) & ~(size_t)63;
@@ -1082,6 +1206,9 @@ static kiln_status execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_er
         }
     }
     kiln_free(outs);
+    for (uint32_t o = 0; conv && o < batch->n_outputs; o++)
+        kiln_tensor_fini(&conv[o]);
+    kiln_free(conv);
     return end_run(m, batch, st, vals, tracing ? &trace : NULL);
 }
 
@@ -1121,8 +1248,11 @@ static void memory(const kiln_backend_model *m, uint64_t *host_bytes, uint64_t *
     *device_bytes = arena + kiln__onnx_gpu_bytes(m->gpu);
     for (size_t v = 0; v < m->n_values; v++)
         *device_bytes += m->dconsts[v].byte_size;
-    for (size_t k = 0; k < m->cfg->n_inputs; k++)
+    for (size_t k = 0; k < m->cfg->n_inputs; k++) {
         *device_bytes += m->gin[k] ? kiln_storage_size(m->gin[k]) : 0;
+        *device_bytes += m->gin16[k] ? kiln_storage_size(m->gin16[k]) : 0;
+    }
+    *device_bytes += m->gconv ? kiln_storage_size(m->gconv) : 0;
 }
 
 void kiln_onnx_stats_get(const kiln_backend_model *m, kiln_onnx_stats *out)

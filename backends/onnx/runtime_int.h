@@ -100,6 +100,8 @@ struct kiln_backend_model {
     kiln_onnx_precision precision;
     kiln_tensor *dconsts; /* per value: device copies of constants device kernels read */
     kiln_storage **gin;   /* per config input: its device buffer (fixed for graphs) */
+    kiln_storage **gin16; /* FP16 precision: per FP32 input, its FP16 copy (fixed for graphs) */
+    kiln_storage *gconv;  /* FP16 precision: the FP32 outputs, converted after a run */
     uint64_t mem_gen;     /* bumped when the arena or an input buffer is replaced */
     bool host_copied;     /* this run copied through the host (not capturable) */
     bool poisoned;        /* a CUDA error left the context unusable */

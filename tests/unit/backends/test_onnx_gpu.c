@@ -3,7 +3,9 @@
  * test skips on a machine without a visible CUDA device (CI); on the device machine they run
  * from the bundle (make bundle; docs/gpu.md):
  *   - every fixture on the GPU matches the CPU path within 1e-4 relative L2 (FP32) at several
- *     batch sizes, each shape three times (trace, capture, replay), and within 1e-2 with TF32;
+ *     batch sizes, each shape three times (trace, capture, replay), and within 1e-2 with TF32
+ *     and with FP16;
+ *   - FP16 precision computes on FP16 values (an input beyond FP16's range overflows there);
  *   - CUDA graphs on and off give the same bytes;
  *   - inputs and outputs in device memory (CUDA shared memory's case) match host ones;
  *   - device memory is counted as device bytes;
@@ -225,6 +227,55 @@ static void fixtures_match_cpu_tf32(void **state)
     compare("parameters { key: \"precision\" value { string_value: \"tf32\" } }", 1e-2);
 }
 
+#define FP16_PARAM "parameters { key: \"precision\" value { string_value: \"fp16\" } }"
+
+static void fixtures_match_cpu_fp16(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    compare(FP16_PARAM, 1e-2);
+}
+
+static bool all_finite(const kiln_tensor *t)
+{
+    const float *x = t->data;
+    for (size_t i = 0; i < t->byte_size / 4; i++)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
+}
+
+/* FP16 precision computes on FP16 values, not FP32 ones: inputs near 1e6 (FP16's largest finite
+ * value is 65504) overflow there, and the output is far from FP32's (FP32 arithmetic on FP16
+ * weights would stay close); ordinary inputs give results close to FP32's but not the same
+ * bytes. The output is FP32, as the config says. */
+static void fp16_keeps_values_in_fp16(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    loaded h, f;
+    load(&h, "torch-models", "mlp", gpu0, FP16_PARAM);
+    load(&f, "torch-models", "mlp", gpu0, NULL);
+    for (int dev = 0; dev < 2; dev++) {
+        kiln_tensor big16 = run(&h, 4, 1e6f, dev), big32 = run(&f, 4, 1e6f, dev);
+        assert_int_equal(big16.dtype, KILN_DTYPE_FP32);
+        assert_true(all_finite(&big32));
+        /* overflowed to infinities, then NaNs that the ReLUs turn to 0: far from FP32's */
+        double far = rel_l2(&big16, &big32);
+        print_message("inputs near 1e6: FP16 against FP32, relative L2 %g\n", far);
+        assert_true(far > 0.1); /* FP32 arithmetic: about 1e-3 */
+        kiln_tensor a = run(&h, 4, 0.f, dev), b = run(&f, 4, 0.f, dev);
+        assert_true(rel_l2(&a, &b) <= 1e-2);
+        assert_true(a.byte_size == b.byte_size && memcmp(a.data, b.data, a.byte_size) != 0);
+        kiln_tensor_fini(&big16);
+        kiln_tensor_fini(&big32);
+        kiln_tensor_fini(&a);
+        kiln_tensor_fini(&b);
+    }
+    unload(&h);
+    unload(&f);
+}
+
 /* Graph replays run the same kernels as the steps: the same bytes. */
 static void graphs_on_and_off_agree(void **state)
 {
@@ -251,9 +302,9 @@ static void device_inputs_and_outputs(void **state)
 {
     (void)state;
     NEED_GPU();
-    const char *extra[] = {NULL,
-                           "parameters { key: \"cuda_graphs\" value { string_value: \"false\" } }"};
-    for (int x = 0; x < 2; x++) {
+    const char *extra[] = {
+        NULL, "parameters { key: \"cuda_graphs\" value { string_value: \"false\" } }", FP16_PARAM};
+    for (int x = 0; x < 3; x++) {
         loaded g;
         load(&g, "torch-models", "lenet", gpu0, extra[x]);
         for (int i = 0; i < 3; i++) {
@@ -626,6 +677,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixtures_match_cpu_fp32),
         cmocka_unit_test(fixtures_match_cpu_tf32),
+        cmocka_unit_test(fixtures_match_cpu_fp16),
+        cmocka_unit_test(fp16_keeps_values_in_fp16),
         cmocka_unit_test(graphs_on_and_off_agree),
         cmocka_unit_test(device_inputs_and_outputs),
         cmocka_unit_test(device_bytes_are_counted),
