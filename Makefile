@@ -244,7 +244,7 @@ $(CLI_BIN): $(CLI_OBJ) $(BUILD)/obj/common/status.o $(BUILD)/obj/common/alloc.o 
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
 # ---------------------------------------------------------------- rules
-.PHONY: all lib client install uninstall tests models examples run pystubs bundle docs test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke deps clean format \
+.PHONY: all lib client install uninstall tests models examples run pystubs bundle docs test unit-test integration-test bench bench-onnx deps-bench fuzz fuzz-smoke nocuda-test deps clean format \
         format-check check compile_commands help
 
 all: lib client $(SERVER_BIN) $(CLI_BIN) $(RPC_LIB) tests $(if $(SAN),,examples)
@@ -429,8 +429,23 @@ ifeq ($(SAN),)
 	$(MAKE) --no-print-directory SAN=address,undefined test
 	$(MAKE) --no-print-directory SAN=thread test
 	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory nocuda-test
 	@tests/summarize.sh $(SUMMARY)
 endif
+
+# The tree without CUDA (KILN_CUDA=0: backends/onnx/gpu_none.c, tensor/cuda_none.c), as a
+# machine without the CUDA toolkit builds it: the server and the CLI link, and the unit tests of
+# the modules with a CUDA side pass there (their GPU paths answer UNAVAILABLE; the models are
+# $(BUILD)'s).
+NOCUDA := build/nocuda
+NOCUDA_UNITS := tests/unit/backends/test_onnx_gpu tests/unit/backends/test_onnx_runtime \
+                tests/unit/registry/test_registry tests/unit/tensor/test_shm \
+                tests/unit/model_worker/test_engine
+nocuda-test: $(MODEL_FILES)
+	$(MAKE) --no-print-directory -j$(JOBS) KILN_CUDA=0 BUILD=$(NOCUDA) $(NOCUDA)/kiln-server \
+	    $(NOCUDA)/kiln $(NOCUDA_UNITS:%=$(NOCUDA)/%)
+	KILN_TEST_SUMMARY=$(abspath $(SUMMARY)) KILN_TEST_CONFIG=$(NOCUDA) \
+	    KILN_TEST_BUILD_DIR=$(abspath $(BUILD)) tests/run_unit.sh $(NOCUDA_UNITS:%=$(NOCUDA)/%)
 
 unit-test: tests
 	tests/run_unit.sh $(UNIT_BIN)
@@ -511,7 +526,8 @@ compile_commands:
 
 help:
 	@echo "make [all]            build the library and the tests ($(BUILD))"
-	@echo "make test             unit tests here, then ASan+UBSan, TSan and fuzz smoke runs"
+	@echo "make test             unit tests here, then ASan+UBSan, TSan, fuzz smoke runs, nocuda-test"
+	@echo "make nocuda-test      KILN_CUDA=0 build (build/nocuda) and its CUDA-side unit tests"
 	@echo "make SAN=... test     one sanitizer configuration only (address,undefined | thread)"
 	@echo "make bench            build and run the benchmarks (figures as ratios)"
 	@echo "make docs             regenerate docs/configuration.md from kiln-server's flags"
