@@ -1027,6 +1027,14 @@ static kiln_status input_to_device(kiln_backend_model *m, uint32_t k, const kiln
     return st;
 }
 
+/* Whether output t (for batch output slot o) is an FP16 device value the config wants as FP32. */
+static bool wants_float(const kiln_backend_model *m, const kiln_batch *batch, uint32_t o,
+                        const kiln_tensor *t)
+{
+    return on_device(t) && t->dtype == KILN_DTYPE_FP16 &&
+           m->cfg->outputs[batch->outputs[o].index].dtype == KILN_DTYPE_FP32;
+}
+
 /* In FP16 precision, the FP16 outputs whose config type is FP32: converted into m->gconv (grown
  * as needed; between runs nothing reads it), outs[o] then pointing at conv[o]. */
 static kiln_status outputs_to_float(kiln_backend_model *m, const kiln_batch *batch,
@@ -1034,8 +1042,7 @@ static kiln_status outputs_to_float(kiln_backend_model *m, const kiln_batch *bat
 {
     size_t need = 0;
     for (uint32_t o = 0; o < batch->n_outputs; o++)
-        if (on_device(outs[o]) && outs[o]->dtype == KILN_DTYPE_FP16 &&
-            m->cfg->outputs[batch->outputs[o].index].dtype == KILN_DTYPE_FP32)
+        if (wants_float(m, batch, o, outs[o]))
             need += (outs[o]->byte_size * 2 + 255) & ~(size_t)255;
     if (!need)
         return KILN_OK;
@@ -1050,8 +1057,7 @@ static kiln_status outputs_to_float(kiln_backend_model *m, const kiln_batch *bat
     size_t at = 0;
     for (uint32_t o = 0; o < batch->n_outputs; o++) {
         const kiln_tensor *t = outs[o];
-        if (!on_device(t) || t->dtype != KILN_DTYPE_FP16 ||
-            m->cfg->outputs[batch->outputs[o].index].dtype != KILN_DTYPE_FP32)
+        if (!wants_float(m, batch, o, t))
             continue;
         kiln_status st = kiln_tensor_view(m->gconv, at, KILN_DTYPE_FP32, &t->shape,
                                           t->byte_size * 2, &conv[o], err);
