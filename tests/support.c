@@ -124,9 +124,12 @@ uint64_t kiln_test_rss_bytes(void)
  * completion on another thread, when the order goes through libgrpc). libstdc++ is on the list
  * too: Kiln is C, so only gRPC's C++ (and CUDA's) reaches it, and TSan sometimes cannot walk
  * from a std::string copy back into uninstrumented libgrpc (seen once in CI: a resolver thread's
- * string read by an event-engine thread, the callers' frames lost). A report whose stacks
- * run only through Kiln's code still shows. The TSan runtime reads this hook at start; test
- * servers get the same list through TSAN_OPTIONS (kiln_test_server_start).
+ * string read by an event-engine thread, the callers' frames lost). kiln__rpc_call_end frees
+ * what gRPC wrote into a finished call (its status string, allocated by whichever thread polled
+ * the channel's queue); the order runs through libgrpc, and TSan, losing the writer's stack,
+ * reported it once. A report whose stacks run only through Kiln's other code still shows. The TSan
+ * runtime reads this hook at start; test servers get the same list through TSAN_OPTIONS
+ * (kiln_test_server_start).
  */
 static const char tsan_suppressions[] = "race:libgrpc.so\n"
                                         "race:libgpr.so\n"
@@ -138,6 +141,7 @@ static const char tsan_suppressions[] = "race:libgrpc.so\n"
                                         "race:libre2.so\n"
                                         "race:libaddress_sorting.so\n"
                                         "race:libstdc++.so\n"
+                                        "race:kiln__rpc_call_end\n"
                                         "deadlock:libgrpc.so\n"
                                         "deadlock:libabsl_\n"
                                         "thread:libgpr.so\n";
