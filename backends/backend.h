@@ -55,6 +55,18 @@ typedef struct kiln_output_slot {
     kiln_tensor result; /* OUT: the output (a view into buffer, or new storage) */
 } kiln_output_slot;
 
+/* What a failed execute says of the model's device (kiln_batch.fault), so that the registry
+ * can act on it (registry.h, kiln_model_execute). */
+typedef enum kiln_batch_fault {
+    KILN_FAULT_NONE = 0,
+    /* device memory ran out (the status is RESOURCE_EXHAUSTED): memory other models hold on
+     * the device may make room */
+    KILN_FAULT_DEVICE_MEMORY,
+    /* the device cannot run anything more in this process (a CUDA kernel fault poisoned its
+     * context: every later CUDA call there fails) until the server restarts */
+    KILN_FAULT_DEVICE_LOST,
+} kiln_batch_fault;
+
 /* One batch to execute. */
 typedef struct kiln_batch {
     uint32_t batch_size;       /* rows in dim 0; 0 when the model has no batch dim */
@@ -66,6 +78,8 @@ typedef struct kiln_batch {
      * deadline, or the CPU watchdog fired. May be NULL. */
     int (*should_stop)(void *ctx);
     void *stop_ctx;
+    /* OUT: set by a failing execute when the failure is the device's (else left NONE) */
+    kiln_batch_fault fault;
 } kiln_batch;
 
 typedef struct kiln_backend {
@@ -76,7 +90,9 @@ typedef struct kiln_backend {
     kiln_status (*load)(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err);
 
     /* Executes one batch, filling every slot's result. On failure the results are finalized
-     * (no storage left behind) and the status says why. */
+     * (no storage left behind), the status says why, and batch->fault says whether the device
+     * ran out of memory or was lost. A model may be executed again after any failure (after a
+     * lost device it fails at once). */
     kiln_status (*execute)(kiln_backend_model *model, kiln_batch *batch, kiln_err *err);
 
     /* Bytes the loaded model holds on the host and on its device. */

@@ -270,6 +270,9 @@ kiln_status kiln_engine_metrics(kiln_engine *e, char **out, size_t *len, kiln_er
     scalar(&t, "kiln_registry_load_failures_total", "counter", "Model version loads that failed.",
            rs.load_failures);
     scalar(&t, "kiln_registry_unloads_total", "counter", "Model versions unloaded.", rs.unloads);
+    scalar(&t, "kiln_registry_lost_gpus", "gauge",
+           "GPUs lost to a CUDA fault in this process (nothing runs there until a restart).",
+           (uint64_t)__builtin_popcountll(kiln_registry_lost_gpus(e->registry, NULL, 0)));
     scalar(&t, "kiln_shm_regions", "gauge", "Shared-memory regions registered by clients.",
            kiln_shm_count(e->shm));
     scalar(&t, "kiln_shm_mapped_bytes", "gauge", "Bytes of client shared memory mapped.",

@@ -507,7 +507,7 @@ static void run_batch(kiln_job *job)
                 }
         st = kiln_sandbox_begin(e->opt.cpu_limit_ns, &err);
         if (st == KILN_OK) {
-            st = kiln_model_backend(m)->execute(kiln_model_instance(m, b->instance), &batch, &err);
+            st = kiln_model_execute(m, b->instance, &batch, &err);
             kiln_sandbox_report rep;
             kiln_sandbox_end(&rep);
             kiln_err serr;

@@ -29,53 +29,6 @@ const uint64_t kiln_hist_bounds_ns[KILN_HIST_BUCKETS - 1] = {
     50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
 };
 
-typedef struct atomic_hist {
-    atomic_uint_fast64_t count, sum_ns, buckets[KILN_HIST_BUCKETS];
-} atomic_hist;
-
-static void hist_add(atomic_hist *h, uint64_t ns)
-{
-    size_t b = 0;
-    while (b < KILN_HIST_BUCKETS - 1 && ns > kiln_hist_bounds_ns[b])
-        b++;
-    atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-}
-
-static void hist_read(const atomic_hist *h, kiln_hist *out)
-{
-    out->count = atomic_load(&h->count);
-    out->sum_ns = atomic_load(&h->sum_ns);
-    for (size_t b = 0; b < KILN_HIST_BUCKETS; b++)
-        out->buckets[b] = atomic_load(&h->buckets[b]);
-}
-
-struct kiln_model {
-    kiln_registry *reg;
-    char name[KILN_MODEL_NAME_MAX + 1];
-    int64_t version;
-    atomic_int state; /* kiln_model_state; written under mu */
-    atomic_uint_fast32_t pins;
-    uint64_t load_gen;   /* bumped when a load starts; guarded by mu */
-    uint64_t failed_gen; /* the load_gen whose load failed (waiters share that error) */
-    kiln_status error;   /* last load's failure; guarded by mu */
-    char reason[KILN_ERR_MSG_MAX];
-    kiln_model_config *config;
-    const kiln_backend *backend;
-    kiln_instances inst; /* the loaded instances (inst.n == 0 when not loaded) */
-    uint64_t host_bytes, device_bytes;
-    bool counted;     /* its bytes are in the registry's totals */
-    uint64_t lru_seq; /* order of last pin or load, for LRU (unique, unlike coarse times) */
-    uint64_t load_ns, loaded_at_ns;
-    atomic_uint_fast64_t last_used_ns, inference_count, execution_count, success_count,
-        failure_count, queue_ns, compute_ns;
-    /* executions by batch size (index = rows; larger batches in the last slot) */
-    atomic_uint_fast64_t batch_count[KILN_BATCH_STATS], batch_ns[KILN_BATCH_STATS];
-    atomic_uint_fast64_t request_success, request_failure, copied_in, copied_out;
-    atomic_hist request_hist, queue_hist, compute_hist, input_hist, infer_hist, output_hist;
-};
-
 /* ---------------------------------------------------------------- instances */
 
 /*
@@ -139,31 +92,38 @@ static void unload_all(const kiln_backend *b, kiln_instances *inst)
     inst->n = 0;
 }
 
-/* The host and device bytes the loaded instances hold, as their backend reports them. */
+/* The host and device bytes each loaded instance holds, as its backend reports them (OUT:
+ * host[i], device[i]), and their sums (OUT: *host_sum, *device_sum). */
 static void instances_memory(const kiln_backend *b, const kiln_instances *inst, uint64_t *host,
-                             uint64_t *device)
+                             uint64_t *device, uint64_t *host_sum, uint64_t *device_sum)
 {
-    *host = *device = 0;
+    *host_sum = *device_sum = 0;
     for (uint32_t i = 0; i < inst->n; i++) {
-        uint64_t h = 0, d = 0;
-        b->memory(inst->bm[i], &h, &d);
-        *host += h;
-        *device += d;
+        host[i] = device[i] = 0;
+        b->memory(inst->bm[i], &host[i], &device[i]);
+        *host_sum += host[i];
+        *device_sum += device[i];
     }
 }
 
-/* Loads every instance the config asks for, each on its device; all or nothing. */
-static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, kiln_instances *inst,
-                            kiln_err *err)
+/* Loads every instance the config asks for, each on its device; all or nothing. A GPU lost
+ * to a CUDA fault takes no new instances (lost: the registry's lost_gpus, read once). */
+static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, uint64_t lost,
+                            const char *lost_reason, kiln_instances *inst, kiln_err *err)
 {
-    kiln_device dev[KILN_MAX_INSTANCES];
     uint32_t want = 0;
     inst->n = 0;
     kiln_status st =
-        instance_devices(args->config, args->model_name, args->device, dev, &want, err);
+        instance_devices(args->config, args->model_name, args->device, inst->dev, &want, err);
+    for (uint32_t i = 0; st == KILN_OK && i < want; i++)
+        if (lost & kiln__gpu_bit(inst->dev[i]))
+            st = kiln_err_set(err, KILN_UNAVAILABLE,
+                              "model '%s': instance %u would run on GPU %d, which is unusable "
+                              "until the server restarts (%s)",
+                              args->model_name, i, inst->dev[i].id, lost_reason);
     for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
         kiln_load_args a = *args;
-        a.device = dev[i];
+        a.device = inst->dev[i];
         st = b->load(&a, &inst->bm[i], err);
         if (st != KILN_OK)
             break;
@@ -173,21 +133,6 @@ static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, k
         unload_all(b, inst);
     return st;
 }
-
-struct kiln_registry {
-    char *repo;
-    kiln_registry_options opt;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    kiln_model **models; /* guarded by mu */
-    size_t n, cap;
-    uint64_t host_used, device_used, host_reserved; /* guarded by mu */
-    uint64_t seq;                                   /* LRU sequence; guarded by mu */
-    uint64_t evictions, loads, load_failures, unloads;
-};
-
-/* Models one load may evict (a load needing more gives up with RESOURCE_EXHAUSTED). */
-#define MAX_VICTIMS 64
 
 static const char *const state_names[] = {"UNAVAILABLE", "LOADING", "READY", "UNLOADING"};
 
@@ -214,6 +159,27 @@ static kiln_model_state state_of(const kiln_model *m)
     return (kiln_model_state)atomic_load(&m->state);
 }
 
+kiln_model_state kiln__model_state(const kiln_model *m)
+{
+    return state_of(m);
+}
+
+uint64_t kiln__gpu_bit(kiln_device d)
+{
+    if (d.kind != KILN_DEVICE_CUDA || d.id < 0)
+        return 0;
+    return UINT64_C(1) << (d.id < 63 ? d.id : 63);
+}
+
+bool kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m)
+{
+    uint64_t lost = atomic_load(&reg->lost_gpus);
+    for (uint32_t i = 0; lost && i < m->inst.n; i++)
+        if (lost & kiln__gpu_bit(m->inst.dev[i]))
+            return true;
+    return false;
+}
+
 static const kiln_backend *find_backend(const kiln_registry *reg, const char *name)
 {
     return reg->opt.find_backend ? reg->opt.find_backend(name) : kiln_backend_find(name);
@@ -238,6 +204,7 @@ kiln_status kiln_registry_create(const kiln_registry_options *opts, kiln_registr
     }
     reg->opt = *opts;
     reg->opt.repository = reg->repo;
+    atomic_init(&reg->lost_gpus, 0);
     pthread_mutex_init(&reg->mu, NULL);
     pthread_cond_init(&reg->cond, NULL);
     *out = reg;
@@ -373,9 +340,9 @@ static kiln_status budget_error_locked(kiln_registry *reg, const kiln_model *for
  * UNLOADING and appending them to victims[] (the caller unloads them outside mu).
  * REQUIRES: mu. Returns KILN_RESOURCE_EXHAUSTED if nothing more can go.
  */
-static kiln_status make_room_locked(kiln_registry *reg, kiln_model *for_m, uint64_t host,
-                                    uint64_t device, kiln_model **victims, size_t *n_victims,
-                                    kiln_err *err)
+kiln_status kiln__registry_make_room_locked(kiln_registry *reg, kiln_model *for_m, uint64_t host,
+                                            uint64_t device, kiln_model **victims,
+                                            size_t *n_victims, kiln_err *err)
 {
     if (!over_budget_locked(reg, host, device))
         return KILN_OK;
@@ -401,7 +368,7 @@ static kiln_status make_room_locked(kiln_registry *reg, kiln_model *for_m, uint6
                 (!lru || m->lru_seq < lru->lru_seq))
                 lru = m;
         }
-        if (!lru || *n_victims >= MAX_VICTIMS)
+        if (!lru || *n_victims >= KILN__MAX_VICTIMS)
             return budget_error_locked(reg, for_m, host, device, err);
         atomic_store(&lru->state, KILN_MODEL_UNLOADING);
         uncount_locked(reg, lru); /* its memory is on its way out */
@@ -410,18 +377,24 @@ static kiln_status make_room_locked(kiln_registry *reg, kiln_model *for_m, uint6
     return KILN_OK;
 }
 
-/*
- * After a load ran out of device memory: marks every READY, unpinned model that holds device
- * memory (but for_m) for eviction, so that the load can be tried once more. REQUIRES: mu.
- * Returns how many it marked (at most MAX_VICTIMS).
- */
-static size_t evict_device_locked(kiln_registry *reg, const kiln_model *for_m, kiln_model **victims)
+/* Whether m holds device memory on GPU gpu (-1: on any). REQUIRES: mu. */
+static bool holds_device_locked(const kiln_model *m, int gpu)
+{
+    for (uint32_t i = 0; i < m->inst.n; i++)
+        if (m->inst_device[i] > 0 &&
+            (gpu < 0 || (m->inst.dev[i].kind == KILN_DEVICE_CUDA && m->inst.dev[i].id == gpu)))
+            return true;
+    return false;
+}
+
+size_t kiln__registry_evict_device_locked(kiln_registry *reg, const kiln_model *for_m, int gpu,
+                                          kiln_model **victims)
 {
     size_t n = 0;
-    for (size_t i = 0; i < reg->n && n < MAX_VICTIMS; i++) {
+    for (size_t i = 0; i < reg->n && n < KILN__MAX_VICTIMS; i++) {
         kiln_model *v = reg->models[i];
         if (v != for_m && state_of(v) == KILN_MODEL_READY && atomic_load(&v->pins) == 0 &&
-            v->device_bytes > 0) {
+            holds_device_locked(v, gpu)) {
             atomic_store(&v->state, KILN_MODEL_UNLOADING);
             uncount_locked(reg, v);
             victims[n++] = v;
@@ -439,9 +412,8 @@ static bool wants_gpu(const kiln_model_config *c)
     return false;
 }
 
-/* Unloads evicted models (outside mu), then records them. */
-static void finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
-                             const kiln_model *for_m)
+void kiln__registry_finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
+                                     const kiln_model *for_m)
 {
     for (size_t i = 0; i < n; i++) {
         kiln_model *v = victims[i];
@@ -494,7 +466,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     char vdir[4400], mdir[4200];
     snprintf(mdir, sizeof(mdir), "%s/%s", reg->repo, m->name);
     snprintf(vdir, sizeof(vdir), "%s/%" PRId64, mdir, m->version);
-    kiln_model *victims[MAX_VICTIMS];
+    kiln_model *victims[KILN__MAX_VICTIMS];
     size_t n_victims = 0;
     kiln_status st;
     if (!m->config && (st = autoconfig_locked(reg, m, err)) != KILN_OK)
@@ -510,33 +482,35 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     pthread_mutex_unlock(&reg->mu);
     uint64_t estimate = kiln__repo_dir_bytes(vdir);
     pthread_mutex_lock(&reg->mu);
-    st = make_room_locked(reg, m, estimate, 0, victims, &n_victims, err);
+    st = kiln__registry_make_room_locked(reg, m, estimate, 0, victims, &n_victims, err);
     if (st != KILN_OK)
         goto out_fail_evicted;
     reg->host_reserved += estimate;
     pthread_mutex_unlock(&reg->mu);
 
-    finish_evictions(reg, victims, n_victims, m);
+    kiln__registry_finish_evictions(reg, victims, n_victims, m);
     n_victims = 0;
     uint64_t t0 = kiln_clock_now_ns();
     kiln_load_args args = {m->name, mdir, vdir, m->version, m->config, reg->opt.device};
     kiln_instances inst;
     uint64_t host = 0, device = 0;
-    st = load_all(m->backend, &args, &inst, err);
+    char lost_reason[KILN_ERR_MSG_MAX];
+    uint64_t lost = kiln_registry_lost_gpus(reg, lost_reason, sizeof(lost_reason));
+    st = load_all(m->backend, &args, lost, lost_reason, &inst, err);
     if (st == KILN_RESOURCE_EXHAUSTED && wants_gpu(m->config)) {
         /* device memory ran out (cudaMalloc failed): unpinned models on the device go, and
          * the load is tried once more */
         pthread_mutex_lock(&reg->mu);
-        n_victims = evict_device_locked(reg, m, victims);
+        n_victims = kiln__registry_evict_device_locked(reg, m, -1, victims);
         pthread_mutex_unlock(&reg->mu);
         if (n_victims) {
             KILN_LOGW(&(kiln_log_ctx){.model = m->name},
                       "version %" PRId64 " ran out of memory at load (%s); evicting %zu unpinned "
                       "model%s holding device memory and trying once more",
                       m->version, err ? err->msg : "", n_victims, n_victims == 1 ? "" : "s");
-            finish_evictions(reg, victims, n_victims, m);
+            kiln__registry_finish_evictions(reg, victims, n_victims, m);
             n_victims = 0;
-            st = load_all(m->backend, &args, &inst, err);
+            st = load_all(m->backend, &args, lost, lost_reason, &inst, err);
         }
     }
     if (st == KILN_OK && m->config->n_warmups) {
@@ -545,8 +519,9 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
             unload_all(m->backend, &inst);
     }
     /* after the samples, which may have grown the instances (plans, arenas) */
+    uint64_t inst_host[KILN_MAX_INSTANCES], inst_device[KILN_MAX_INSTANCES];
     if (st == KILN_OK)
-        instances_memory(m->backend, &inst, &host, &device);
+        instances_memory(m->backend, &inst, inst_host, inst_device, &host, &device);
     uint64_t took = kiln_clock_now_ns() - t0;
 
     pthread_mutex_lock(&reg->mu);
@@ -554,7 +529,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     if (st != KILN_OK)
         goto out_fail;
     /* the real footprint may be larger than the files: make room again, or give up */
-    st = make_room_locked(reg, m, host, device, victims, &n_victims, err);
+    st = kiln__registry_make_room_locked(reg, m, host, device, victims, &n_victims, err);
     if (st != KILN_OK) {
         pthread_mutex_unlock(&reg->mu);
         unload_all(m->backend, &inst);
@@ -564,11 +539,13 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     /* count the bytes in the same critical section as the check that admitted them */
     m->host_bytes = host;
     m->device_bytes = device;
+    memcpy(m->inst_host, inst_host, inst.n * sizeof(inst_host[0]));
+    memcpy(m->inst_device, inst_device, inst.n * sizeof(inst_device[0]));
     m->counted = true;
     reg->host_used += host;
     reg->device_used += device;
     pthread_mutex_unlock(&reg->mu);
-    finish_evictions(reg, victims, n_victims, m);
+    kiln__registry_finish_evictions(reg, victims, n_victims, m);
     pthread_mutex_lock(&reg->mu);
     m->inst = inst;
     m->load_ns = took;
@@ -589,7 +566,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
 out_fail_evicted:
     /* victims chosen before the failure are already UNLOADING: finish them */
     pthread_mutex_unlock(&reg->mu);
-    finish_evictions(reg, victims, n_victims, m);
+    kiln__registry_finish_evictions(reg, victims, n_victims, m);
     pthread_mutex_lock(&reg->mu);
 out_fail:
     snprintf(m->reason, sizeof(m->reason), "%s", err ? err->msg : kiln_status_name(st));
@@ -668,6 +645,12 @@ kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int6
         goto out_unlock;
     for (;;) {
         kiln_model_state s = state_of(m);
+        if (s == KILN_MODEL_READY && kiln__model_lost_locked(reg, m)) {
+            st = kiln_err_set(err, KILN_UNAVAILABLE,
+                              "model '%s' version %" PRId64 " is not ready (%s)", m->name,
+                              m->version, reg->lost_reason);
+            goto out_unlock;
+        }
         if (s == KILN_MODEL_READY) {
             pin_locked(m);
             *out = m;
@@ -710,7 +693,8 @@ kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t 
     *out = NULL;
     pthread_mutex_lock(&reg->mu);
     kiln_model *m = find_locked(reg, name, version);
-    if (m && state_of(m) == KILN_MODEL_READY) {
+    bool lost = m && kiln__model_lost_locked(reg, m);
+    if (m && state_of(m) == KILN_MODEL_READY && !lost) {
         pin_locked(m);
         pthread_mutex_unlock(&reg->mu);
         *out = m;
@@ -723,10 +707,10 @@ kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t 
                 (!m || reg->models[i]->version > m->version))
                 m = reg->models[i];
     }
-    kiln_model_state s = m ? state_of(m) : KILN_MODEL_UNAVAILABLE;
+    kiln_model_state s = m && !lost ? state_of(m) : KILN_MODEL_UNAVAILABLE;
     char reason[KILN_ERR_MSG_MAX] = "";
     if (m)
-        snprintf(reason, sizeof(reason), "%s", m->reason);
+        snprintf(reason, sizeof(reason), "%s", lost ? reg->lost_reason : m->reason);
     pthread_mutex_unlock(&reg->mu);
     if (!err)
         return KILN_UNAVAILABLE;
@@ -890,8 +874,9 @@ static void status_locked(const kiln_model *m, kiln_model_status *o)
     memset(o, 0, sizeof(*o));
     snprintf(o->name, sizeof(o->name), "%s", m->name);
     o->version = m->version;
-    o->state = state_of(m);
-    snprintf(o->reason, sizeof(o->reason), "%s", m->reason);
+    bool lost = kiln__model_lost_locked(m->reg, m);
+    o->state = lost ? KILN_MODEL_UNAVAILABLE : state_of(m);
+    snprintf(o->reason, sizeof(o->reason), "%s", lost ? m->reg->lost_reason : m->reason);
     o->pins = (uint32_t)atomic_load(&m->pins);
     o->host_bytes = m->host_bytes;
     o->device_bytes = m->device_bytes;
@@ -908,12 +893,12 @@ static void status_locked(const kiln_model *m, kiln_model_status *o)
     o->stats.request_failure = atomic_load(&m->request_failure);
     o->stats.copied_in_bytes = atomic_load(&m->copied_in);
     o->stats.copied_out_bytes = atomic_load(&m->copied_out);
-    hist_read(&m->request_hist, &o->stats.request_hist);
-    hist_read(&m->queue_hist, &o->stats.queue_hist);
-    hist_read(&m->compute_hist, &o->stats.compute_hist);
-    hist_read(&m->input_hist, &o->stats.input_hist);
-    hist_read(&m->infer_hist, &o->stats.infer_hist);
-    hist_read(&m->output_hist, &o->stats.output_hist);
+    kiln__hist_read(&m->request_hist, &o->stats.request_hist);
+    kiln__hist_read(&m->queue_hist, &o->stats.queue_hist);
+    kiln__hist_read(&m->compute_hist, &o->stats.compute_hist);
+    kiln__hist_read(&m->input_hist, &o->stats.input_hist);
+    kiln__hist_read(&m->infer_hist, &o->stats.infer_hist);
+    kiln__hist_read(&m->output_hist, &o->stats.output_hist);
 }
 
 static int cmp_status(const void *a, const void *b)
@@ -1010,25 +995,6 @@ void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out)
     pthread_mutex_unlock(&reg->mu);
 }
 
-void kiln_model_record_phases(kiln_model *m, uint64_t input_ns, uint64_t infer_ns,
-                              uint64_t output_ns)
-{
-    hist_add(&m->input_hist, input_ns);
-    hist_add(&m->infer_hist, infer_ns);
-    hist_add(&m->output_hist, output_ns);
-}
-
-void kiln_model_record_request(kiln_model *m, bool success, uint64_t queue_ns, uint64_t e2e_ns,
-                               uint64_t copied_in, uint64_t copied_out)
-{
-    atomic_fetch_add_explicit(success ? &m->request_success : &m->request_failure, 1,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->copied_in, copied_in, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->copied_out, copied_out, memory_order_relaxed);
-    hist_add(&m->queue_hist, queue_ns);
-    hist_add(&m->request_hist, e2e_ns);
-}
-
 const char *kiln_model_name(const kiln_model *m)
 {
     return m->name;
@@ -1062,21 +1028,4 @@ uint32_t kiln_model_instance_count(const kiln_model *m)
 kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i)
 {
     return i < m->inst.n ? m->inst.bm[i] : NULL;
-}
-
-void kiln_model_record(kiln_model *m, uint64_t rows, bool success, uint64_t queue_ns,
-                       uint64_t compute_ns)
-{
-    atomic_fetch_add_explicit(&m->execution_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->inference_count, rows, memory_order_relaxed);
-    atomic_fetch_add_explicit(success ? &m->success_count : &m->failure_count, rows,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->queue_ns, queue_ns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->compute_ns, compute_ns, memory_order_relaxed);
-    hist_add(&m->compute_hist, compute_ns);
-    if (success) {
-        size_t b = rows < KILN_BATCH_STATS ? (size_t)rows : KILN_BATCH_STATS - 1;
-        atomic_fetch_add_explicit(&m->batch_count[b], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->batch_ns[b], compute_ns, memory_order_relaxed);
-    }
 }

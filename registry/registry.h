@@ -21,8 +21,18 @@
  * holds the memory. Before a load, the size of the version directory's files is reserved, so
  * concurrent loads cannot oversubscribe.
  *
+ * Memory is counted again after each execution (kiln_model_execute): a new input shape grows a
+ * model's plans and arenas, and growth past a budget evicts unpinned models. An execution that
+ * runs out of device memory evicts the unpinned models on that GPU and runs once more.
+ *
+ * Lost GPUs: a CUDA kernel fault (an illegal address...) leaves the GPU's context unusable for
+ * the rest of the process. The registry then marks that GPU lost: the models with an instance
+ * there stop serving (UNAVAILABLE, the reason naming the CUDA error), loads onto it fail, and
+ * kiln_registry_lost_gpus tells the server, whose health turns NOT_SERVING so that an
+ * orchestrator restarts it; nothing short of a new process can use the GPU again.
+ *
  * States: LOADING, READY, UNLOADING, UNAVAILABLE (with the reason: load error, unloaded,
- * evicted, idle). Statistics per version: load time, inference and execution counts,
+ * evicted, idle, GPU lost). Statistics per version: load time, inference and execution counts,
  * successes and failures, queue and compute time, last use.
  *
  * Thread-safety: all functions are safe from any thread. The acquire/release hot path holds
@@ -49,11 +59,13 @@ extern "C" {
 typedef struct kiln_registry kiln_registry;
 typedef struct kiln_model kiln_model;
 
-/* Instances of one loaded version (the config's instance_group counts; default 1). */
+/* Instances of one loaded version (the config's instance_group counts; default 1), each with
+ * the device it runs on. */
 #define KILN_MAX_INSTANCES 16
 typedef struct kiln_instances {
     uint32_t n;
     kiln_backend_model *bm[KILN_MAX_INSTANCES];
+    kiln_device dev[KILN_MAX_INSTANCES];
 } kiln_instances;
 
 typedef enum kiln_model_state {
@@ -193,6 +205,11 @@ kiln_status kiln_registry_status(kiln_registry *reg, const char *name, int64_t v
 
 void kiln_registry_get_stats(kiln_registry *reg, kiln_registry_stats *out);
 
+/* The GPUs lost to a sticky CUDA error since the registry was created: bit d for GPU d (GPUs
+ * past 63 share bit 63); 0 when none. OUT: reason (may be NULL; cap bytes, truncated): the first
+ * loss, naming the GPU, the model and the CUDA error. */
+uint64_t kiln_registry_lost_gpus(kiln_registry *reg, char *reason, size_t cap);
+
 /* Executions by batch size: counts[b] and ns[b] for b rows (the last slot gathers larger
  * batches). Arrays of KILN_BATCH_STATS entries. KILN_NOT_FOUND without a record. */
 #define KILN_BATCH_STATS 257
@@ -212,6 +229,22 @@ kiln_backend_model *kiln_model_backend_model(const kiln_model *m);
  * Stable while the model is pinned. */
 uint32_t kiln_model_instance_count(const kiln_model *m);
 kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i);
+
+/*
+ * Executes a batch on instance i of the pinned model m (its backend's execute), and acts on
+ * what a failure says of the device (batch->fault, backends/backend.h):
+ *   - KILN_FAULT_DEVICE_MEMORY: the READY, unpinned models with memory on instance i's GPU are
+ *     evicted, as when a load runs out of device memory, and the batch runs once more; if
+ *     nothing could be evicted, or the second run fails too, that failure is returned;
+ *   - KILN_FAULT_DEVICE_LOST: the GPU is marked lost (see the top of this file) and the batch's
+ *     error is returned.
+ * After a success, instance i's memory is counted again; growth past a budget evicts least
+ * recently used unpinned models (never m, which is pinned), or is logged when nothing can go.
+ * Returns the backend's status; on failure the batch's results are finalized (backend.h).
+ * REQUIRES: the caller holds a pin on m; i < kiln_model_instance_count(m); one thread at a time
+ * executes instance i (backends/backend.h). Thread-safety: any thread, under those rules.
+ */
+kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_err *err);
 
 /* Adds one executed batch of `rows` rows to the statistics (and, on success, to the count of
  * executions of that batch size). Thread-safe (atomics). */

@@ -1,14 +1,104 @@
 /*
- * registry/registry_int.h: repository helpers shared inside the registry module.
+ * registry/registry_int.h: shared inside the registry module only: the registry's and the
+ * models' records (registry.c: loads, unloads, eviction, status; execute.c: executions, device
+ * faults, memory counted again, statistics), and the repository helpers (repo.c, warmup.c).
  */
 #ifndef KILN_REGISTRY_REGISTRY_INT_H
 #define KILN_REGISTRY_REGISTRY_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "backends/backend.h"
 #include "registry/registry.h"
+
+/* A duration histogram updated without locks (kiln_hist's buckets). */
+typedef struct kiln__atomic_hist {
+    atomic_uint_fast64_t count, sum_ns, buckets[KILN_HIST_BUCKETS];
+} kiln__atomic_hist;
+
+void kiln__hist_add(kiln__atomic_hist *h, uint64_t ns);
+void kiln__hist_read(const kiln__atomic_hist *h, kiln_hist *out);
+
+struct kiln_model {
+    kiln_registry *reg;
+    char name[KILN_MODEL_NAME_MAX + 1];
+    int64_t version;
+    atomic_int state; /* kiln_model_state; written under mu */
+    atomic_uint_fast32_t pins;
+    uint64_t load_gen;   /* bumped when a load starts; guarded by mu */
+    uint64_t failed_gen; /* the load_gen whose load failed (waiters share that error) */
+    kiln_status error;   /* last load's failure; guarded by mu */
+    char reason[KILN_ERR_MSG_MAX];
+    kiln_model_config *config;
+    const kiln_backend *backend;
+    kiln_instances inst;               /* the loaded instances (inst.n == 0 when not loaded) */
+    uint64_t host_bytes, device_bytes; /* the sums of the instances'; guarded by mu */
+    uint64_t inst_host[KILN_MAX_INSTANCES], inst_device[KILN_MAX_INSTANCES];
+    bool counted;     /* its bytes are in the registry's totals */
+    uint64_t lru_seq; /* order of last pin or load, for LRU (unique, unlike coarse times) */
+    uint64_t load_ns, loaded_at_ns;
+    atomic_uint_fast64_t last_used_ns, inference_count, execution_count, success_count,
+        failure_count, queue_ns, compute_ns;
+    /* executions by batch size (index = rows; larger batches in the last slot) */
+    atomic_uint_fast64_t batch_count[KILN_BATCH_STATS], batch_ns[KILN_BATCH_STATS];
+    atomic_uint_fast64_t request_success, request_failure, copied_in, copied_out;
+    kiln__atomic_hist request_hist, queue_hist, compute_hist, input_hist, infer_hist, output_hist;
+};
+
+struct kiln_registry {
+    char *repo;
+    kiln_registry_options opt;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    kiln_model **models; /* guarded by mu */
+    size_t n, cap;
+    uint64_t host_used, device_used, host_reserved; /* guarded by mu */
+    uint64_t seq;                                   /* LRU sequence; guarded by mu */
+    uint64_t evictions, loads, load_failures, unloads;
+    /* GPUs lost to a sticky CUDA error (bit d: GPU d, 63 and above share bit 63), and the
+     * first loss's message; guarded by mu (lost_gpus is also read without it: atomic) */
+    atomic_uint_fast64_t lost_gpus;
+    char lost_reason[KILN_ERR_MSG_MAX];
+};
+
+/* Models one load or execution may evict (one needing more gives up). */
+#define KILN__MAX_VICTIMS 64
+
+kiln_model_state kiln__model_state(const kiln_model *m);
+
+/* The lost-GPU bit of device d (0 for the CPU). */
+uint64_t kiln__gpu_bit(kiln_device d);
+
+/* True when m has an instance on a lost GPU. REQUIRES: mu. */
+bool kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m);
+
+/*
+ * Picks least-recently-used unpinned READY models (never for_m) to evict until `host` and
+ * `device` more bytes fit the budgets, marking them UNLOADING and taking their bytes off the
+ * totals; evicts nothing unless evicting everything evictable would be enough. OUT:
+ * victims[0..*n_victims) (at most KILN__MAX_VICTIMS), to pass to kiln__registry_finish_evictions
+ * after mu is dropped, whatever the status. KILN_RESOURCE_EXHAUSTED, naming who holds the
+ * memory, when they cannot fit. REQUIRES: mu.
+ */
+kiln_status kiln__registry_make_room_locked(kiln_registry *reg, kiln_model *for_m, uint64_t host,
+                                            uint64_t device, kiln_model **victims,
+                                            size_t *n_victims, kiln_err *err);
+
+/*
+ * After for_m ran out of device memory: marks every READY, unpinned model (but for_m) that holds
+ * device memory on GPU `gpu` (-1: on any GPU) for eviction, as make_room does. OUT: victims.
+ * Returns how many (at most KILN__MAX_VICTIMS). REQUIRES: mu.
+ */
+size_t kiln__registry_evict_device_locked(kiln_registry *reg, const kiln_model *for_m, int gpu,
+                                          kiln_model **victims);
+
+/* Unloads the victims (outside mu: it takes mu itself) and records them as evicted for for_m. */
+void kiln__registry_finish_evictions(kiln_registry *reg, kiln_model **victims, size_t n,
+                                     const kiln_model *for_m);
 
 /*
  * Runs the config's model_warmup samples on each of the n_inst instances of backend b, each

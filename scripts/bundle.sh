@@ -5,6 +5,7 @@
 #   build/bundle/gpu-checks.sh  tests/gpu/run.sh: run it there as build/bundle/gpu-checks.sh build/bundle
 #   build/bundle/tests    the unit test binaries (KILN_TEST_BUILD_DIR=build/bundle finds models)
 #   build/bundle/{models,test-models,torch-models,plugins}  what the tests and the server load
+#                         (plugins/cuda_fault.so: the GPU fault of the lost-GPU check)
 #   build/bundle/lib      every shared library the binaries need, except glibc's and CUDA's
 # Run there with: LD_LIBRARY_PATH=$PWD/build/bundle/lib:/usr/local/cuda/lib64
 # The folder is over the device's 64 MiB carry limit once OpenBLAS is in it, so the script also
@@ -18,7 +19,8 @@ if [ -n "$san" ]; then
 else
     src=build/default; out=build/bundle
 fi
-make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx"
+make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" \
+    "$src/plugins/cuda_fault.so"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/tests"
 cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" "$out/bin/"
 cp tests/gpu/run.sh "$out/gpu-checks.sh"

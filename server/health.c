@@ -1,6 +1,7 @@
 /*
  * server/health.c: grpc.health.v1.Health: Check and Watch for "" (the server) and for each
- * model name (SERVING when the model is READY), answered on the transport threads.
+ * model name (SERVING when the model is READY), answered on the transport threads. Everything is
+ * NOT_SERVING once a GPU is lost (registry.h).
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +19,10 @@ enum {
 
 int kiln__health_status(kiln_server *s, const char *service)
 {
-    bool serving = atomic_load(&s->serving);
+    /* a GPU lost to a CUDA fault cannot serve again without a restart: NOT_SERVING, so that
+     * the orchestrator's probes restart the server */
+    bool serving = atomic_load(&s->serving) &&
+                   !kiln_registry_lost_gpus(kiln_engine_registry(s->engine), NULL, 0);
     if (!service[0])
         return serving ? H_SERVING : H_NOT_SERVING;
     kiln_model *m;

@@ -12,10 +12,11 @@
  *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Slice,
  *     Expand, Concat, Gather with host indices; Reshape, Flatten, Squeeze, Unsqueeze and Identity
  * are views (their CPU functions, registered for CUDA in cpu_shape.c and cpu_tensor.c). A case a
- * kernel does not handle answers KILN_UNIMPLEMENTED and runs on the CPU (runtime.c). No kernel
- * synchronizes or allocates, except a Conv meeting a new input shape (the algorithm search, then a
- * larger workspace): that happens on the first run of a shape, which is never captured into a CUDA
- * graph.
+ * kernel does not handle answers KILN_UNIMPLEMENTED and runs on the CPU (run_gpu.c). No kernel
+ * synchronizes or allocates, except a Conv meeting a new input shape (the algorithm search, then
+ * the context's workspace grown): that happens on the first, unplanned run of a shape, which is
+ * never captured into a CUDA graph; the plan then places each convolution's workspace in the
+ * arena (kiln_onnx_call.ws).
  */
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -67,12 +68,14 @@ struct kiln_onnx_gpu {
     cublasHandle_t blas;
     cudnnHandle_t dnn;
     void *blas_ws;
-    void *ws; /* cuDNN workspace */
+    void *ws; /* cuDNN workspace for unplanned runs */
     size_t ws_bytes;
+    bool ws_captured; /* a captured graph points at ws */
     uint64_t gen;
     void *pinned;
     size_t pinned_bytes;
     bool capturing;
+    bool poisoned; /* a CUDA call here returned a sticky error (kiln__onnx_gpu_poisoned) */
 };
 
 static kiln_status cuda_fail(kiln_err *err, const char *what, cudaError_t e)
@@ -81,6 +84,25 @@ static kiln_status cuda_fail(kiln_err *err, const char *what, cudaError_t e)
     return kiln_err_set(err,
                         e == cudaErrorMemoryAllocation ? KILN_RESOURCE_EXHAUSTED : KILN_INTERNAL,
                         "CUDA: %s: %s", what, cudaGetErrorString(e));
+}
+
+/* Whether e is one of the errors that leave the CUDA context unusable: the CUDA runtime's
+ * documentation says of them that every later call fails the same way and that the process must
+ * be restarted to use the device again. */
+static bool sticky(cudaError_t e)
+{
+    return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+           e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
+           e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc || e == cudaErrorAssert ||
+           e == cudaErrorInvalidAddressSpace || e == cudaErrorLaunchTimeout ||
+           e == cudaErrorExternalDevice;
+}
+
+/* cuda_fail for a call made through context g: a sticky error marks g poisoned. */
+static kiln_status gfail(kiln_onnx_gpu *g, kiln_err *err, const char *what, cudaError_t e)
+{
+    g->poisoned = g->poisoned || sticky(e);
+    return cuda_fail(err, what, e);
 }
 
 extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision,
@@ -149,6 +171,17 @@ extern "C" void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
     kiln_free(g);
 }
 
+/* Frees the context's cuDNN workspace; captured graphs that point at it are made stale. */
+static void ws_drop(kiln_onnx_gpu *g);
+
+extern "C" void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g)
+{
+    if (!g->ws)
+        return;
+    (void)cudaStreamSynchronize(g->stream);
+    ws_drop(g);
+}
+
 extern "C" int kiln__onnx_gpu_device(const kiln_onnx_gpu *g)
 {
     return g->device;
@@ -162,7 +195,7 @@ extern "C" kiln_onnx_precision kiln__onnx_gpu_precision(const kiln_onnx_gpu *g)
 extern "C" kiln_status kiln__onnx_gpu_enter(kiln_onnx_gpu *g, kiln_err *err)
 {
     cudaError_t e = cudaSetDevice(g->device);
-    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaSetDevice", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "cudaSetDevice", e);
 }
 
 extern "C" kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const void *src, size_t n,
@@ -171,7 +204,7 @@ extern "C" kiln_status kiln__onnx_gpu_copy(kiln_onnx_gpu *g, void *dst, const vo
     if (!n)
         return KILN_OK;
     cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, g->stream);
-    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaMemcpyAsync", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "cudaMemcpyAsync", e);
 }
 
 extern "C" kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err *err)
@@ -179,22 +212,18 @@ extern "C" kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n
     if (!n)
         return KILN_OK;
     cudaError_t e = cudaMemsetAsync(dst, 0, n, g->stream);
-    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaMemsetAsync", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "cudaMemsetAsync", e);
 }
 
-extern "C" kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, bool *poisoned, kiln_err *err)
+extern "C" kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, kiln_err *err)
 {
     cudaError_t e = cudaStreamSynchronize(g->stream);
-    if (e == cudaSuccess)
-        return KILN_OK;
-    /* a sticky error cannot be cleared: every later call in this context fails */
-    bool sticky = e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
-                  e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
-                  e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc ||
-                  e == cudaErrorAssert;
-    if (poisoned)
-        *poisoned = sticky;
-    return cuda_fail(err, "executing the model", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "executing the model", e);
+}
+
+extern "C" bool kiln__onnx_gpu_poisoned(const kiln_onnx_gpu *g)
+{
+    return g->poisoned;
 }
 
 extern "C" kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host,
@@ -204,13 +233,13 @@ extern "C" kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, vo
         size_t want = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes;
         cudaError_t e = cudaStreamSynchronize(g->stream);
         if (e != cudaSuccess)
-            return cuda_fail(err, "cudaStreamSynchronize", e);
+            return gfail(g, err, "cudaStreamSynchronize", e);
         cudaFreeHost(g->pinned);
         g->pinned = NULL;
         g->pinned_bytes = 0;
         if ((e = cudaMallocHost(&g->pinned, want)) != cudaSuccess) {
             g->pinned = NULL;
-            return cuda_fail(err, "cudaMallocHost (staging)", e);
+            return gfail(g, err, "cudaMallocHost (staging)", e);
         }
         g->pinned_bytes = want;
     }
@@ -237,7 +266,7 @@ extern "C" kiln_status kiln__onnx_gpu_capture_begin(kiln_onnx_gpu *g, kiln_err *
 {
     cudaError_t e = cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
-        return cuda_fail(err, "cudaStreamBeginCapture", e);
+        return gfail(g, err, "cudaStreamBeginCapture", e);
     g->capturing = true;
     return KILN_OK;
 }
@@ -251,13 +280,13 @@ extern "C" kiln_status kiln__onnx_gpu_capture_end(kiln_onnx_gpu *g, void **exec,
     if (e != cudaSuccess) {
         if (graph)
             cudaGraphDestroy(graph);
-        return cuda_fail(err, "cudaStreamEndCapture", e);
+        return gfail(g, err, "cudaStreamEndCapture", e);
     }
     cudaGraphExec_t x = NULL;
     e = cudaGraphInstantiate(&x, graph, 0);
     cudaGraphDestroy(graph);
     if (e != cudaSuccess)
-        return cuda_fail(err, "cudaGraphInstantiate", e);
+        return gfail(g, err, "cudaGraphInstantiate", e);
     *exec = (void *)x;
     return KILN_OK;
 }
@@ -265,7 +294,7 @@ extern "C" kiln_status kiln__onnx_gpu_capture_end(kiln_onnx_gpu *g, void **exec,
 extern "C" kiln_status kiln__onnx_gpu_graph_run(kiln_onnx_gpu *g, void *exec, kiln_err *err)
 {
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)exec, g->stream);
-    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "cudaGraphLaunch", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "cudaGraphLaunch", e);
 }
 
 extern "C" void kiln__onnx_gpu_graph_free(void *exec)
@@ -290,6 +319,7 @@ static kiln_status launched(const kiln_onnx_call *c, kiln_err *err)
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess)
         return KILN_OK;
+    c->gpu->poisoned = c->gpu->poisoned || sticky(e);
     return kiln_err_set(err, KILN_INTERNAL, "node '%s' (%s): CUDA: %s", c->node->name, c->node->op,
                         cudaGetErrorString(e));
 }
@@ -333,7 +363,7 @@ __device__ __forceinline__ float act_apply(act_p p, float x)
 }
 
 /*
- * Float values are FP32, or FP16 in a model in FP16 precision (runtime.c keeps every float value
+ * Float values are FP32, or FP16 in a model in FP16 precision (run_gpu.c keeps every float value
  * on the device in FP16 there). A kernel is a template over the element type T; it loads and
  * stores through ldv/stv and computes in FP32. LAUNCH picks the instance for a tensor.
  */
@@ -397,7 +427,7 @@ extern "C" kiln_status kiln__onnx_gpu_convert(kiln_onnx_gpu *g, void *dst, bool 
         convert_k<__half, float>
             <<<blocks_for(n), THREADS, 0, g->stream>>>((const __half *)src, (float *)dst, n);
     cudaError_t e = cudaGetLastError();
-    return e == cudaSuccess ? KILN_OK : cuda_fail(err, "converting FP32 and FP16", e);
+    return e == cudaSuccess ? KILN_OK : gfail(g, err, "converting FP32 and FP16", e);
 }
 
 /* ---------------------------------------------------------------- unary */
@@ -614,21 +644,30 @@ static void conv_put(const conv_entry *ne)
     pthread_mutex_unlock(&conv_mu);
 }
 
-/* Makes the cuDNN workspace at least `bytes` (between runs of a new shape only). */
+static void ws_drop(kiln_onnx_gpu *g)
+{
+    cudaFree(g->ws);
+    (void)cudaGetLastError();
+    g->ws = NULL;
+    g->ws_bytes = 0;
+    if (g->ws_captured)
+        g->gen++;
+    g->ws_captured = false;
+}
+
+/* Makes the context's cuDNN workspace at least `bytes`: for unplanned runs (the first of each
+ * input shape), whose plan then places the workspaces in the arena. */
 static kiln_status ws_fit(kiln_onnx_gpu *g, size_t bytes, kiln_err *err)
 {
     if (bytes <= g->ws_bytes)
         return KILN_OK;
     cudaError_t e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess)
-        return cuda_fail(err, "cudaStreamSynchronize", e);
-    cudaFree(g->ws);
-    g->ws = NULL;
-    g->ws_bytes = 0;
-    g->gen++; /* captured graphs point at the old workspace */
+        return gfail(g, err, "cudaStreamSynchronize", e);
+    ws_drop(g);
     if ((e = cudaMalloc(&g->ws, bytes)) != cudaSuccess) {
         g->ws = NULL;
-        return cuda_fail(err, "cudaMalloc (cuDNN workspace)", e);
+        return gfail(g, err, "cudaMalloc (cuDNN workspace)", e);
     }
     g->ws_bytes = bytes;
     return KILN_OK;
@@ -661,6 +700,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     cudnnConvolutionDescriptor_t cd = NULL;
     conv_entry ce;
     conv_key key;
+    void *ws;
     memset(&key, 0, sizeof(key));
     {
         int64_t v[20] = {g->device, g->precision, N,      C,      w.in[0],  w.in[1],
@@ -708,7 +748,9 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
         ce = (conv_entry){true, key, perf[pick].algo, perf[pick].mathType, perf[pick].memory};
         conv_put(&ce);
     }
-    if (ce.ws > g->ws_bytes) {
+    /* the workspace: the plan's, in the arena (planned runs); else the context's own */
+    ws = c->ws && c->ws_bytes >= ce.ws ? c->ws : g->ws;
+    if (ws != c->ws && ce.ws > g->ws_bytes) {
         if (g->capturing) {
             st = lib_fail(c, err, "cuDNN", "a larger workspace while capturing a CUDA graph");
             goto done;
@@ -717,9 +759,13 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
             kiln_tensor_fini(&c->out[0]);
             goto done;
         }
+        ws = g->ws;
     }
+    if (c->ws_need)
+        *c->ws_need = ce.ws;
+    g->ws_captured = g->ws_captured || (ws == g->ws && g->capturing);
     DNN(cudnnSetConvolutionMathType(cd, ce.math));
-    DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.algo, g->ws, ce.ws,
+    DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.algo, ws, ce.ws,
                                 &zero, yd, c->out[0].data));
     if (has_b || c->act.kind != KILN_ONNX_ACT_NONE) {
         size_t n = numel(&c->out[0]);

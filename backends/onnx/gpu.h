@@ -5,12 +5,13 @@
  *
  * One kiln_onnx_gpu per model instance on a GPU: its device, one CUDA stream (the instance's
  * execution thread is the only one that uses it), a cuBLAS and a cuDNN handle bound to that
- * stream, the convolution algorithm cache, a workspace for cuDNN and cuBLAS, and a pinned host
- * staging buffer for copies in and out. Kernels find it in kiln_onnx_call.gpu.
+ * stream, the convolution algorithm cache, cuBLAS's workspace, cuDNN's for unplanned runs (a
+ * planned run's convolutions find theirs in the plan's arena: kiln_onnx_call.ws), and a pinned
+ * host staging buffer for copies in and out. Kernels find it in kiln_onnx_call.gpu.
  *
  * Precision: KILN_ONNX_FP32 computes in FP32 throughout (cuDNN FMA math, cuBLAS default math);
  * KILN_ONNX_TF32 lets cuDNN and cuBLAS use TF32 tensor cores for convolutions and GEMMs;
- * KILN_ONNX_FP16 keeps the model's float values in FP16 on the device (runtime.c converts the
+ * KILN_ONNX_FP16 keeps the model's float values in FP16 on the device (run_gpu.c converts the
  * constants, the inputs and the outputs), and every kernel reads and writes FP16 and computes in
  * FP32 (convolutions and GEMMs on FP16 tensor cores, FP32 accumulation).
  *
@@ -73,16 +74,25 @@ kiln_status kiln__onnx_gpu_convert(kiln_onnx_gpu *g, void *dst, bool to_half, co
 kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err *err);
 
 /* Waits until the stream's work is done; a failure there (a kernel's fault) is reported with
- * the CUDA error string. `poisoned` (may be NULL) is set when the error leaves the CUDA context
- * unusable (an illegal address, a launch failure): the model must be loaded again. */
-kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, bool *poisoned, kiln_err *err);
+ * the CUDA error string. */
+kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, kiln_err *err);
+
+/* True once a call through g returned one of CUDA's sticky errors (an illegal address, a launch
+ * failure, a device assert...): the device's context is unusable for the rest of the process,
+ * for every model on that GPU, and nothing can run there again until the server restarts. */
+bool kiln__onnx_gpu_poisoned(const kiln_onnx_gpu *g);
 
 /* The pinned host staging buffer, grown to at least `bytes` (its contents are not kept when it
  * grows). Valid until the next call. */
 kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host, kiln_err *err);
 
-/* Bytes of device memory the context holds (workspace). */
+/* Bytes of device memory the context holds (cuBLAS's fixed workspace, and cuDNN's while an
+ * unplanned run needs one). */
 uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g);
+
+/* Frees the context's cuDNN workspace (waiting for the stream first): once a run is planned,
+ * its convolutions' workspaces are in the plan's arena. The next unplanned run grows it again. */
+void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g);
 
 /* Bumped each time memory that captured graphs point at (the workspace) is replaced. */
 uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g);

@@ -63,12 +63,21 @@ kiln_status kiln__onnx_gpu_zero(kiln_onnx_gpu *g, void *dst, size_t n, kiln_err 
     return none(err);
 }
 
-kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, bool *poisoned, kiln_err *err)
+kiln_status kiln__onnx_gpu_sync(kiln_onnx_gpu *g, kiln_err *err)
 {
     (void)g;
-    if (poisoned)
-        *poisoned = false;
     return none(err);
+}
+
+void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g)
+{
+    (void)g;
+}
+
+bool kiln__onnx_gpu_poisoned(const kiln_onnx_gpu *g)
+{
+    (void)g;
+    return false;
 }
 
 kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host, kiln_err *err)

@@ -57,6 +57,13 @@ typedef struct kiln_onnx_call {
     /* CUDA kernels: the instance's GPU context (gpu.h); NULL for CPU kernels. With it,
      * kiln__onnx_alloc makes device memory (the arena is then device memory too). */
     struct kiln_onnx_gpu *gpu;
+    /* CUDA kernels that need scratch memory (cuDNN's convolution workspace): the step's
+     * workspace in the arena, ws_bytes long (0: none planned; the kernel then uses its
+     * context's own, grown as needed), and OUT *ws_need (NULL: not asked) the bytes it used, so
+     * that the plan can place them. */
+    void *ws;
+    uint64_t ws_bytes;
+    uint64_t *ws_need;
 } kiln_onnx_call;
 
 typedef kiln_status (*kiln_onnx_kernel_fn)(const kiln_onnx_call *c, kiln_err *err);
@@ -69,7 +76,7 @@ typedef struct kiln_onnx_kernel {
     /* CUDA kernels: bit k set when input k is read on the host (shapes, axes, indices, min and
      * max); the others are device memory. A CUDA kernel may answer KILN_UNIMPLEMENTED for a
      * case it does not handle (asymmetric pads, say): the step then runs its CPU kernel on
-     * copies (runtime.c). */
+     * copies (run_gpu.c). */
     uint32_t host_in;
 } kiln_onnx_kernel;
 

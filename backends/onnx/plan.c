@@ -10,8 +10,10 @@
  * from an input, and everything computed from it) is not shape-only: it is computed per run. From
  * the trace a plan is built: the shape-only values are kept and their steps are skipped for these
  * shapes; every other value made by a step gets an offset in one arena, so that values alive at the
- * same step never overlap (kiln__onnx_place). Later executions with the same shapes allocate
- * nothing for values: kernels place their outputs at the planned offsets (kiln__onnx_alloc).
+ * same step never overlap (kiln__onnx_place). A kernel's workspace (cuDNN's, for a convolution on
+ * a GPU) is placed too, alive during its step only. Later executions with the same shapes
+ * allocate nothing for values or workspaces: kernels place their outputs at the planned offsets
+ * (kiln__onnx_alloc) and find their workspace in the call.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -81,15 +83,17 @@ kiln_status kiln__onnx_place(kiln_onnx_buf *bufs, size_t n, uint64_t *arena_byte
 
 /* ---------------------------------------------------------------- trace */
 
-kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, size_t n_values, kiln_err *err)
+kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, const kiln_backend_model *m, kiln_err *err)
 {
+    size_t n_values = m->n_values;
     memset(t, 0, sizeof(*t));
+    t->ws = kiln_calloc(m->n_steps + 1, sizeof(*t->ws));
     t->bytes = kiln_calloc(n_values + 1, sizeof(*t->bytes));
     t->first = kiln_malloc((n_values + 1) * sizeof(*t->first));
     t->root = kiln_malloc((n_values + 1) * sizeof(*t->root));
     t->data_shape = kiln_calloc(n_values + 1, sizeof(*t->data_shape));
     t->shape_only = kiln_calloc(n_values + 1, sizeof(*t->shape_only));
-    if (!t->bytes || !t->first || !t->root || !t->data_shape || !t->shape_only) {
+    if (!t->ws || !t->bytes || !t->first || !t->root || !t->data_shape || !t->shape_only) {
         kiln__onnx_trace_fini(t, 0);
         return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
     }
@@ -102,6 +106,7 @@ void kiln__onnx_trace_fini(kiln_onnx_trace *t, size_t n_values)
 {
     for (size_t v = 0; t->shape_only && v < n_values; v++)
         kiln_tensor_fini(&t->shape_only[v]);
+    kiln_free(t->ws);
     kiln_free(t->bytes);
     kiln_free(t->first);
     kiln_free(t->root);
@@ -135,6 +140,7 @@ void kiln__onnx_trace_step(kiln_onnx_trace *t, const kiln_backend_model *m, size
                            const kiln_tensor *vals)
 {
     const kiln_onnx_step *s = &m->steps[i];
+    t->ws[i] = m->scr_ws;
     /* Shape(u) is a constant for these input shapes unless u's shape depends on values */
     bool shape_op = strcmp(s->node->op, "Shape") == 0;
     bool shape_only = shape_op ? s->n_in > 0 && s->in[0] >= 0 && !t->data_shape[s->in[0]] : true;
@@ -183,6 +189,8 @@ void kiln__onnx_plan_fini(kiln_onnx_plan *p, size_t n_values)
     kiln_free(p->consts);
     kiln_free(p->off);
     kiln_free(p->bytes);
+    kiln_free(p->ws_off);
+    kiln_free(p->ws_bytes);
     memset(p, 0, sizeof(*p));
 }
 
@@ -204,12 +212,14 @@ kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, kiln_onnx_trace *
     p->consts = kiln_calloc(nv + 1, sizeof(*p->consts));
     p->off = kiln_malloc((nv + 1) * sizeof(*p->off));
     p->bytes = kiln_calloc(nv + 1, sizeof(*p->bytes));
+    p->ws_off = kiln_calloc(m->n_steps + 1, sizeof(*p->ws_off));
+    p->ws_bytes = kiln_calloc(m->n_steps + 1, sizeof(*p->ws_bytes));
     int32_t *end = kiln_malloc((nv + 1) * sizeof(*end));
     int32_t *buf_of = kiln_malloc((nv + 1) * sizeof(*buf_of));
-    kiln_onnx_buf *bufs = kiln_calloc(nv + 1, sizeof(*bufs));
+    kiln_onnx_buf *bufs = kiln_calloc(nv + m->n_steps + 1, sizeof(*bufs));
     kiln_status st = KILN_OK;
-    if (!p->in_shapes || !p->skip || !p->consts || !p->off || !p->bytes || !end || !buf_of ||
-        !bufs) {
+    if (!p->in_shapes || !p->skip || !p->consts || !p->off || !p->bytes || !p->ws_off ||
+        !p->ws_bytes || !end || !buf_of || !bufs) {
         st = kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "out of memory for a plan");
         goto done;
     }
@@ -249,6 +259,15 @@ kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, kiln_onnx_trace *
         buf_of[v] = (int32_t)n++;
         p->sum_bytes += t->bytes[v];
     }
+    /* a step's workspace lives during that step only: it shares the arena with values that
+     * are dead by then (its inputs and outputs are alive at the step, so it overlaps neither) */
+    size_t ws0 = n;
+    for (size_t i = 0; i < m->n_steps; i++) {
+        if (p->skip[i] || t->ws[i] == 0)
+            continue;
+        bufs[n++] = (kiln_onnx_buf){.bytes = t->ws[i], .first = (int32_t)i, .last = (int32_t)i};
+        p->sum_bytes += t->ws[i];
+    }
     if ((st = kiln__onnx_place(bufs, n, &p->arena_bytes, err)) != KILN_OK)
         goto done;
     for (size_t v = 0; v < nv; v++)
@@ -256,6 +275,11 @@ kiln_status kiln__onnx_plan_build(const kiln_backend_model *m, kiln_onnx_trace *
             p->off[v] = bufs[buf_of[v]].offset;
             p->bytes[v] = t->bytes[v];
         }
+    for (size_t k = ws0; k < n; k++) {
+        size_t i = (size_t)bufs[k].first;
+        p->ws_off[i] = bufs[k].offset;
+        p->ws_bytes[i] = bufs[k].bytes;
+    }
 done:
     kiln_free(end);
     kiln_free(buf_of);

@@ -1,6 +1,7 @@
 /*
- * backends/onnx/runtime_int.h: the loaded form of an ONNX model, shared by runtime.c (load,
- * execute), optimize.c (what load does to the graph) and plan.c (memory plans), only.
+ * backends/onnx/runtime_int.h: the loaded form of an ONNX model, shared by load.c (load),
+ * runtime.c (execute), run_gpu.c (on a GPU), optimize.c (what load does to the graph) and plan.c
+ * (memory plans), only.
  *
  * Load turns the file's nodes into steps. A step is a node with a kernel and its own input and
  * output value lists, so that load can rewrite the graph without touching the file's model:
@@ -53,6 +54,8 @@ typedef struct kiln_onnx_plan {
     kiln_tensor *consts;   /* per value: the folded ones (storage NULL otherwise) */
     uint64_t *off;         /* per value: arena offset, or KILN_ONNX_UNPLANNED */
     uint64_t *bytes;       /* per value: planned size */
+    uint64_t *ws_off;      /* per step: its workspace's arena offset (ws_bytes 0: none) */
+    uint64_t *ws_bytes;    /* per step: its workspace's size (cuDNN's, on a GPU) */
     uint64_t arena_bytes;  /* what the plan needs */
     uint64_t sum_bytes;    /* what its values would need without reuse */
     size_t n_skipped;
@@ -104,9 +107,13 @@ struct kiln_backend_model {
     kiln_storage *gconv;  /* FP16 precision: the FP32 outputs, converted after a run */
     uint64_t mem_gen;     /* bumped when the arena or an input buffer is replaced */
     bool host_copied;     /* this run copied through the host (not capturable) */
-    bool poisoned;        /* a CUDA error left the context unusable */
-    kiln_tensor *scr_tmp; /* a step's host or device copies of its inputs, max_io long */
+    char lost_msg[KILN_ERR_MSG_MAX]; /* the CUDA error that poisoned the GPU's context, for later
+                                        errors */
+    kiln_tensor *scr_tmp;            /* a step's host or device copies of its inputs, max_io long */
+    uint64_t scr_ws;                 /* the workspace the last step's kernel used (call.ws_need) */
 };
+
+/* ---------------------------------------------------------------- optimize.c, plan.c */
 
 /* Grows m->consts and m->is_output by one value. OUT: *v, its index. RESOURCE_EXHAUSTED when
  * out of memory (m unchanged). REQUIRES: load (no execute yet). */
@@ -122,8 +129,10 @@ kiln_status kiln__onnx_optimize(kiln_backend_model *m, kiln_err *err);
 kiln_status kiln__onnx_run_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
                                 const kiln_onnx_plan *p, kiln_err *err);
 
-/* What an unplanned execution saw, per value, to build a plan from (plan.c). */
+/* What an unplanned execution saw, per value (and per step: its workspace), to build a plan
+ * from (plan.c). */
 typedef struct kiln_onnx_trace {
+    uint64_t *ws; /* per step: the workspace its kernel used */
     uint64_t *bytes;
     int32_t *first;   /* the step that made it; -1 for inputs and constants */
     int32_t *root;    /* the value whose buffer it is (itself, or what it views); -1: not ours */
@@ -131,11 +140,13 @@ typedef struct kiln_onnx_trace {
     kiln_tensor *shape_only; /* values that depend only on input shapes, kept (else NULL) */
 } kiln_onnx_trace;
 
-/* Allocates a trace for n_values (RESOURCE_EXHAUSTED) / frees one (a zeroed one too). */
-kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, size_t n_values, kiln_err *err);
+/* Allocates a trace for m's values and steps (RESOURCE_EXHAUSTED) / frees one (a zeroed one
+ * too). */
+kiln_status kiln__onnx_trace_init(kiln_onnx_trace *t, const kiln_backend_model *m, kiln_err *err);
 void kiln__onnx_trace_fini(kiln_onnx_trace *t, size_t n_values);
 
-/* Records step i's outputs, just run, in vals (before its inputs are freed). */
+/* Records step i's outputs, just run, in vals (before its inputs are freed), and the workspace
+ * its kernel used (m->scr_ws). */
 void kiln__onnx_trace_step(kiln_onnx_trace *t, const kiln_backend_model *m, size_t i,
                            const kiln_tensor *vals);
 
@@ -149,5 +160,91 @@ void kiln__onnx_plan_fini(kiln_onnx_plan *p, size_t n_values);
 
 /* Bytes a plan holds besides the arena (its kept values). */
 uint64_t kiln__onnx_plan_bytes(const kiln_onnx_plan *p, size_t n_values);
+
+/* ---------------------------------------------------------------- load.c */
+
+/* The backend's load and unload (backends/backend.h). */
+kiln_status kiln__onnx_load(const kiln_load_args *args, kiln_backend_model **out, kiln_err *err);
+void kiln__onnx_unload(kiln_backend_model *m);
+
+/* ---------------------------------------------------------------- runtime.c: executions */
+
+/* The backend's execute (backends/backend.h): a GPU instance's through kiln__onnx_execute_gpu. */
+kiln_status kiln__onnx_execute(kiln_backend_model *m, kiln_batch *batch, kiln_err *err);
+
+/* Calls kernel k for step s on inputs ins; moves its outputs into vals. With `gpu`, a CUDA
+ * kernel: it gets the context, and the plan's arena and the step's workspace in it. */
+kiln_status kiln__onnx_call_kernel(kiln_backend_model *m, const kiln_onnx_step *s,
+                                   const kiln_onnx_kernel *k, const kiln_tensor **ins,
+                                   kiln_tensor *vals, const kiln_onnx_plan *p, bool gpu,
+                                   kiln_err *err);
+
+/* One execution's state: its values (value-indexed, holding references), the plan for its
+ * input shapes (NULL: none), and, without a plan, the trace to build one from. */
+typedef struct kiln_onnx_run {
+    kiln_tensor *vals;
+    kiln_onnx_plan *p;
+    kiln_onnx_trace trace;
+    bool tracing; /* trace is in use (a run without memory for it goes untraced) */
+} kiln_onnx_run;
+
+/* The start of an execution: OUT r: the values (zeroed; RESOURCE_EXHAUSTED without memory),
+ * the plan for the batch's shapes (its arena made big enough), or NULL and a trace (a run
+ * without memory for the arena or the trace goes unplanned and untraced). */
+kiln_status kiln__onnx_begin_run(kiln_backend_model *m, const kiln_batch *batch, kiln_onnx_run *r,
+                                 kiln_err *err);
+
+/* Fills vals with the constants (and p's folded values). */
+void kiln__onnx_set_consts(const kiln_backend_model *m, const kiln_onnx_plan *p, kiln_tensor *vals);
+
+/* Runs the steps (those p does not fold) over vals, freeing each value after its last reader.
+ * `check` polls the batch's should_stop between steps. trace (may be NULL) records them. */
+kiln_status kiln__onnx_run_steps(kiln_backend_model *m, kiln_batch *batch, const kiln_onnx_plan *p,
+                                 kiln_tensor *vals, kiln_onnx_trace *trace, bool check,
+                                 kiln_err *err);
+
+/* Checks output t against the slot's config output and allocates the slot's result. */
+kiln_status kiln__onnx_slot_result(kiln_backend_model *m, kiln_batch *batch, kiln_output_slot *slot,
+                                   const kiln_tensor *t, kiln_err *err);
+
+/* The end of an execution r with status st: outputs released on failure, the values freed, and
+ * a plan kept from the trace after a success. Returns st. */
+kiln_status kiln__onnx_end_run(kiln_backend_model *m, kiln_batch *batch, kiln_status st,
+                               kiln_onnx_run *r);
+
+/* Frees every plan's CUDA graph and the output views it kept: before memory they point at is
+ * replaced (the views would keep the old memory alive; the graphs would write into it). */
+void kiln__onnx_drop_graphs(kiln_backend_model *m);
+
+/* ---------------------------------------------------------------- run_gpu.c: on a GPU */
+
+/* Opens instance m's GPU context on `device` with the config's precision and cuda_graphs
+ * parameters (INVALID_ARGUMENT naming a bad one). */
+kiln_status kiln__onnx_gpu_setup(kiln_backend_model *m, int device, kiln_err *err);
+
+/* After the rewrites: each step's CUDA kernel, and room for the device copies. */
+kiln_status kiln__onnx_gpu_prepare(kiln_backend_model *m, kiln_err *err);
+
+/* The load's GPU line: the device, and the ops that ran on the CPU in the warm-up runs. */
+void kiln__onnx_gpu_log(const kiln_backend_model *m);
+
+/* Whether step s runs on the GPU: a model on a GPU runs there every step that reads a device
+ * value, except Shape, which reads only the shape. */
+bool kiln__onnx_step_on_gpu(const kiln_backend_model *m, const kiln_onnx_step *s,
+                            const kiln_tensor *vals);
+
+/* Runs step s on the GPU (its CUDA kernel, or its CPU kernel on host copies). */
+kiln_status kiln__onnx_run_gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tensor *vals,
+                                    const kiln_onnx_plan *p, kiln_err *err);
+
+/* Executes a batch on a GPU instance; batch->fault says whether a failure ran out of device
+ * memory or lost the GPU (a sticky CUDA error, after which every execute fails at once). */
+kiln_status kiln__onnx_execute_gpu(kiln_backend_model *m, kiln_batch *batch, kiln_err *err);
+
+/* Whether t is in CUDA memory. */
+static inline bool kiln__onnx_on_device(const kiln_tensor *t)
+{
+    return t->storage && t->device.kind == KILN_DEVICE_CUDA;
+}
 
 #endif /* KILN_BACKENDS_ONNX_RUNTIME_INT_H */

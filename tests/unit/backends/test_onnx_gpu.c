@@ -8,7 +8,10 @@
  *   - FP16 precision computes on FP16 values (an input beyond FP16's range overflows there);
  *   - CUDA graphs on and off give the same bytes;
  *   - inputs and outputs in device memory (CUDA shared memory's case) match host ones;
- *   - device memory is counted as device bytes;
+ *   - device memory is counted as device bytes, and a planned run's cuDNN workspaces are in the
+ *     plan's arena (the context keeps only cuBLAS's);
+ *   - an execution that runs out of device memory evicts the unpinned models on the GPU and runs
+ *     once more (and a load does the same);
  *   - execution from a sandboxed thread records no violation;
  *   - a KIND_GPU instance group naming a GPU that does not exist is refused.
  */
@@ -28,6 +31,7 @@
 #include "backends/onnx/gpu.h"
 #include "backends/onnx/onnx.h"
 #include "backends/onnx/onnx_int.h"
+#include "backends/onnx/runtime_int.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "registry/registry.h"
@@ -486,6 +490,38 @@ static chunk *fill_device(size_t *n)
     return c;
 }
 
+/* A registry over a new repository (repo: a mkdtemp template) of two GPU models, a and b,
+ * with a loaded and unpinned. */
+static kiln_registry *two_gpu_models(char *repo)
+{
+    assert_non_null(mkdtemp(repo));
+    gpu_model_dir(repo, "a");
+    gpu_model_dir(repo, "b");
+    kiln_registry_options o = {.repository = repo};
+    kiln_registry *reg;
+    kiln_err e;
+    assert_ok(kiln_registry_create(&o, &reg, &e), &e);
+    kiln_model *a;
+    assert_ok(kiln_registry_get_or_load(reg, "a", 1, &a, &e), &e);
+    kiln_model_release(a);
+    return reg;
+}
+
+/* Checks that model a of reg was evicted for b, then frees reg and removes repo. */
+static void evicted_then_gone(kiln_registry *reg, const char *repo)
+{
+    kiln_model_status sa;
+    kiln_err e;
+    assert_ok(kiln_registry_status(reg, "a", 1, &sa, &e), &e);
+    print_message("a: %s\n", sa.reason);
+    assert_int_equal(sa.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(sa.reason, "evicted to make room for 'b'"));
+    kiln_registry_destroy(reg);
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", repo);
+    assert_int_equal(system(cmd), 0);
+}
+
 /*
  * A load that runs out of device memory evicts the unpinned models on the device and tries
  * once more: with the GPU filled but for half of model a's footprint, loading b (the same
@@ -498,16 +534,9 @@ static void device_oom_at_load_evicts_and_retries(void **state)
     if (getenv("KILN_GPU_NO_OOM")) /* compute-sanitizer counts the deliberate OOMs as errors */
         skip();
     char repo[] = "/tmp/kiln-gpu-oom-XXXXXX";
-    assert_non_null(mkdtemp(repo));
-    gpu_model_dir(repo, "a");
-    gpu_model_dir(repo, "b");
-    kiln_registry_options o = {.repository = repo};
-    kiln_registry *reg;
+    kiln_registry *reg = two_gpu_models(repo);
     kiln_err e;
-    assert_ok(kiln_registry_create(&o, &reg, &e), &e);
     kiln_model *m;
-    assert_ok(kiln_registry_get_or_load(reg, "a", 1, &m, &e), &e);
-    kiln_model_release(m);
     kiln_model_status sa;
     assert_ok(kiln_registry_status(reg, "a", 1, &sa, &e), &e);
     assert_true(sa.device_bytes > 0);
@@ -532,14 +561,78 @@ static void device_oom_at_load_evicts_and_retries(void **state)
     if (st != KILN_OK)
         fail_msg("b: %s", e.msg);
     kiln_model_release(m);
-    assert_ok(kiln_registry_status(reg, "a", 1, &sa, &e), &e);
-    print_message("a: %s\n", sa.reason);
-    assert_int_equal(sa.state, KILN_MODEL_UNAVAILABLE);
-    assert_non_null(strstr(sa.reason, "evicted"));
-    kiln_registry_destroy(reg);
-    char cmd[200];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", repo);
-    assert_int_equal(system(cmd), 0);
+    evicted_then_gone(reg, repo);
+}
+
+/*
+ * An execution that runs out of device memory evicts the unpinned models holding memory on its
+ * GPU and runs once more: with the GPU full, b's first batch of a new size (an unplanned run,
+ * which allocates each value) fails, a is evicted, and the batch runs.
+ */
+static void device_oom_at_execute_evicts_and_retries(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    if (getenv("KILN_GPU_NO_OOM"))
+        skip();
+    char repo[] = "/tmp/kiln-gpu-xoom-XXXXXX";
+    kiln_registry *reg = two_gpu_models(repo);
+    kiln_err e;
+    kiln_model *b;
+    assert_ok(kiln_registry_get_or_load(reg, "b", 1, &b, &e), &e);
+    size_t n;
+    chunk *chunks = fill_device(&n);
+    const kiln_model_config *c = kiln_model_get_config(b);
+    kiln_tensor in[4] = {{0}};
+    make_inputs(c, 5, 0.f, in); /* warm-up ran 1 and 8: 5 is new */
+    kiln_output_slot out = {.index = 0};
+    kiln_batch batch = {.batch_size = 5,
+                        .n_inputs = (uint32_t)c->n_inputs,
+                        .inputs = in,
+                        .n_outputs = 1,
+                        .outputs = &out};
+    kiln_status st = kiln_model_execute(b, 0, &batch, &e);
+    for (size_t i = 0; i < n; i++)
+        kiln__cuda_free(0, chunks[i].p);
+    free(chunks);
+    if (st != KILN_OK)
+        fail_msg("b at batch 5: %s", e.msg);
+    assert_int_equal(batch.fault, KILN_FAULT_NONE);
+    kiln_tensor_fini(&out.result);
+    for (size_t k = 0; k < c->n_inputs; k++)
+        kiln_tensor_fini(&in[k]);
+    kiln_model_release(b);
+    evicted_then_gone(reg, repo);
+}
+
+/* A planned run's convolutions take their cuDNN workspaces from the plan's arena: after the
+ * warm-up and after a new shape's plan, the GPU context holds cuBLAS's fixed workspace only,
+ * and the plans account for the workspaces. */
+static void workspaces_are_in_the_arena(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    loaded g;
+    load(&g, "torch-models", "resnet", gpu0, NULL);
+    kiln_backend_model *m = g.model;
+    uint64_t blas = kiln__onnx_gpu_bytes(m->gpu);
+    for (int rep = 0; rep < 3; rep++) {
+        kiln_tensor r = run(&g, 3, 0.f, false);
+        kiln_tensor_fini(&r);
+        assert_int_equal(kiln__onnx_gpu_bytes(m->gpu), blas);
+    }
+    uint64_t ws = 0, steps = 0;
+    for (size_t i = 0; i < m->n_plans; i++)
+        for (size_t k = 0; k < m->n_steps; k++) {
+            ws += m->plans[i].ws_bytes[k];
+            steps += m->plans[i].ws_bytes[k] > 0;
+        }
+    print_message("resnet: %zu plans, %llu convolution steps with a workspace (%llu bytes in all), "
+                  "arena %llu bytes, context %llu bytes\n",
+                  m->n_plans, (unsigned long long)steps, (unsigned long long)ws,
+                  (unsigned long long)kiln_storage_size(m->arena), (unsigned long long)blas);
+    assert_true(m->n_plans >= 3);
+    unload(&g);
 }
 
 /* Runs op's kernel for `device` (a CUDA one on a device copy of in[0], the other inputs on
@@ -687,6 +780,8 @@ int main(void)
         cmocka_unit_test(loads_in_the_sandbox),
         cmocka_unit_test(data_movement_matches_cpu),
         cmocka_unit_test(device_oom_at_load_evicts_and_retries),
+        cmocka_unit_test(device_oom_at_execute_evicts_and_retries),
+        cmocka_unit_test(workspaces_are_in_the_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /*
- * Unit tests: the ONNX backend's runtime (backends/onnx/runtime.c, optimize.c, plan.c): memory
- * placement, load's rewrites, and planned executions giving the same bytes as the unplanned
+ * Unit tests: the ONNX backend's runtime (backends/onnx/load.c, runtime.c, optimize.c, plan.c):
+ * memory placement, load's rewrites, and planned executions giving the same bytes as the unplanned
  * first one, through the backend interface on committed models.
  */
 #include <setjmp.h>

@@ -1,4 +1,5 @@
-/* Unit tests: the registry (racing loads, versions, eviction, pins, TTL, unload during use). */
+/* Unit tests: the registry (racing loads, versions, eviction, pins, TTL, unload during use,
+ * executions that run out of device memory, lose their GPU or grow). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +23,7 @@
 /* ---------------------------------------------------------------- a fake backend */
 
 static atomic_int fake_loads, fake_unloads;
+static atomic_int fake_device_models; /* loaded fake models that hold device memory */
 
 struct kiln_backend_model {
     uint64_t host, device;
@@ -44,6 +46,8 @@ static kiln_status fake_load(const kiln_load_args *a, kiln_backend_model **out, 
     m->host = host ? (uint64_t)atoll(host) : 100;
     const char *dev = kiln_model_config_param(a->config, "device_bytes");
     m->device = dev ? (uint64_t)atoll(dev) : 0;
+    if (m->device)
+        atomic_fetch_add(&fake_device_models, 1);
     *out = m;
     return KILN_OK;
 }
@@ -53,6 +57,8 @@ static void fake_unload(kiln_backend_model *m)
     if (!m)
         return;
     atomic_fetch_add(&fake_unloads, 1);
+    if (m->device)
+        atomic_fetch_sub(&fake_device_models, 1);
     kiln_free(m);
 }
 
@@ -67,15 +73,26 @@ static atomic_int fake_execs;
 static uint32_t fake_rows;
 static float fake_first;
 
+/* The first input value picks a device fault: 77 runs out of device memory while another
+ * fake model holds device memory, 66 loses the GPU, 55 grows the model by 1000 device bytes. */
 static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *err)
 {
-    (void)m;
     atomic_fetch_add(&fake_execs, 1);
     fake_rows = b->batch_size;
     fake_first =
         b->n_inputs && b->inputs[0].byte_size >= 4 ? *(const float *)b->inputs[0].data : -1.f;
     if (b->n_inputs && b->inputs[0].byte_size >= 4 && fake_first == 99.f)
         return kiln_err_set(err, KILN_INVALID_ARGUMENT, "fake execute refuses 99");
+    if (fake_first == 77.f && atomic_load(&fake_device_models) > 1) {
+        b->fault = KILN_FAULT_DEVICE_MEMORY;
+        return kiln_err_set(err, KILN_RESOURCE_EXHAUSTED, "fake CUDA: out of memory");
+    }
+    if (fake_first == 66.f) {
+        b->fault = KILN_FAULT_DEVICE_LOST;
+        return kiln_err_set(err, KILN_INTERNAL, "fake CUDA: an illegal memory access");
+    }
+    if (fake_first == 55.f)
+        m->device += 1000;
     return KILN_OK;
 }
 
@@ -95,6 +112,7 @@ static const kiln_backend *find(const char *name)
 typedef struct fx {
     char repo[64];
     kiln_registry *reg;
+    kiln_device dev;    /* where models load (the fake backend only records it) */
     _Atomic uint64_t t; /* the fake clock, read by the registry from any thread */
 } fx;
 
@@ -138,6 +156,7 @@ static void make_registry_dev(fx *f, uint64_t host_budget, uint64_t device_budge
                                .host_budget_bytes = host_budget,
                                .device_budget_bytes = device_budget,
                                .idle_ttl_ns = ttl,
+                               .device = f->dev,
                                .find_backend = find,
                                .clock = fake_now,
                                .clock_ctx = f};
@@ -159,6 +178,8 @@ static int setup(void **state)
     f->t = 1000;
     atomic_store(&fake_loads, 0);
     atomic_store(&fake_unloads, 0);
+    atomic_store(&fake_device_models, 0);
+    atomic_store(&fake_execs, 0);
     kiln_log_set_level(KILN_LOG_ERROR);
     make_registry(f, 0, 0);
     *state = f;
@@ -815,6 +836,167 @@ static void registry_cycles_do_not_grow_rss(void **state)
     kiln_registry_destroy(reg);
 }
 
+/* Executes one row whose input is v on instance 0 of m. */
+static kiln_status exec_value(kiln_model *m, float v, kiln_batch_fault *fault, kiln_err *e)
+{
+    kiln_shape sh = {.rank = 1, .dims = {1}};
+    kiln_tensor in;
+    kiln_err ae;
+    assert_ok(kiln_tensor_alloc(KILN_DTYPE_FP32, &sh, 0, &in, &ae), &ae);
+    *(float *)in.data = v;
+    kiln_output_slot out = {.index = 0};
+    kiln_batch b = {.n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out};
+    kiln_status st = kiln_model_execute(m, 0, &b, e);
+    if (fault)
+        *fault = b.fault;
+    kiln_batch_release_outputs(&b);
+    kiln_tensor_fini(&in);
+    return st;
+}
+
+static const kiln_device gpu0 = {KILN_DEVICE_CUDA, 0};
+
+/* Models a and b, 500 device bytes each, in a registry whose models load on "GPU 0". */
+static void two_device_models(fx *f)
+{
+    f->dev = gpu0;
+    make_registry(f, 0, 0);
+    add_model(f, "a", "1", "parameters { key: 'device_bytes' value { string_value: '500' } }");
+    add_model(f, "b", "1", "parameters { key: 'device_bytes' value { string_value: '500' } }");
+}
+
+static void execute_out_of_device_memory_evicts_and_retries(void **state)
+{
+    fx *f = *state;
+    two_device_models(f);
+    add_model(f, "cpu", "1", NULL); /* holds no device memory: stays */
+    kiln_err e;
+    kiln_model *a, *b, *c;
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 0, &a, &e), &e);
+    assert_ok(kiln_registry_get_or_load(f->reg, "cpu", 0, &c, &e), &e);
+    kiln_model_release(a);
+    kiln_model_release(c);
+    assert_ok(kiln_registry_get_or_load(f->reg, "b", 0, &b, &e), &e);
+    /* b runs out of device memory while a holds some: a goes, and b runs once more */
+    kiln_batch_fault fault;
+    assert_ok(exec_value(b, 77.f, &fault, &e), &e);
+    assert_int_equal(fault, KILN_FAULT_NONE);
+    assert_int_equal(atomic_load(&fake_execs), 2);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(s.reason, "evicted to make room for 'b'"));
+    assert_ok(kiln_registry_status(f->reg, "cpu", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.evictions, 1);
+    assert_int_equal(rs.device_bytes, 500);
+    kiln_model_release(b);
+}
+
+static void execute_out_of_device_memory_with_nothing_to_evict(void **state)
+{
+    fx *f = *state;
+    two_device_models(f);
+    kiln_err e;
+    kiln_model *a, *b;
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 0, &a, &e), &e);
+    assert_ok(kiln_registry_get_or_load(f->reg, "b", 0, &b, &e), &e);
+    /* a is pinned: nothing can go, and the failure is the batch's, once */
+    kiln_batch_fault fault;
+    assert_status(exec_value(b, 77.f, &fault, &e), KILN_RESOURCE_EXHAUSTED, &e,
+                  "fake CUDA: out of memory");
+    assert_int_equal(fault, KILN_FAULT_DEVICE_MEMORY);
+    assert_int_equal(atomic_load(&fake_execs), 1);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "a", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_READY);
+    kiln_model_release(a);
+    kiln_model_release(b);
+}
+
+static void execute_that_loses_the_gpu_stops_its_models(void **state)
+{
+    fx *f = *state;
+    f->dev = gpu0;
+    make_registry(f, 0, 0);
+    add_model(f, "a", "1", NULL);
+    add_model(f, "b", "1", NULL);
+    add_model(f, "later", "1", NULL);
+    kiln_err e;
+    kiln_model *a, *b;
+    assert_ok(kiln_registry_get_or_load(f->reg, "a", 0, &a, &e), &e);
+    assert_ok(kiln_registry_get_or_load(f->reg, "b", 0, &b, &e), &e);
+    kiln_model_release(b);
+    assert_int_equal(kiln_registry_lost_gpus(f->reg, NULL, 0), 0);
+    kiln_batch_fault fault;
+    assert_status(exec_value(a, 66.f, &fault, &e), KILN_INTERNAL, &e,
+                  "fake CUDA: an illegal memory access");
+    assert_int_equal(fault, KILN_FAULT_DEVICE_LOST);
+    char why[KILN_ERR_MSG_MAX];
+    assert_int_equal(kiln_registry_lost_gpus(f->reg, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "GPU 0 is unusable until the server restarts: model 'a' version 1 "
+                                "failed there: fake CUDA: an illegal memory access"));
+    /* both models on GPU 0 stop serving, with the reason */
+    kiln_model *m;
+    assert_status(kiln_registry_acquire(f->reg, "b", 0, &m, &e), KILN_UNAVAILABLE, &e,
+                  "GPU 0 is unusable until the server restarts");
+    assert_null(m);
+    assert_status(kiln_registry_get_or_load(f->reg, "a", 0, &m, &e), KILN_UNAVAILABLE, &e,
+                  "GPU 0 is unusable");
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "b", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    assert_non_null(strstr(s.reason, "fake CUDA: an illegal memory access"));
+    /* a load onto the lost GPU fails without calling the backend */
+    int loads = atomic_load(&fake_loads);
+    assert_status(kiln_registry_get_or_load(f->reg, "later", 0, &m, &e), KILN_UNAVAILABLE, &e,
+                  "model 'later': instance 0 would run on GPU 0, which is unusable");
+    assert_int_equal(atomic_load(&fake_loads), loads);
+    /* the pinned model still unloads once released; nothing leaks */
+    kiln_model_release(a);
+    assert_ok(kiln_registry_unload(f->reg, "a", &e), &e);
+    assert_ok(kiln_registry_unload(f->reg, "b", &e), &e);
+    assert_int_equal(atomic_load(&fake_unloads), 2);
+}
+
+static void execute_growth_is_counted_and_evicts(void **state)
+{
+    fx *f = *state;
+    f->dev = gpu0;
+    make_registry_dev(f, 0, 2000, 0);
+    add_model(f, "old", "1", "parameters { key: 'device_bytes' value { string_value: '600' } }");
+    add_model(f, "grows", "1", "parameters { key: 'device_bytes' value { string_value: '600' } }");
+    kiln_err e;
+    kiln_model *old, *g;
+    assert_ok(kiln_registry_get_or_load(f->reg, "old", 0, &old, &e), &e);
+    kiln_model_release(old);
+    assert_ok(kiln_registry_get_or_load(f->reg, "grows", 0, &g, &e), &e);
+    /* 600 -> 1600: with old's 600 the registry would hold 2200 of 2000: old goes */
+    assert_ok(exec_value(g, 55.f, NULL, &e), &e);
+    kiln_model_status s;
+    assert_ok(kiln_registry_status(f->reg, "grows", 1, &s, &e), &e);
+    assert_int_equal(s.device_bytes, 1600);
+    assert_ok(kiln_registry_status(f->reg, "old", 1, &s, &e), &e);
+    assert_int_equal(s.state, KILN_MODEL_UNAVAILABLE);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.device_bytes, 1600);
+    /* past the budget with nothing left to evict: counted, and the execution still succeeds */
+    assert_ok(exec_value(g, 55.f, NULL, &e), &e);
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.device_bytes, 2600);
+    /* a run that does not grow it changes nothing */
+    assert_ok(exec_value(g, 1.f, NULL, &e), &e);
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.device_bytes, 2600);
+    kiln_model_release(g);
+    assert_ok(kiln_registry_unload(f->reg, "grows", &e), &e);
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.device_bytes, 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -834,6 +1016,10 @@ int main(void)
         T(models_without_config_are_auto_completed),
         T(models_with_neither_config_nor_model_file),
         T(concurrent_pins_and_unloads),
+        T(execute_out_of_device_memory_evicts_and_retries),
+        T(execute_out_of_device_memory_with_nothing_to_evict),
+        T(execute_that_loses_the_gpu_stops_its_models),
+        T(execute_growth_is_counted_and_evicts),
         cmocka_unit_test(registry_cycles_do_not_grow_rss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
