@@ -118,6 +118,12 @@ typedef struct kiln_backend {
     const char *autoconfig_file;
     kiln_status (*autoconfig)(const char *model_name, const char *version_dir,
                               kiln_model_config **out, kiln_err *err);
+
+    /* True when execute runs code Kiln did not write (plugins), which may use a GPU behind
+     * Kiln's back: after such an execute fails with INTERNAL or UNKNOWN (or a load fails), the
+     * registry checks every GPU for a fault that code may have left (kiln_cuda_probe). A
+     * backend that runs on GPUs itself reports its faults in kiln_batch.fault instead. */
+    bool foreign_code;
 } kiln_backend;
 
 /*

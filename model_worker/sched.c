@@ -456,6 +456,37 @@ static void release_instance(batch_job *b)
     answer_all(done);
 }
 
+/* One attempt of a batch's execute, inside the request's sandbox record and CPU limit (the
+ * registry's evictions between attempts stay outside it). */
+typedef struct sandboxed_run {
+    kiln_engine *e;
+    kiln_model *m;
+    const char *request_id;
+} sandboxed_run;
+
+static kiln_status run_sandboxed(void *ctx, const kiln_backend *be, kiln_backend_model *bm,
+                                 kiln_batch *batch, kiln_err *err)
+{
+    sandboxed_run *r = ctx;
+    kiln_status st = kiln_sandbox_begin(r->e->opt.cpu_limit_ns, err);
+    if (st != KILN_OK)
+        return st;
+    st = be->execute(bm, batch, err);
+    kiln_sandbox_report rep;
+    kiln_sandbox_end(&rep);
+    kiln_err serr;
+    kiln_status sst = kiln_sandbox_check(&rep, kiln_model_name(r->m), r->request_id,
+                                         r->e->opt.cpu_limit_ns, &serr);
+    if (sst != KILN_OK) { /* a violation outranks whatever the model said */
+        kiln_batch_release_outputs(batch);
+        batch->fault = KILN_FAULT_NONE;
+        if (err)
+            *err = serr;
+        st = sst;
+    }
+    return st;
+}
+
 static void run_batch(kiln_job *job)
 {
     batch_job *b = (batch_job *)job;
@@ -505,20 +536,8 @@ static void run_batch(kiln_job *job)
                     batch.batch_size = tensor_rows(&inputs[k], true);
                     break;
                 }
-        st = kiln_sandbox_begin(e->opt.cpu_limit_ns, &err);
-        if (st == KILN_OK) {
-            st = kiln_model_execute(m, b->instance, &batch, &err);
-            kiln_sandbox_report rep;
-            kiln_sandbox_end(&rep);
-            kiln_err serr;
-            kiln_status sst = kiln_sandbox_check(&rep, kiln_model_name(m), p0->req->request_id,
-                                                 e->opt.cpu_limit_ns, &serr);
-            if (sst != KILN_OK) { /* a violation outranks whatever the model said */
-                kiln_batch_release_outputs(&batch);
-                st = sst;
-                err = serr;
-            }
-        }
+        sandboxed_run sr = {e, m, p0->req->request_id};
+        st = kiln_model_execute(m, b->instance, &batch, run_sandboxed, &sr, &err);
     }
     uint64_t inferred = kiln_clock_now_ns();
     kiln_model_record(m, rows, st == KILN_OK, queue_ns, inferred - start);

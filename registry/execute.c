@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "registry/registry_int.h"
@@ -35,47 +36,94 @@ uint64_t kiln_registry_lost_gpus(kiln_registry *reg, char *reason, size_t cap)
         reason[0] = '\0';
         if (lost) {
             pthread_mutex_lock(&reg->mu);
-            snprintf(reason, cap, "%s", reg->lost_reason);
+            snprintf(reason, cap, "%s", reg->lost_reason[reg->first_lost]);
             pthread_mutex_unlock(&reg->mu);
         }
     }
     return lost;
 }
 
-/* Marks the GPU of m's instance i lost after a sticky CUDA error (message msg). */
-static void lose_gpu(kiln_model *m, uint32_t i, const char *msg)
+void kiln__registry_lose_gpu(kiln_registry *reg, int gpu, const char *who, const char *msg)
 {
-    kiln_registry *reg = m->reg;
-    kiln_device d = m->inst.dev[i];
+    if (gpu < 0)
+        return;
+    uint64_t bit = kiln__gpu_bit((kiln_device){KILN_DEVICE_CUDA, gpu});
+    int b = __builtin_ctzll(bit);
     pthread_mutex_lock(&reg->mu);
-    uint64_t before = atomic_load(&reg->lost_gpus);
-    bool first = !(before & kiln__gpu_bit(d));
-    if (!before)
-        snprintf(reg->lost_reason, sizeof(reg->lost_reason),
-                 "GPU %d is unusable until the server restarts: model '%s' version %" PRId64
-                 " failed there: %.300s",
-                 d.id, m->name, m->version, msg);
-    atomic_fetch_or(&reg->lost_gpus, kiln__gpu_bit(d));
+    bool first = !(atomic_load(&reg->lost_gpus) & bit);
     size_t n = 0;
-    for (size_t k = 0; k < reg->n; k++)
-        n += kiln__model_lost_locked(reg, reg->models[k]);
+    if (first) {
+        /* the reason before the bit: load_all reads it without mu once it sees the bit */
+        snprintf(reg->lost_reason[b], sizeof(reg->lost_reason[b]),
+                 "GPU %d is unusable until the server restarts: %.150s failed there: %.250s", gpu,
+                 who, msg);
+        if (!atomic_load(&reg->lost_gpus))
+            reg->first_lost = b;
+        atomic_fetch_or(&reg->lost_gpus, bit);
+        for (size_t k = 0; k < reg->n; k++)
+            for (uint32_t i = 0; i < reg->models[k]->inst.n; i++)
+                if (kiln__gpu_bit(reg->models[k]->inst.dev[i]) == bit) {
+                    n++;
+                    break;
+                }
+    }
     pthread_mutex_unlock(&reg->mu);
     if (first)
-        KILN_LOGE(&(kiln_log_ctx){.model = m->name},
-                  "GPU %d lost (a CUDA error left its context unusable: %s): %zu model version%s "
-                  "with instances there stop serving, and the server reports NOT_SERVING until "
-                  "it restarts",
-                  d.id, msg, n, n == 1 ? "" : "s");
+        KILN_LOGE(NULL,
+                  "GPU %d lost: %s failed there (%s), and a CUDA error of that kind leaves the "
+                  "GPU's context unusable for the rest of the process: %zu model version%s with "
+                  "instances there stop serving, and the server reports NOT_SERVING until it "
+                  "restarts",
+                  gpu, who, msg, n, n == 1 ? "" : "s");
 }
 
-/* Evicts the unpinned models holding memory on the GPU of m's instance i. Returns how many. */
-static size_t evict_for(kiln_model *m, uint32_t i, const char *why)
+void kiln__registry_probe_gpus(kiln_registry *reg, const char *who)
+{
+    int gpus = 0;
+    kiln_err e;
+    if (kiln_cuda_device_count(&gpus, &e) != KILN_OK)
+        return;
+    for (int d = 0; d < gpus; d++) {
+        bool lost = false;
+        if (kiln_cuda_probe(d, &lost, &e) != KILN_OK && lost)
+            kiln__registry_lose_gpu(reg, d, who, e.msg);
+    }
+}
+
+/* Whether a model (but m) holding memory on GPU gpu is being evicted: marked UNLOADING with no
+ * pin left, so its unload is under way and waits for nobody. REQUIRES: mu. */
+static bool evicting_locked(const kiln_registry *reg, const kiln_model *m, int gpu)
+{
+    for (size_t k = 0; k < reg->n; k++) {
+        const kiln_model *v = reg->models[k];
+        if (v == m || kiln__model_state(v) != KILN_MODEL_UNLOADING || atomic_load(&v->pins))
+            continue;
+        for (uint32_t i = 0; i < v->inst.n; i++)
+            if (v->inst_device[i] && (gpu < 0 || v->inst.dev[i].id == gpu))
+                return true;
+    }
+    return false;
+}
+
+/* After m's instance i ran out of device memory: evicts the unpinned models holding memory on
+ * its GPU, or, when another execution has just picked them, waits (a few seconds at most) for
+ * those evictions to finish. Returns whether memory was freed meanwhile (worth one more try). */
+static bool make_room_for(kiln_model *m, uint32_t i, const char *why)
 {
     kiln_registry *reg = m->reg;
     kiln_model *victims[KILN__MAX_VICTIMS];
     int gpu = m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1;
     pthread_mutex_lock(&reg->mu);
     size_t n = kiln__registry_evict_device_locked(reg, m, gpu, victims);
+    bool waited = false;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    while (!n && evicting_locked(reg, m, gpu)) {
+        waited = true;
+        if (pthread_cond_timedwait(&reg->cond, &reg->mu, &until) != 0)
+            break;
+    }
     pthread_mutex_unlock(&reg->mu);
     if (n) {
         KILN_LOGW(&(kiln_log_ctx){.model = m->name},
@@ -84,7 +132,7 @@ static size_t evict_for(kiln_model *m, uint32_t i, const char *why)
                   m->version, why, n, n == 1 ? "" : "s", gpu);
         kiln__registry_finish_evictions(reg, victims, n, m);
     }
-    return n;
+    return n || waited;
 }
 
 /* Counts instance i's memory again after an execution; growth past a budget evicts. */
@@ -93,12 +141,14 @@ static void recount(kiln_model *m, uint32_t i)
     kiln_registry *reg = m->reg;
     uint64_t h = 0, d = 0;
     m->backend->memory(m->inst.bm[i], &h, &d);
+    /* only this instance's executing thread writes these after the load: no lock to compare */
+    if (h == m->inst_host[i] && d == m->inst_device[i])
+        return;
     kiln_model *victims[KILN__MAX_VICTIMS];
     size_t n = 0;
     kiln_err e;
-    kiln_status st;
     pthread_mutex_lock(&reg->mu);
-    if (!m->counted || (h == m->inst_host[i] && d == m->inst_device[i])) {
+    if (!m->counted) {
         pthread_mutex_unlock(&reg->mu);
         return;
     }
@@ -109,7 +159,7 @@ static void recount(kiln_model *m, uint32_t i)
     m->device_bytes += d - m->inst_device[i];
     m->inst_host[i] = h;
     m->inst_device[i] = d;
-    st = kiln__registry_make_room_locked(reg, m, 0, 0, victims, &n, &e);
+    kiln_status st = kiln__registry_make_room_locked(reg, m, 0, 0, victims, &n, &e);
     uint64_t host_used = reg->host_used, device_used = reg->device_used;
     pthread_mutex_unlock(&reg->mu);
     kiln__registry_finish_evictions(reg, victims, n, m);
@@ -123,20 +173,30 @@ static void recount(kiln_model *m, uint32_t i)
                   reg->opt.device_budget_bytes);
 }
 
-kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_err *err)
+kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_execute_fn run,
+                               void *ctx, kiln_err *err)
 {
     kiln_backend_model *bm = m->inst.bm[i];
     batch->fault = KILN_FAULT_NONE;
-    kiln_status st = m->backend->execute(bm, batch, err);
+    kiln_status st =
+        run ? run(ctx, m->backend, bm, batch, err) : m->backend->execute(bm, batch, err);
     if (st != KILN_OK && batch->fault == KILN_FAULT_DEVICE_MEMORY &&
-        evict_for(m, i, err ? err->msg : kiln_status_name(st))) {
+        make_room_for(m, i, err ? err->msg : kiln_status_name(st))) {
         batch->fault = KILN_FAULT_NONE;
-        st = m->backend->execute(bm, batch, err);
+        st = run ? run(ctx, m->backend, bm, batch, err) : m->backend->execute(bm, batch, err);
     }
-    if (st != KILN_OK && batch->fault == KILN_FAULT_DEVICE_LOST)
-        lose_gpu(m, i, err ? err->msg : kiln_status_name(st));
-    if (st == KILN_OK)
-        recount(m, i);
+    char who[KILN_MODEL_NAME_MAX + 64];
+    if (st != KILN_OK)
+        snprintf(who, sizeof(who), "model '%s' version %" PRId64, m->name, m->version);
+    if (st != KILN_OK && batch->fault == KILN_FAULT_DEVICE_LOST) {
+        kiln__registry_lose_gpu(m->reg,
+                                m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1,
+                                who, err ? err->msg : kiln_status_name(st));
+        return st;
+    }
+    if ((st == KILN_INTERNAL || st == KILN_UNKNOWN) && m->backend->foreign_code)
+        kiln__registry_probe_gpus(m->reg, who); /* not after a refused input, say */
+    recount(m, i); /* a failed run may have grown (or dropped) memory too */
     return st;
 }
 

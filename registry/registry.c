@@ -107,20 +107,22 @@ static void instances_memory(const kiln_backend *b, const kiln_instances *inst, 
 }
 
 /* Loads every instance the config asks for, each on its device; all or nothing. A GPU lost
- * to a CUDA fault takes no new instances (lost: the registry's lost_gpus, read once). */
-static kiln_status load_all(const kiln_backend *b, const kiln_load_args *args, uint64_t lost,
-                            const char *lost_reason, kiln_instances *inst, kiln_err *err)
+ * to a CUDA fault takes no new instances (a lost GPU's reason is written before its bit is
+ * set, and never again, so it is read here without mu). */
+static kiln_status load_all(const kiln_registry *reg, const kiln_backend *b,
+                            const kiln_load_args *args, kiln_instances *inst, kiln_err *err)
 {
     uint32_t want = 0;
     inst->n = 0;
     kiln_status st =
         instance_devices(args->config, args->model_name, args->device, inst->dev, &want, err);
-    for (uint32_t i = 0; st == KILN_OK && i < want; i++)
-        if (lost & kiln__gpu_bit(inst->dev[i]))
-            st = kiln_err_set(err, KILN_UNAVAILABLE,
-                              "model '%s': instance %u would run on GPU %d, which is unusable "
-                              "until the server restarts (%s)",
-                              args->model_name, i, inst->dev[i].id, lost_reason);
+    uint64_t lost = atomic_load(&reg->lost_gpus);
+    for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
+        uint64_t bit = kiln__gpu_bit(inst->dev[i]);
+        if (lost & bit)
+            st = kiln_err_set(err, KILN_UNAVAILABLE, "model '%s': instance %u cannot load: %s",
+                              args->model_name, i, reg->lost_reason[__builtin_ctzll(bit)]);
+    }
     for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
         kiln_load_args a = *args;
         a.device = inst->dev[i];
@@ -171,13 +173,15 @@ uint64_t kiln__gpu_bit(kiln_device d)
     return UINT64_C(1) << (d.id < 63 ? d.id : 63);
 }
 
-bool kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m)
+const char *kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m)
 {
     uint64_t lost = atomic_load(&reg->lost_gpus);
-    for (uint32_t i = 0; lost && i < m->inst.n; i++)
-        if (lost & kiln__gpu_bit(m->inst.dev[i]))
-            return true;
-    return false;
+    for (uint32_t i = 0; lost && i < m->inst.n; i++) {
+        uint64_t bit = kiln__gpu_bit(m->inst.dev[i]);
+        if (lost & bit)
+            return reg->lost_reason[__builtin_ctzll(bit)];
+    }
+    return NULL;
 }
 
 static const kiln_backend *find_backend(const kiln_registry *reg, const char *name)
@@ -494,9 +498,7 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
     kiln_load_args args = {m->name, mdir, vdir, m->version, m->config, reg->opt.device};
     kiln_instances inst;
     uint64_t host = 0, device = 0;
-    char lost_reason[KILN_ERR_MSG_MAX];
-    uint64_t lost = kiln_registry_lost_gpus(reg, lost_reason, sizeof(lost_reason));
-    st = load_all(m->backend, &args, lost, lost_reason, &inst, err);
+    st = load_all(reg, m->backend, &args, &inst, err);
     if (st == KILN_RESOURCE_EXHAUSTED && wants_gpu(m->config)) {
         /* device memory ran out (cudaMalloc failed): unpinned models on the device go, and
          * the load is tried once more */
@@ -510,13 +512,20 @@ static kiln_status load_locked(kiln_registry *reg, kiln_model *m, kiln_err *err)
                       m->version, err ? err->msg : "", n_victims, n_victims == 1 ? "" : "s");
             kiln__registry_finish_evictions(reg, victims, n_victims, m);
             n_victims = 0;
-            st = load_all(m->backend, &args, lost, lost_reason, &inst, err);
+            st = load_all(reg, m->backend, &args, &inst, err);
         }
     }
     if (st == KILN_OK && m->config->n_warmups) {
         st = kiln__registry_warmup(m->backend, inst.bm, inst.n, m->name, mdir, m->config, err);
         if (st != KILN_OK)
             unload_all(m->backend, &inst);
+    }
+    if (st != KILN_OK && (wants_gpu(m->config) || m->backend->foreign_code)) {
+        /* the load ran model code on a GPU (the load check, the samples): a fault there has
+         * left the GPU unusable for every model, and must be known */
+        char who[KILN_MODEL_NAME_MAX + 64];
+        snprintf(who, sizeof(who), "loading model '%s' version %" PRId64, m->name, m->version);
+        kiln__registry_probe_gpus(reg, who);
     }
     /* after the samples, which may have grown the instances (plans, arenas) */
     uint64_t inst_host[KILN_MAX_INSTANCES], inst_device[KILN_MAX_INSTANCES];
@@ -645,10 +654,11 @@ kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int6
         goto out_unlock;
     for (;;) {
         kiln_model_state s = state_of(m);
-        if (s == KILN_MODEL_READY && kiln__model_lost_locked(reg, m)) {
+        const char *lost = s == KILN_MODEL_READY ? kiln__model_lost_locked(reg, m) : NULL;
+        if (lost) {
             st = kiln_err_set(err, KILN_UNAVAILABLE,
                               "model '%s' version %" PRId64 " is not ready (%s)", m->name,
-                              m->version, reg->lost_reason);
+                              m->version, lost);
             goto out_unlock;
         }
         if (s == KILN_MODEL_READY) {
@@ -677,7 +687,11 @@ kiln_status kiln_registry_get_or_load(kiln_registry *reg, const char *name, int6
     m->load_gen++;
     atomic_store(&m->state, KILN_MODEL_LOADING);
     st = load_locked(reg, m, err);
-    if (st == KILN_OK) {
+    const char *lost = st == KILN_OK ? kiln__model_lost_locked(reg, m) : NULL;
+    if (lost) /* its GPU was lost while it loaded */
+        st = kiln_err_set(err, KILN_UNAVAILABLE, "model '%s' version %" PRId64 " is not ready (%s)",
+                          m->name, m->version, lost);
+    else if (st == KILN_OK) {
         pin_locked(m);
         *out = m;
     }
@@ -693,7 +707,7 @@ kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t 
     *out = NULL;
     pthread_mutex_lock(&reg->mu);
     kiln_model *m = find_locked(reg, name, version);
-    bool lost = m && kiln__model_lost_locked(reg, m);
+    const char *lost = m ? kiln__model_lost_locked(reg, m) : NULL;
     if (m && state_of(m) == KILN_MODEL_READY && !lost) {
         pin_locked(m);
         pthread_mutex_unlock(&reg->mu);
@@ -710,7 +724,7 @@ kiln_status kiln_registry_acquire(kiln_registry *reg, const char *name, int64_t 
     kiln_model_state s = m && !lost ? state_of(m) : KILN_MODEL_UNAVAILABLE;
     char reason[KILN_ERR_MSG_MAX] = "";
     if (m)
-        snprintf(reason, sizeof(reason), "%s", lost ? reg->lost_reason : m->reason);
+        snprintf(reason, sizeof(reason), "%s", lost ? lost : m->reason);
     pthread_mutex_unlock(&reg->mu);
     if (!err)
         return KILN_UNAVAILABLE;
@@ -874,9 +888,9 @@ static void status_locked(const kiln_model *m, kiln_model_status *o)
     memset(o, 0, sizeof(*o));
     snprintf(o->name, sizeof(o->name), "%s", m->name);
     o->version = m->version;
-    bool lost = kiln__model_lost_locked(m->reg, m);
+    const char *lost = kiln__model_lost_locked(m->reg, m);
     o->state = lost ? KILN_MODEL_UNAVAILABLE : state_of(m);
-    snprintf(o->reason, sizeof(o->reason), "%s", lost ? m->reg->lost_reason : m->reason);
+    snprintf(o->reason, sizeof(o->reason), "%s", lost ? lost : m->reason);
     o->pins = (uint32_t)atomic_load(&m->pins);
     o->host_bytes = m->host_bytes;
     o->device_bytes = m->device_bytes;

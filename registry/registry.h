@@ -230,21 +230,32 @@ kiln_backend_model *kiln_model_backend_model(const kiln_model *m);
 uint32_t kiln_model_instance_count(const kiln_model *m);
 kiln_backend_model *kiln_model_instance(const kiln_model *m, uint32_t i);
 
+/* How kiln_model_execute runs one attempt: calls b->execute(bm, batch, err), bracketed as the
+ * caller needs (the server's sandbox record, say); returns its status. */
+typedef kiln_status (*kiln_execute_fn)(void *ctx, const kiln_backend *b, kiln_backend_model *bm,
+                                       kiln_batch *batch, kiln_err *err);
+
 /*
- * Executes a batch on instance i of the pinned model m (its backend's execute), and acts on
- * what a failure says of the device (batch->fault, backends/backend.h):
+ * Executes a batch on instance i of the pinned model m (its backend's execute, through run(ctx,
+ * ...) when run is not NULL), and acts on what a failure says of the device (batch->fault,
+ * backends/backend.h):
  *   - KILN_FAULT_DEVICE_MEMORY: the READY, unpinned models with memory on instance i's GPU are
- *     evicted, as when a load runs out of device memory, and the batch runs once more; if
- *     nothing could be evicted, or the second run fails too, that failure is returned;
+ *     evicted, as when a load runs out of device memory (or, when another execution has just
+ *     picked them, their evictions are waited for), and the batch runs once more; if nothing
+ *     was freed, or the second run fails too, that failure is returned;
  *   - KILN_FAULT_DEVICE_LOST: the GPU is marked lost (see the top of this file) and the batch's
- *     error is returned.
- * After a success, instance i's memory is counted again; growth past a budget evicts least
- * recently used unpinned models (never m, which is pinned), or is logged when nothing can go.
+ *     error is returned;
+ *   - an INTERNAL or UNKNOWN failure of a backend with foreign_code (plugins): every GPU is
+ *     probed, and one left unusable is marked lost.
+ * The evictions run between attempts, outside run's bracket. Afterwards (but after a lost GPU)
+ * instance i's memory is counted again; growth past a budget evicts least recently used
+ * unpinned models (never m, which is pinned), or is logged when nothing can go.
  * Returns the backend's status; on failure the batch's results are finalized (backend.h).
  * REQUIRES: the caller holds a pin on m; i < kiln_model_instance_count(m); one thread at a time
  * executes instance i (backends/backend.h). Thread-safety: any thread, under those rules.
  */
-kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_err *err);
+kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_execute_fn run,
+                               void *ctx, kiln_err *err);
 
 /* Adds one executed batch of `rows` rows to the statistics (and, on success, to the count of
  * executions of that batch size). Thread-safe (atomics). */

@@ -59,10 +59,11 @@ struct kiln_registry {
     uint64_t host_used, device_used, host_reserved; /* guarded by mu */
     uint64_t seq;                                   /* LRU sequence; guarded by mu */
     uint64_t evictions, loads, load_failures, unloads;
-    /* GPUs lost to a sticky CUDA error (bit d: GPU d, 63 and above share bit 63), and the
-     * first loss's message; guarded by mu (lost_gpus is also read without it: atomic) */
+    /* GPUs lost to a sticky CUDA error (bit d: GPU d, 63 and above share bit 63), each bit's
+     * reason, and the bit lost first; guarded by mu (lost_gpus is also read without it) */
     atomic_uint_fast64_t lost_gpus;
-    char lost_reason[KILN_ERR_MSG_MAX];
+    char lost_reason[64][KILN_ERR_MSG_MAX];
+    int first_lost;
 };
 
 /* Models one load or execution may evict (one needing more gives up). */
@@ -73,8 +74,16 @@ kiln_model_state kiln__model_state(const kiln_model *m);
 /* The lost-GPU bit of device d (0 for the CPU). */
 uint64_t kiln__gpu_bit(kiln_device d);
 
-/* True when m has an instance on a lost GPU. REQUIRES: mu. */
-bool kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m);
+/* The reason when m has an instance on a lost GPU, else NULL. REQUIRES: mu. */
+const char *kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m);
+
+/* Marks GPU `gpu` lost (a sticky CUDA error `msg`, seen by `who`: "model 'm' version 1"); the
+ * first report of that GPU is kept and logged. A negative gpu is ignored. Takes mu. */
+void kiln__registry_lose_gpu(kiln_registry *reg, int gpu, const char *who, const char *msg);
+
+/* Probes every visible GPU (kiln_cuda_probe) and marks the lost ones, after `who` failed in a
+ * way that may have faulted one. Takes mu. */
+void kiln__registry_probe_gpus(kiln_registry *reg, const char *who);
 
 /*
  * Picks least-recently-used unpinned READY models (never for_m) to evict until `host` and

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tensor/cuda_mem.h"
+#include "tensor/tensor.h"
 
 extern "C" kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
 {
@@ -23,6 +24,36 @@ extern "C" kiln_status kiln_cuda_device_count(int *count, kiln_err *err)
     }
     *count = n;
     return KILN_OK;
+}
+
+extern "C" bool kiln_cuda_error_sticky(int cuda_error)
+{
+    cudaError_t e = (cudaError_t)cuda_error;
+    return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+           e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
+           e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc || e == cudaErrorAssert ||
+           e == cudaErrorInvalidAddressSpace || e == cudaErrorLaunchTimeout ||
+           e == cudaErrorExternalDevice;
+}
+
+extern "C" kiln_status kiln_cuda_probe(int device, bool *lost, kiln_err *err)
+{
+    *lost = false;
+    kiln_status st = kiln_cuda_device_check(device, err);
+    if (st != KILN_OK)
+        return st;
+    int prev = 0;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e == cudaSuccess)
+        e = cudaSetDevice(device);
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();
+    (void)cudaSetDevice(prev);
+    if (e == cudaSuccess)
+        return KILN_OK;
+    (void)cudaGetLastError();
+    *lost = kiln_cuda_error_sticky(e);
+    return kiln_err_set(err, KILN_UNAVAILABLE, "GPU %d: CUDA: %s", device, cudaGetErrorString(e));
 }
 
 extern "C" kiln_status kiln_cuda_device_check(int device, kiln_err *err)

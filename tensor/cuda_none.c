@@ -20,6 +20,19 @@ kiln_status kiln_cuda_prepare(int *count, kiln_err *err)
     return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
 }
 
+bool kiln_cuda_error_sticky(int cuda_error)
+{
+    (void)cuda_error;
+    return false;
+}
+
+kiln_status kiln_cuda_probe(int device, bool *lost, kiln_err *err)
+{
+    (void)device;
+    *lost = false;
+    return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
+}
+
 kiln_status kiln__cuda_alloc(int device, size_t size, void **out, kiln_err *err)
 {
     (void)device;

@@ -211,6 +211,24 @@ kiln_status kiln_cuda_device_check(int device, kiln_err *err);
  */
 kiln_status kiln_cuda_prepare(int *count, kiln_err *err);
 
+/*
+ * Whether CUDA error code `cuda_error` (a cudaError_t) is one of the sticky ones that leave a
+ * GPU's context unusable for the rest of the process (an illegal address, a launch failure, a
+ * device assert...: CUDA's documentation says the process must be restarted to use the device
+ * again). Thread-safety: any thread.
+ */
+bool kiln_cuda_error_sticky(int cuda_error);
+
+/*
+ * Checks that CUDA device `device` can still run work in this process: waits for the work
+ * queued on it, which reports a fault a kernel left. OUT: *lost, true when the context is
+ * unusable (a sticky error; err then names the CUDA error). Returns KILN_OK when the device is
+ * sound, KILN_UNAVAILABLE when it is lost, has no such device, or the build has no CUDA
+ * (*lost false). The calling thread's current device is restored. Thread-safety: any thread;
+ * it may wait for other threads' work on that device.
+ */
+kiln_status kiln_cuda_probe(int device, bool *lost, kiln_err *err);
+
 /* ---------------------------------------------------------------- tensor views */
 
 /*

@@ -57,7 +57,6 @@ static conv_entry conv_cache[CONV_SLOTS];
 static size_t conv_count;
 static pthread_mutex_t conv_mu = PTHREAD_MUTEX_INITIALIZER;
 
-#define BLAS_WS_BYTES ((size_t)32 << 20)
 /* A convolution algorithm needing more workspace than this is passed over. */
 #define CONV_WS_MAX ((size_t)1 << 30)
 
@@ -86,22 +85,10 @@ static kiln_status cuda_fail(kiln_err *err, const char *what, cudaError_t e)
                         "CUDA: %s: %s", what, cudaGetErrorString(e));
 }
 
-/* Whether e is one of the errors that leave the CUDA context unusable: the CUDA runtime's
- * documentation says of them that every later call fails the same way and that the process must
- * be restarted to use the device again. */
-static bool sticky(cudaError_t e)
-{
-    return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
-           e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
-           e == cudaErrorHardwareStackError || e == cudaErrorInvalidPc || e == cudaErrorAssert ||
-           e == cudaErrorInvalidAddressSpace || e == cudaErrorLaunchTimeout ||
-           e == cudaErrorExternalDevice;
-}
-
 /* cuda_fail for a call made through context g: a sticky error marks g poisoned. */
 static kiln_status gfail(kiln_onnx_gpu *g, kiln_err *err, const char *what, cudaError_t e)
 {
-    g->poisoned = g->poisoned || sticky(e);
+    g->poisoned = g->poisoned || kiln_cuda_error_sticky(e);
     return cuda_fail(err, what, e);
 }
 
@@ -122,13 +109,14 @@ extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision preci
         st = cuda_fail(err, "cudaSetDevice", e);
     } else if ((e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         st = cuda_fail(err, "cudaStreamCreate", e);
-    } else if ((e = cudaMalloc(&g->blas_ws, BLAS_WS_BYTES)) != cudaSuccess) {
+    } else if ((e = cudaMalloc(&g->blas_ws, KILN_ONNX_BLAS_WS_BYTES)) != cudaSuccess) {
         st = cuda_fail(err, "cudaMalloc (cuBLAS workspace)", e);
     } else if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
         g->blas = NULL;
         st = kiln_err_set(err, KILN_INTERNAL, "cuBLAS: cublasCreate failed");
     } else if (cublasSetStream(g->blas, g->stream) != CUBLAS_STATUS_SUCCESS ||
-               cublasSetWorkspace(g->blas, g->blas_ws, BLAS_WS_BYTES) != CUBLAS_STATUS_SUCCESS ||
+               cublasSetWorkspace(g->blas, g->blas_ws, KILN_ONNX_BLAS_WS_BYTES) !=
+                   CUBLAS_STATUS_SUCCESS ||
                cublasSetMathMode(g->blas, precision == KILN_ONNX_TF32
                                               ? CUBLAS_TF32_TENSOR_OP_MATH
                                               : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
@@ -249,7 +237,7 @@ extern "C" kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, vo
 
 extern "C" uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g)
 {
-    return (uint64_t)g->ws_bytes + BLAS_WS_BYTES;
+    return (uint64_t)g->ws_bytes + KILN_ONNX_BLAS_WS_BYTES;
 }
 
 extern "C" uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g)
@@ -319,17 +307,25 @@ static kiln_status launched(const kiln_onnx_call *c, kiln_err *err)
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess)
         return KILN_OK;
-    c->gpu->poisoned = c->gpu->poisoned || sticky(e);
+    c->gpu->poisoned = c->gpu->poisoned || kiln_cuda_error_sticky(e);
     return kiln_err_set(err, KILN_INTERNAL, "node '%s' (%s): CUDA: %s", c->node->name, c->node->op,
                         cudaGetErrorString(e));
+}
+
+/* A library call of node c failed (out[0] is freed): RESOURCE_EXHAUSTED when the library ran
+ * out of memory (`oom`), else INTERNAL, naming the node and the call. */
+static kiln_status lib_fail_oom(const kiln_onnx_call *c, kiln_err *err, bool oom, const char *what,
+                                const char *msg)
+{
+    kiln_tensor_fini(&c->out[0]);
+    return kiln_err_set(err, oom ? KILN_RESOURCE_EXHAUSTED : KILN_INTERNAL,
+                        "node '%s' (%s): %s: %s", c->node->name, c->node->op, what, msg);
 }
 
 static kiln_status lib_fail(const kiln_onnx_call *c, kiln_err *err, const char *what,
                             const char *msg)
 {
-    kiln_tensor_fini(&c->out[0]);
-    return kiln_err_set(err, KILN_INTERNAL, "node '%s' (%s): %s: %s", c->node->name, c->node->op,
-                        what, msg);
+    return lib_fail_oom(c, err, false, what, msg);
 }
 
 static size_t numel(const kiln_tensor *t)
@@ -597,7 +593,8 @@ __global__ void bias_act_k(void *yv, const void *bv, size_t len, size_t nb, size
     do {                                                                                           \
         cudnnStatus_t s_ = (call);                                                                 \
         if (s_ != CUDNN_STATUS_SUCCESS) {                                                          \
-            st = lib_fail(c, err, #call, cudnnGetErrorString(s_));                                 \
+            st = lib_fail_oom(c, err, s_ == CUDNN_STATUS_ALLOC_FAILED, #call,                      \
+                              cudnnGetErrorString(s_));                                            \
             goto done;                                                                             \
         }                                                                                          \
     } while (0)
@@ -701,6 +698,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     conv_entry ce;
     conv_key key;
     void *ws;
+    bool planned;
     memset(&key, 0, sizeof(key));
     {
         int64_t v[20] = {g->device, g->precision, N,      C,      w.in[0],  w.in[1],
@@ -748,9 +746,10 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
         ce = (conv_entry){true, key, perf[pick].algo, perf[pick].mathType, perf[pick].memory};
         conv_put(&ce);
     }
-    /* the workspace: the plan's, in the arena (planned runs); else the context's own */
-    ws = c->ws && c->ws_bytes >= ce.ws ? c->ws : g->ws;
-    if (ws != c->ws && ce.ws > g->ws_bytes) {
+    /* the workspace: the plan's, in the arena (planned runs); else the context's own, grown */
+    planned = c->ws && c->ws_bytes >= ce.ws;
+    ws = planned ? c->ws : g->ws;
+    if (!planned && ce.ws > g->ws_bytes) {
         if (g->capturing) {
             st = lib_fail(c, err, "cuDNN", "a larger workspace while capturing a CUDA graph");
             goto done;
@@ -815,8 +814,8 @@ static kiln_status gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, in
                                       &alpha, B, (int)ldb, sb, A, (int)lda, sa, &beta, C, (int)N,
                                       sc, (int)batch);
     if (s != CUBLAS_STATUS_SUCCESS)
-        return lib_fail(c, err, half ? "cuBLAS GEMM (FP16)" : "cuBLAS sgemm",
-                        cublasGetStatusString(s));
+        return lib_fail_oom(c, err, s == CUBLAS_STATUS_ALLOC_FAILED,
+                            half ? "cuBLAS GEMM (FP16)" : "cuBLAS sgemm", cublasGetStatusString(s));
     return KILN_OK;
 }
 

@@ -86,6 +86,9 @@ bool kiln__onnx_gpu_poisoned(const kiln_onnx_gpu *g);
  * grows). Valid until the next call. */
 kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, void **host, kiln_err *err);
 
+/* cuBLAS's (and cuBLASLt's) workspace, fixed per context. */
+#define KILN_ONNX_BLAS_WS_BYTES ((size_t)32 << 20)
+
 /* Bytes of device memory the context holds (cuBLAS's fixed workspace, and cuDNN's while an
  * unplanned run needs one). */
 uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g);

@@ -207,6 +207,7 @@ static kiln_status gpu_step(kiln_backend_model *m, kiln_onnx_step *s, kiln_tenso
                         return kiln_err_set(err, KILN_FAILED_PRECONDITION,
                                             "a constant is not on the device yet");
                     st = to_device(m, &m->consts[v], NULL, 0, 0, true, &m->dconsts[v], err);
+                    m->dconst_bytes += st == KILN_OK ? m->dconsts[v].byte_size : 0;
                 }
                 if (m->dconsts[v].storage) {
                     ins[k] = &m->dconsts[v];

@@ -149,6 +149,7 @@ static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batc
         slot = 0;
         for (size_t i = 1; i < m->n_plans; i++)
             slot = m->plans[i].used < m->plans[slot].used ? i : slot;
+        m->plan_bytes -= kiln__onnx_plan_bytes(&m->plans[slot], m->n_values);
         kiln__onnx_plan_fini(&m->plans[slot], m->n_values);
     } else {
         m->n_plans++;
@@ -156,6 +157,7 @@ static void keep_plan(kiln_backend_model *m, kiln_onnx_trace *t, const kiln_batc
     p.used = ++m->clock;
     p.no_graph = m->host_copied; /* a run that copies through the host cannot be captured */
     m->plans[slot] = p;
+    m->plan_bytes += kiln__onnx_plan_bytes(&p, m->n_values);
     (void)arena_fit(m, &p, &e); /* now, so memory() counts it; else the next run retries */
     if (m->gpu)                 /* the plan's convolutions have their workspaces in the arena */
         kiln__onnx_gpu_ws_release(m->gpu);
@@ -306,17 +308,13 @@ kiln_status kiln__onnx_execute(kiln_backend_model *m, kiln_batch *batch, kiln_er
 
 static void memory(const kiln_backend_model *m, uint64_t *host_bytes, uint64_t *device_bytes)
 {
-    uint64_t plans = 0;
-    for (size_t i = 0; i < m->n_plans; i++)
-        plans += kiln__onnx_plan_bytes(&m->plans[i], m->n_values);
+    /* O(inputs): the registry asks after every execution */
     uint64_t arena = m->arena ? kiln_storage_size(m->arena) : 0;
-    *host_bytes = m->const_bytes + plans + (m->gpu ? 0 : arena);
+    *host_bytes = m->const_bytes + m->plan_bytes + (m->gpu ? 0 : arena);
     *device_bytes = 0;
     if (!m->gpu)
         return;
-    *device_bytes = arena + kiln__onnx_gpu_bytes(m->gpu);
-    for (size_t v = 0; v < m->n_values; v++)
-        *device_bytes += m->dconsts[v].byte_size;
+    *device_bytes = arena + kiln__onnx_gpu_bytes(m->gpu) + m->dconst_bytes;
     for (size_t k = 0; k < m->cfg->n_inputs; k++) {
         *device_bytes += m->gin[k] ? kiln_storage_size(m->gin[k]) : 0;
         *device_bytes += m->gin16[k] ? kiln_storage_size(m->gin16[k]) : 0;

@@ -88,6 +88,8 @@ struct kiln_backend_model {
     kiln_tensor *scr_out;
     uint64_t *scr_off, *scr_bytes;
     uint64_t const_bytes;
+    uint64_t plan_bytes;   /* what the kept plans hold besides the arena (kiln__onnx_plan_bytes) */
+    uint64_t dconst_bytes; /* the device copies of constants (dconsts) */
     /* load's rewrites, for the log line and tests */
     size_t n_folded, n_bn_folded, n_act_fused;
     /* execution (one thread at a time, see backend.h) */

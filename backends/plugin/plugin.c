@@ -359,4 +359,5 @@ const kiln_backend kiln_plugin_backend = {
     .execute = plugin_execute,
     .memory = plugin_memory,
     .unload = plugin_unload,
+    .foreign_code = true,
 };

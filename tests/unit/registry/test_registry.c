@@ -27,6 +27,7 @@ static atomic_int fake_device_models; /* loaded fake models that hold device mem
 
 struct kiln_backend_model {
     uint64_t host, device;
+    bool holds_device; /* counted in fake_device_models */
 };
 
 static kiln_status fake_load(const kiln_load_args *a, kiln_backend_model **out, kiln_err *err)
@@ -46,7 +47,8 @@ static kiln_status fake_load(const kiln_load_args *a, kiln_backend_model **out, 
     m->host = host ? (uint64_t)atoll(host) : 100;
     const char *dev = kiln_model_config_param(a->config, "device_bytes");
     m->device = dev ? (uint64_t)atoll(dev) : 0;
-    if (m->device)
+    m->holds_device = m->device > 0;
+    if (m->holds_device)
         atomic_fetch_add(&fake_device_models, 1);
     *out = m;
     return KILN_OK;
@@ -57,7 +59,7 @@ static void fake_unload(kiln_backend_model *m)
     if (!m)
         return;
     atomic_fetch_add(&fake_unloads, 1);
-    if (m->device)
+    if (m->holds_device)
         atomic_fetch_sub(&fake_device_models, 1);
     kiln_free(m);
 }
@@ -70,11 +72,12 @@ static void fake_memory(const kiln_backend_model *m, uint64_t *host, uint64_t *d
 
 /* What the fake backend's executions saw (model_warmup tests). */
 static atomic_int fake_execs;
-static uint32_t fake_rows;
-static float fake_first;
+static _Thread_local uint32_t fake_rows; /* the executing thread's last (loads run on the */
+static _Thread_local float fake_first;   /* caller's thread, so a test reads its own) */
 
 /* The first input value picks a device fault: 77 runs out of device memory while another
- * fake model holds device memory, 66 loses the GPU, 55 grows the model by 1000 device bytes. */
+ * fake model holds device memory, 66 loses the GPU, 55 grows the model by 1000 device bytes,
+ * 44 shrinks it by as much. */
 static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *err)
 {
     atomic_fetch_add(&fake_execs, 1);
@@ -93,6 +96,8 @@ static kiln_status fake_execute(kiln_backend_model *m, kiln_batch *b, kiln_err *
     }
     if (fake_first == 55.f)
         m->device += 1000;
+    if (fake_first == 44.f && m->device >= 1000)
+        m->device -= 1000;
     return KILN_OK;
 }
 
@@ -846,7 +851,7 @@ static kiln_status exec_value(kiln_model *m, float v, kiln_batch_fault *fault, k
     *(float *)in.data = v;
     kiln_output_slot out = {.index = 0};
     kiln_batch b = {.n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out};
-    kiln_status st = kiln_model_execute(m, 0, &b, e);
+    kiln_status st = kiln_model_execute(m, 0, &b, NULL, NULL, e);
     if (fault)
         *fault = b.fault;
     kiln_batch_release_outputs(&b);
@@ -952,7 +957,8 @@ static void execute_that_loses_the_gpu_stops_its_models(void **state)
     /* a load onto the lost GPU fails without calling the backend */
     int loads = atomic_load(&fake_loads);
     assert_status(kiln_registry_get_or_load(f->reg, "later", 0, &m, &e), KILN_UNAVAILABLE, &e,
-                  "model 'later': instance 0 would run on GPU 0, which is unusable");
+                  "model 'later': instance 0 cannot load: GPU 0 is unusable until the "
+                  "server restarts: model 'a' version 1 failed there");
     assert_int_equal(atomic_load(&fake_loads), loads);
     /* the pinned model still unloads once released; nothing leaks */
     kiln_model_release(a);
@@ -997,6 +1003,75 @@ static void execute_growth_is_counted_and_evicts(void **state)
     assert_int_equal(rs.device_bytes, 0);
 }
 
+typedef struct churn {
+    fx *f;
+    int which; /* 0, 1: execute a and b; 2: load c and d; 3: unload and sweep */
+    atomic_int *stop;
+} churn;
+
+static void *churn_thread(void *arg)
+{
+    churn *c = arg;
+    static const char *names[] = {"a", "b", "c", "d"};
+    static const float values[] = {77.f, 55.f, 44.f, 1.f};
+    kiln_shape sh = {.rank = 1, .dims = {1}};
+    for (int i = 0; i < 400 && !atomic_load(c->stop); i++) {
+        kiln_err e;
+        kiln_model *m = NULL;
+        if (c->which == 3) {
+            (void)kiln_registry_unload(c->f->reg, names[i % 4], &e);
+            continue;
+        }
+        const char *name = c->which < 2 ? names[c->which] : names[2 + i % 2];
+        if (kiln_registry_get_or_load(c->f->reg, name, 0, &m, &e) != KILN_OK)
+            continue;
+        kiln_tensor in;
+        if (c->which < 2 && kiln_tensor_alloc(KILN_DTYPE_FP32, &sh, 0, &in, &e) == KILN_OK) {
+            *(float *)in.data = values[i % 4];
+            kiln_output_slot out = {.index = 0};
+            kiln_batch b = {.n_inputs = 1, .inputs = &in, .n_outputs = 1, .outputs = &out};
+            (void)kiln_model_execute(m, 0, &b, NULL, NULL, &e);
+            kiln_batch_release_outputs(&b);
+            kiln_tensor_fini(&in);
+        }
+        kiln_model_release(m);
+    }
+    return NULL;
+}
+
+/* Executions that grow, shrink and run out of device memory, racing loads, budget evictions
+ * and unloads (run under TSan in make test): the counts stay consistent, and once everything
+ * is unloaded the registry holds nothing and every instance was freed. */
+static void executions_race_loads_and_evictions(void **state)
+{
+    fx *f = *state;
+    f->dev = gpu0;
+    make_registry_dev(f, 0, 4000, 0);
+    const char *dev = "parameters { key: 'device_bytes' value { string_value: '1000' } }";
+    add_model(f, "a", "1", dev);
+    add_model(f, "b", "1", dev);
+    add_model(f, "c", "1", dev);
+    add_model(f, "d", "1", dev);
+    atomic_int halt = 0;
+    churn c[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (churn){f, i, &halt};
+        assert_int_equal(pthread_create(&t[i], NULL, churn_thread, &c[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    kiln_err e;
+    for (int i = 0; i < 4; i++)
+        (void)kiln_registry_unload(f->reg, (const char *[]){"a", "b", "c", "d"}[i], &e);
+    kiln_registry_stats rs;
+    kiln_registry_get_stats(f->reg, &rs);
+    assert_int_equal(rs.host_bytes, 0);
+    assert_int_equal(rs.device_bytes, 0);
+    assert_int_equal(atomic_load(&fake_loads), atomic_load(&fake_unloads));
+    assert_int_equal(atomic_load(&fake_device_models), 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1020,6 +1095,7 @@ int main(void)
         T(execute_out_of_device_memory_with_nothing_to_evict),
         T(execute_that_loses_the_gpu_stops_its_models),
         T(execute_growth_is_counted_and_evicts),
+        T(executions_race_loads_and_evictions),
         cmocka_unit_test(registry_cycles_do_not_grow_rss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
