@@ -114,12 +114,15 @@ kiln_status kiln__onnx_global_pool_prep(const kiln_onnx_call *c, kiln_shape *out
                                         size_t *inner, kiln_err *err);
 
 /* MatMul with NumPy semantics: 1-D operands promoted, batch dims broadcast (sa, sb: each
- * side's matrix strides in the batch's index space; na, nb: its matrices). */
+ * side's matrix strides in the batch's index space; na, nb: its matrices). A third input,
+ * which only load's bias folding makes (optimize.c), is a bias of N values added to every row
+ * of the output (NULL: none). */
 typedef struct kiln_onnx_matmul {
     int64_t M, N, K;
     kiln_shape batch, out;
     int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
     int64_t nbatch, na, nb;
+    const kiln_tensor *bias;
 } kiln_onnx_matmul;
 kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p, kiln_err *err);
 

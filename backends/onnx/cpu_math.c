@@ -276,6 +276,7 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
     const int64_t *sa = mm.sa, *sb = mm.sb;
     size_t nbatch = (size_t)mm.nbatch;
     const float *A = c->in[0]->data, *B = c->in[1]->data;
+    const float *bias = mm.bias ? mm.bias->data : NULL;
     float *C = c->out[0].data;
     int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
     if (mm.nb == 1 && nbatch > 1 && (uint64_t)M * nbatch <= INT_MAX) {
@@ -284,11 +285,16 @@ static kiln_status k_matmul(const kiln_onnx_call *c, kiln_err *err)
         nbatch = 1;
     }
     for (size_t i = 0; i < nbatch; i++) {
-        if (M && N && !K)
-            memset(C + i * M * N, 0, (size_t)(M * N) * sizeof(float));
-        else if (M && N)
+        float *Ci = C + i * M * N;
+        if (bias) /* every row starts as the bias; the GEMM adds to it */
+            for (int64_t r = 0; r < M; r++)
+                memcpy(Ci + r * N, bias, (size_t)N * sizeof(float));
+        else if (M && N && !K)
+            memset(Ci, 0, (size_t)(M * N) * sizeof(float));
+        if (M && N && K)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.f,
-                        A + oa * M * K, (int)K, B + ob * K * N, (int)N, 0.f, C + i * M * N, (int)N);
+                        A + oa * M * K, (int)K, B + ob * K * N, (int)N, bias ? 1.f : 0.f, Ci,
+                        (int)N);
         kiln__onnx_step(batch.rank, batch.dims, idx, sa, &oa, sb, &ob);
     }
     kiln__onnx_act_apply(&c->act, C, nbatch * (size_t)(M * N));

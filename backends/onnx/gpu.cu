@@ -5,8 +5,8 @@
  *   - Conv through cuDNN (2-D, groups, symmetric pads; the algorithm found once per input
  *     shape with cudnnFindConvolutionForwardAlgorithm and cached), bias and the fused
  *     activation in one pass after it;
- *   - MatMul and Gemm through cuBLAS (batched and broadcast batches), bias and activation in
- *     one pass;
+ *   - MatMul and Gemm through cuBLAS (batched and broadcast batches), bias (Gemm's C row, or
+ *     the one load folds into a MatMul) and activation in one pass;
  *   - elementwise unary and broadcasting binary ops (with the fused activation), MaxPool,
  *     AveragePool, GlobalAveragePool, BatchNormalization, Softmax, LogSoftmax,
  *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Slice,
@@ -828,12 +828,13 @@ static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
     int64_t M = mm.M, N = mm.N, K = mm.K, nbatch = mm.nbatch, na = mm.na, nb = mm.nb;
     /* one strided batch: each side is either all the batches or one matrix */
     if ((na != nbatch && na != 1) || (nb != nbatch && nb != 1) || nbatch > INT32_MAX ||
-        !agree(c, 2))
+        !agree(c, 3))
         return KILN_UNIMPLEMENTED;
     if ((st = kiln__onnx_alloc(c, c->in[0]->dtype, &mm.out, &c->out[0], err)) != KILN_OK)
         return st;
     bool half = is_half(c->in[0]);
     void *C = c->out[0].data;
+    const void *bias = mm.bias ? mm.bias->data : NULL;
     size_t n = numel(&c->out[0]);
     if (!n)
         return KILN_OK;
@@ -849,8 +850,10 @@ static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
         st = gemm(c, half, false, false, M, N, K, 1.f, c->in[0]->data, K, na == 1 ? 0 : M * K,
                   c->in[1]->data, N, nb == 1 ? 0 : K * N, 0.f, C, M * N, nbatch, err);
     }
-    if (st == KILN_OK && c->act.kind != KILN_ONNX_ACT_NONE) {
-        LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, C, NULL, 1, 1, n, act_of(&c->act));
+    if (st == KILN_OK && (bias || c->act.kind != KILN_ONNX_ACT_NONE)) {
+        /* the bias per column: rows of length 1, period N */
+        LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, C, bias, 1, bias ? (size_t)N : 1, n,
+               act_of(&c->act));
         if ((st = launched(c, err)) != KILN_OK)
             kiln_tensor_fini(&c->out[0]);
     }

@@ -435,10 +435,10 @@ kiln_status kiln__onnx_load(const kiln_load_args *args, kiln_backend_model **out
     kiln_log_ctx ctx = {.model = m->name};
     KILN_LOGI(&ctx,
               "loaded %s: %zu nodes run as %zu steps (%zu folded at load, %zu "
-              "BatchNormalization folded into Conv, %zu activations fused), %" PRIu64
-              " bytes of constants",
-              file, g->n_nodes, m->n_steps, m->n_folded, m->n_bn_folded, m->n_act_fused,
-              m->const_bytes);
+              "BatchNormalization folded into Conv, %zu biases folded into MatMul, %zu "
+              "activations fused), %" PRIu64 " bytes of constants",
+              file, g->n_nodes, m->n_steps, m->n_folded, m->n_bn_folded, m->n_bias_fused,
+              m->n_act_fused, m->const_bytes);
     if (m->gpu)
         kiln__onnx_gpu_log(m);
     *out = m;

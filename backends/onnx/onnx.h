@@ -27,6 +27,7 @@ typedef struct kiln_onnx_stats {
     size_t n_folded;          /* nodes computed at load (constant inputs only) */
     size_t n_bn_folded;       /* BatchNormalization nodes folded into Conv weights */
     size_t n_act_fused;       /* Relu/LeakyRelu/Clip fused into Conv/Gemm/MatMul */
+    size_t n_bias_fused;      /* Adds of a constant row fused into the MatMul before them */
     uint64_t const_bytes;     /* initializers and folded constants */
     size_t n_plans;           /* memory plans kept (one per set of input shapes) */
     uint64_t arena_bytes;     /* the arena the plans share (the largest plan's size) */

@@ -97,6 +97,9 @@ kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p,
         st = kiln__onnx_want_float(c, 1, err);
     if (st != KILN_OK)
         return st;
+    p->bias = c->n_in > 2 ? c->in[2] : NULL;
+    if (p->bias && (st = kiln__onnx_want_float(c, 2, err)) != KILN_OK)
+        return st;
     kiln_shape a = c->in[0]->shape, b = c->in[1]->shape;
     if (a.rank == 0 || b.rank == 0)
         return kiln__onnx_bad_node(c, err, "MatMul needs inputs of rank 1 or more");
@@ -132,6 +135,10 @@ kiln_status kiln__onnx_matmul_prep(const kiln_onnx_call *c, kiln_onnx_matmul *p,
         p->na *= ba.dims[d];
     for (int d = 0; d < bb.rank; d++)
         p->nb *= bb.dims[d];
+    if (p->bias && (b1 || (int64_t)(p->bias->byte_size / kiln_dtype_size(p->bias->dtype)) != p->N))
+        return kiln__onnx_bad_node(c, err, "the fused bias has %zu elements, the output rows %lld",
+                                   p->bias->byte_size / kiln_dtype_size(p->bias->dtype),
+                                   (long long)p->N);
     return KILN_OK;
 }
 

@@ -1,7 +1,8 @@
 /*
  * backends/onnx/optimize.c: what load does to an ONNX graph before it runs (runtime_int.h):
- * constant folding, BatchNormalization folded into the Conv before it, and activations fused
- * into the GEMM-like step before them. Each rewrite keeps the graph's results: BatchNormalization
+ * constant folding, BatchNormalization folded into the Conv before it, the Add of a constant row
+ * after a MatMul folded into it as a bias, and activations fused into the GEMM-like step before
+ * them. Each rewrite keeps the graph's results: BatchNormalization
  * in inference mode is y = (x - mean) * scale / sqrt(var + eps) + bias per channel, which on a
  * Conv's output is the same Conv with each output channel's weights scaled by
  * scale / sqrt(var + eps) and its bias moved accordingly.
@@ -165,6 +166,45 @@ static kiln_status fold_batchnorm(kiln_backend_model *m, kiln_err *err)
     return st;
 }
 
+/*
+ * Add t of MatMul s's output and a constant row b folds into s as its bias when s alone makes
+ * t's input (t its only reader), s's B is a constant matrix [..., K, N] and b is FP32 with N
+ * elements and a shape of ones but its last dim, of a rank no higher than B's: then b
+ * broadcasts over s's output exactly as the Add did (one value per column), and adding it in
+ * the MatMul's own output pass saves a pass over the output.
+ */
+static kiln_status fold_biases(kiln_backend_model *m, kiln_err *err)
+{
+    int32_t *prod, *uses;
+    kiln_status st = readers(m, &prod, &uses, err);
+    for (size_t i = 0; st == KILN_OK && i < m->n_steps; i++) {
+        kiln_onnx_step *t = &m->steps[i];
+        if (t->dead || strcmp(t->node->op, "Add") != 0 || t->n_in != 2 || t->n_out != 1)
+            continue;
+        for (int side = 0; side < 2; side++) {
+            kiln_onnx_step *s = sole_producer(m, prod, uses, t->in[side], "MatMul");
+            const kiln_tensor *b = const_f32(m, t->in[1 - side], -1);
+            const kiln_tensor *w = s && s->n_in == 2 ? const_f32(m, s->in[1], -1) : NULL;
+            if (!b || !w || w->shape.rank < 2 || b->shape.rank < 1 || b->shape.rank > w->shape.rank)
+                continue;
+            bool row = b->shape.dims[b->shape.rank - 1] == w->shape.dims[w->shape.rank - 1];
+            for (int d = 0; d < b->shape.rank - 1; d++)
+                row = row && b->shape.dims[d] == 1;
+            if (!row)
+                continue;
+            s->in[2] = t->in[1 - side];
+            s->n_in = 3;
+            s->out[0] = t->out[0];
+            t->dead = true;
+            m->n_bias_fused++;
+            break;
+        }
+    }
+    kiln_free(prod);
+    kiln_free(uses);
+    return st;
+}
+
 /* The activation step t computes, when it can be fused (its parameters are constants). */
 static bool activation_of(const kiln_backend_model *m, const kiln_onnx_step *t, kiln_onnx_act *act)
 {
@@ -218,6 +258,8 @@ kiln_status kiln__onnx_optimize(kiln_backend_model *m, kiln_err *err)
     kiln_status st = fold_constants(m, err);
     if (st == KILN_OK)
         st = fold_batchnorm(m, err);
+    if (st == KILN_OK)
+        st = fold_biases(m, err);
     if (st == KILN_OK)
         st = fuse_activations(m, err);
     return st;

@@ -330,6 +330,7 @@ void kiln_onnx_stats_get(const kiln_backend_model *m, kiln_onnx_stats *out)
     out->n_folded = m->n_folded;
     out->n_bn_folded = m->n_bn_folded;
     out->n_act_fused = m->n_act_fused;
+    out->n_bias_fused = m->n_bias_fused;
     out->const_bytes = m->const_bytes;
     out->n_plans = m->n_plans;
     out->arena_bytes = m->arena ? kiln_storage_size(m->arena) : 0;

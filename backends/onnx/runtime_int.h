@@ -9,6 +9,9 @@
  *     become constants and the step is dropped;
  *   - BatchNormalization after a Conv with constant weights is folded into new weights and
  *     bias (new constant values after the file's);
+ *   - an Add of a constant row [N] to the output of a MatMul whose B is a constant [K, N] (an
+ *     exported Linear layer on 3-D input) becomes that MatMul's bias (a third input, which
+ *     only rewritten steps have);
  *   - a Relu, LeakyRelu or Clip that alone reads the output of a Conv, Gemm or MatMul becomes
  *     that step's fused activation.
  * Execute then compiles, per set of input shapes, a plan (plan.c): the steps whose inputs
@@ -91,7 +94,7 @@ struct kiln_backend_model {
     uint64_t plan_bytes;   /* what the kept plans hold besides the arena (kiln__onnx_plan_bytes) */
     uint64_t dconst_bytes; /* the device copies of constants (dconsts) */
     /* load's rewrites, for the log line and tests */
-    size_t n_folded, n_bn_folded, n_act_fused;
+    size_t n_folded, n_bn_folded, n_act_fused, n_bias_fused;
     /* execution (one thread at a time, see backend.h) */
     kiln_onnx_plan plans[KILN_ONNX_MAX_GPU_PLANS];
     size_t max_plans; /* KILN_ONNX_MAX_PLANS, or KILN_ONNX_MAX_GPU_PLANS on a GPU */

@@ -75,6 +75,40 @@ output [ { name: "S" data_type: TYPE_INT64 dims: [ 2 ] },
          { name: "Z" data_type: TYPE_FP32 dims: [ 1, -1 ] } ]"""
 
 
+BIAS_CONFIG = """name: "bias_onnx" backend: "onnx" max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 2, 3 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2, 4 ] } ]"""
+
+
+def bias_model(seed=9):
+    """Y = (X@W1 + b1) + (b5 + X@W5) + (X@W2 + c2) + (X@W3 + b3) + 2 * X@W3, X [batch, 2, 3]:
+    the first two Adds fold into their MatMul as a bias (a row [4] and [1, 4], either side);
+    c2 is a full [2, 4] matrix and X@W3 has two readers, so those stay as they are."""
+    rng = np.random.default_rng(seed)
+    w = {k: rng.standard_normal(s).astype(np.float32) for k, s in
+         [("W1", (3, 4)), ("W2", (3, 4)), ("W3", (3, 4)), ("W5", (3, 4)), ("b1", (4,)),
+          ("c2", (2, 4)), ("b3", (4,)), ("b5", (1, 4))]}
+    w["two"] = np.array(2.0, np.float32)
+    n = ob.node
+    nodes = [n("MatMul", ["X", "W1"], ["m1"], name="mm1"), n("Add", ["m1", "b1"], ["y1"], name="a1"),
+             n("MatMul", ["X", "W5"], ["m5"], name="mm5"), n("Add", ["b5", "m5"], ["y5"], name="a5"),
+             n("MatMul", ["X", "W2"], ["m2"], name="mm2"), n("Add", ["m2", "c2"], ["y2"], name="a2"),
+             n("MatMul", ["X", "W3"], ["m3"], name="mm3"), n("Add", ["m3", "b3"], ["y3"], name="a3"),
+             n("Mul", ["m3", "two"], ["y3b"], name="mul3"),
+             n("Add", ["y1", "y5"], ["s1"], name="s1"), n("Add", ["s1", "y2"], ["s2"], name="s2"),
+             n("Add", ["s2", "y3"], ["s3"], name="s3"), n("Add", ["s3", "y3b"], ["Y"], name="s4")]
+    blob = ob.model(nodes, [ob.value("X", ob.FLOAT, [None, 2, 3])],
+                    [ob.value("Y", ob.FLOAT, [None, 2, 4])],
+                    [ob.tensor(k, v) for k, v in w.items()])
+    return blob, w
+
+
+def bias_reference(w, x):
+    m3 = x @ w["W3"]
+    return ((x @ w["W1"] + w["b1"]) + (w["b5"] + x @ w["W5"]) + (x @ w["W2"] + w["c2"]) +
+            (m3 + w["b3"]) + 2 * m3)
+
+
 def write_model(repo, name, config, blob):
     os.makedirs(f"{repo}/{name}/1")
     with open(f"{repo}/{name}/config.pbtxt", "w") as f:
@@ -129,6 +163,8 @@ class TestOnnx(unittest.TestCase):
         write_model(cls.repo, "tf_onnx", TF_CONFIG, ob.tf_model(cls.tf))
         cls.cnn = ob.cnn_weights()
         write_model(cls.repo, "cnn_onnx", CNN_CONFIG, ob.cnn_model(cls.cnn))
+        blob, cls.bias = bias_model()
+        write_model(cls.repo, "bias_onnx", BIAS_CONFIG, blob)
         cls.server = Server(repo=cls.repo)
         cls.s = cls.server.stub
 
@@ -182,6 +218,17 @@ class TestOnnx(unittest.TestCase):
             self.assertLess(rel_l2(got["Y"], want_y), 1e-5)
             self.assertLess(rel_l2(got["POOLED"], want_pooled), 1e-5)
 
+    def test_matmul_biases_fold_and_match_numpy(self):
+        rng = np.random.default_rng(4)
+        for batch in (1, 3):
+            x = rng.standard_normal((batch, 2, 3)).astype(np.float32)
+            got, _ = self.infer("bias_onnx", "X", x, "Y")
+            self.assertLess(rel_l2(got, bias_reference(self.bias, x)), 1e-5)
+        logs = [line for line in self.server.logs().splitlines() if '"bias_onnx"' in line]
+        self.assertTrue(any("13 nodes run as 11 steps (0 folded at load, 0 BatchNormalization "
+                            "folded into Conv, 2 biases folded into MatMul, 0 activations fused)"
+                            in line for line in logs), "\n".join(logs))
+
     def test_rewrites_and_plans_are_logged(self):
         x = np.ones((2, 3, 8, 8), np.float32)
         for _ in range(2):
@@ -191,7 +238,8 @@ class TestOnnx(unittest.TestCase):
                 if '"cnn_onnx"' in line or '"tf_onnx"' in line]
         # Conv+BN+Relu: BN folded, Relu fused; depthwise Conv+Clip: Clip fused
         self.assertTrue(any("12 nodes run as 9 steps (0 folded at load, 1 BatchNormalization "
-                            "folded into Conv, 2 activations fused)" in line for line in logs),
+                            "folded into Conv, 0 biases folded into MatMul, 2 activations fused)"
+                            in line for line in logs),
                         "\n".join(logs))
         plan = [line for line in logs if "memory plan for input shape [2,3,8,8]" in line]
         self.assertEqual(len(plan), 1, "\n".join(logs))  # built once, then reused

@@ -209,14 +209,17 @@ static void mlp_fuses_and_plans(void **state)
     kiln_log_set_level(KILN_LOG_INFO);
     check_plans("models", "mlp_onnx", &st);
     const char *log = kiln_test_log_read();
-    assert_non_null(strstr(log, "5 nodes run as 4 steps (0 folded at load, 0 BatchNormalization "
-                                "folded into Conv, 1 activations fused)"));
+    /* Gemm + Relu, MatMul + Add(B2), Softmax: Relu fuses into the Gemm, B2 into the MatMul */
+    assert_non_null(strstr(log, "5 nodes run as 3 steps (0 folded at load, 0 BatchNormalization "
+                                "folded into Conv, 1 biases folded into MatMul, 1 activations "
+                                "fused)"));
     assert_non_null(strstr(log, "memory plan for input shape [3,16]"));
     kiln_test_log_restore();
     kiln_log_set_level(KILN_LOG_WARN);
     assert_int_equal(st.n_nodes, 5);
-    assert_int_equal(st.n_act_fused, 1); /* Gemm + Relu */
-    assert_int_equal(st.n_steps, 4);
+    assert_int_equal(st.n_act_fused, 1);  /* Gemm + Relu */
+    assert_int_equal(st.n_bias_fused, 1); /* MatMul + Add */
+    assert_int_equal(st.n_steps, 3);
 }
 
 static void plans_are_bounded(void **state)
