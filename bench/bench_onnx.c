@@ -331,15 +331,19 @@ int main(int argc, char **argv)
         double secs = (double)(kiln_clock_now_ns() - t0) / 1e9;
         kiln_onnx_stats st;
         kiln_onnx_stats_get(inst[0].model, &st);
+        uint64_t host_bytes = 0, device_bytes = 0; /* instance 0's, as the registry counts them */
+        inst[0].be->memory(inst[0].model, &host_bytes, &device_bytes);
         printf("{\"model\":\"%s\",\"gpu\":%d,\"n_gpus\":%d,\"device_io\":%s,\"batch\":%" PRId64
                ",\"blas_threads\":%d,\"instances\":%d,"
                "\"p50_ms\":%.3f,\"mean_ms\":%.3f,\"items_per_s\":%.1f,"
                "\"plan_arena_bytes\":%" PRIu64 ",\"plan_no_reuse_bytes\":%" PRIu64
                ",\"const_bytes\":%" PRIu64 ",\"nodes\":%zu,\"steps\":%zu,"
-               "\"shape_steps_folded\":%zu}\n",
+               "\"shape_steps_folded\":%zu,\"host_bytes\":%" PRIu64 ",\"device_bytes\":%" PRIu64
+               "}\n",
                cfg->name, o.gpu, o.n_gpus, o.device_io ? "true" : "false", rows, o.blas_threads,
                o.instances, p50_ms, mean_ms, (double)runs * (double)rows / secs, st.last_plan_arena,
-               st.last_plan_sum, st.const_bytes, st.n_nodes, st.n_steps, st.last_plan_skipped);
+               st.last_plan_sum, st.const_bytes, st.n_nodes, st.n_steps, st.last_plan_skipped,
+               host_bytes, device_bytes);
         fflush(stdout);
     }
     for (int i = 0; i < o.instances; i++) {

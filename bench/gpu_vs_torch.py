@@ -4,8 +4,12 @@
 Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine; docs/gpu.md):
 
     python3 bench/gpu_vs_torch.py --bin build/bundle/bin [--batches 1,8,32,64] [--e2e]
+        [--model resnet50|encoder] [--baseline-bin OTHER/bin]
 
-1. Exports torchvision's ResNet-50 (random weights, seed 0) to ONNX, with a dynamic batch.
+1. Exports torchvision's ResNet-50 (random weights, seed 0) to ONNX, with a dynamic batch; or,
+   with --model encoder, a stack of 4 BERT-base-sized transformer encoder layers (d_model 768,
+   12 heads, feed-forward 3072, GELU, post-norm; the fixtures' EncoderLayer of
+   tests/fixtures/torch/export.py) on 128 tokens.
 2. Execute time per batch size: PyTorch eager (cudnn.benchmark on; FP32 with TF32 off, TF32
    on for convolutions and matmuls, and FP16: the model in half, the FP32 input converted to
    FP16 and the output back to FP32 inside the timed call, as Kiln does) against Kiln's backend
@@ -22,6 +26,10 @@ Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine
    device io) with one instance on GPU 0, two instances on GPU 0, and one instance on each of
    GPUs 0 and 1; then kiln-server with the model on KIND_GPU without a list (an instance on
    every GPU) against gpus: [0], through `kiln perf --shm` at concurrency 64.
+With --baseline-bin, every Kiln timing is also taken with another build's bench_onnx (an
+earlier commit's bundle, say), alternating with this one in the same run, and the table adds
+its time and the ratio baseline ms / Kiln ms (above 1: this build is faster), with both
+builds' device memory for the model after the run.
 Prints JSON lines, then a markdown summary.
 """
 import argparse
@@ -40,13 +48,16 @@ import torch
 import torchvision
 
 
+IN_DIMS, OUT_DIMS = [3, 224, 224], [1000]  # the model's, without the batch (main sets them)
+
+
 def export(dirpath, name, max_batch, extra=""):
     os.makedirs(os.path.join(dirpath, name, "1"), exist_ok=True)
     cfg = f"""name: "{name}"
 backend: "onnx"
 max_batch_size: {max_batch}
-input [ {{ name: "input" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] }} ]
-output [ {{ name: "output" data_type: TYPE_FP32 dims: [ 1000 ] }} ]
+input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {", ".join(map(str, IN_DIMS))} ] }} ]
+output [ {{ name: "output" data_type: TYPE_FP32 dims: [ {", ".join(map(str, OUT_DIMS))} ] }} ]
 {extra}
 """
     with open(os.path.join(dirpath, name, "config.pbtxt"), "w") as f:
@@ -174,20 +185,32 @@ def main():
     ap.add_argument("--scaling", action="store_true", help="only the several-GPU figures")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--precisions", default="fp32,tf32,fp16")
+    ap.add_argument("--model", default="resnet50", choices=("resnet50", "encoder"))
+    ap.add_argument("--baseline-bin", help="another build's bin/ to time beside this one")
+    ap.add_argument("--io", default="device,host", help="device (inputs and output on the GPU) "
+                    "and/or host (from host memory and back)")
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval()
-    mdir = export(work, "resnet50", max(batches))
-    torch.onnx.export(model, torch.randn(1, 3, 224, 224), os.path.join(mdir, "1", "model.onnx"),
+    global IN_DIMS, OUT_DIMS
+    if a.model == "encoder":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "tests", "fixtures", "torch"))
+        from export import EncoderLayer  # the fixtures' layer, written out op by op
+        model = torch.nn.Sequential(*[EncoderLayer(768, 12, 3072) for _ in range(4)]).eval()
+        IN_DIMS, OUT_DIMS = [128, 768], [128, 768]
+    else:
+        model = torchvision.models.resnet50(weights=None).eval()
+    mdir = export(work, a.model, max(batches))
+    torch.onnx.export(model, torch.randn([1] + IN_DIMS), os.path.join(mdir, "1", "model.onnx"),
                       input_names=["input"], output_names=["output"], opset_version=17,
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
     gm = model.cuda()
     torch.backends.cudnn.benchmark = True
     rows = []
     # agreement at batch 1 (FP32)
-    x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x1 = torch.randn([1] + IN_DIMS, generator=torch.Generator().manual_seed(1))
     x1.numpy().tofile(os.path.join(work, "in.raw"))
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -215,12 +238,16 @@ def main():
     for prec in () if a.e2e_only else a.precisions.split(","):
         torch.backends.cudnn.allow_tf32 = prec == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
-        for io in ("device", "host"):
+        for io in a.io.split(","):
             kg = kiln_time(a.bin, mdir, batches, a.runs, io == "device", [f"precision={prec}"])
+            kb = (kiln_time(a.baseline_bin, mdir, batches, a.runs, io == "device",
+                            [f"precision={prec}"]) if a.baseline_bin else None)
             kn = kiln_time(a.bin, mdir, batches, a.runs, io == "device",
                            [f"precision={prec}", "cuda_graphs=false"])
+            kbn = (kiln_time(a.baseline_bin, mdir, batches, a.runs, io == "device",
+                             [f"precision={prec}", "cuda_graphs=false"]) if a.baseline_bin else None)
             for b in batches:
-                x = torch.randn(b, 3, 224, 224, device="cuda")
+                x = torch.randn([b] + IN_DIMS, device="cuda")
                 if prec == "fp16":
                     t = torch_time(lambda v: gm16(v.half()).float(), x, a.runs, io == "host")
                 else:
@@ -229,6 +256,12 @@ def main():
                      "kiln_ms": kg[b]["p50_ms"], "kiln_nograph_ms": kn[b]["p50_ms"],
                      "ratio": round(t / kg[b]["p50_ms"], 3),
                      "ratio_nograph": round(t / kn[b]["p50_ms"], 3)}
+                if kb:
+                    r.update(base_ms=kb[b]["p50_ms"], base_nograph_ms=kbn[b]["p50_ms"],
+                             vs_base=round(kb[b]["p50_ms"] / kg[b]["p50_ms"], 3),
+                             vs_base_nograph=round(kbn[b]["p50_ms"] / kn[b]["p50_ms"], 3),
+                             device_bytes=kg[b].get("device_bytes"),
+                             base_device_bytes=kb[b].get("device_bytes"))
                 print(json.dumps(r))
                 sys.stdout.flush()
                 rows.append(r)
@@ -271,7 +304,7 @@ def main():
             srv.send_signal(signal.SIGTERM)
             srv.wait(timeout=60)
         sys.stdout.write(open(os.path.join(work, "log")).read()[-3000:])
-    print(f"\nResNet-50, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; "
+    print(f"\n{a.model}, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; "
           f"batch 1 relative L2 vs PyTorch: {rel:.2e}")
     print("| precision | io | batch | PyTorch ms | Kiln ms (graphs) | ratio | Kiln ms (no graphs) | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -279,6 +312,15 @@ def main():
         print(f"| {r['precision']} | {r['io']} | {r['batch']} | {r['torch_ms']:.3f} | "
               f"{r['kiln_ms']:.3f} | {r['ratio']:.2f} | {r['kiln_nograph_ms']:.3f} | "
               f"{r['ratio_nograph']:.2f} |")
+    if a.baseline_bin and rows:
+        print("\n| precision | io | batch | Kiln ms | baseline ms | baseline/Kiln | no graphs: Kiln ms |"
+              " baseline ms | baseline/Kiln | device bytes | baseline device bytes |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r['precision']} | {r['io']} | {r['batch']} | {r['kiln_ms']:.3f} | "
+                  f"{r['base_ms']:.3f} | {r['vs_base']:.2f} | {r['kiln_nograph_ms']:.3f} | "
+                  f"{r['base_nograph_ms']:.3f} | {r['vs_base_nograph']:.2f} | "
+                  f"{r['device_bytes']} | {r['base_device_bytes']} |")
 
 
 if __name__ == "__main__":
