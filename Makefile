@@ -93,7 +93,7 @@ RPC_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/kiln_rpc*.c)) $(STU
 
 ifeq ($(KILN_CUDA),1)
 LIB_OBJ := $(LIB_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
-LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lstdc++
 NVCCFLAGS := -std=c++17 -O2 -I. -Xcompiler -fPIC,-Wall,-Werror \
              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 else

@@ -5,8 +5,9 @@
  *   - Conv through cuDNN (2-D, groups, symmetric pads; the algorithm found once per input
  *     shape with cudnnFindConvolutionForwardAlgorithm and cached), bias and the fused
  *     activation in one pass after it;
- *   - MatMul and Gemm through cuBLAS (batched and broadcast batches), bias (Gemm's C row, or
- *     the one load folds into a MatMul) and activation in one pass;
+ *   - MatMul and Gemm: one GEMM with a bias row and no activation or a ReLU through cuBLASLt,
+ *     with both in its epilogue; otherwise cuBLAS (batched and broadcast batches), then the
+ *     bias and activation in one pass;
  *   - elementwise unary and broadcasting binary ops (with the fused activation), MaxPool,
  *     AveragePool, GlobalAveragePool, BatchNormalization, Softmax, LogSoftmax,
  *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Slice,
@@ -18,6 +19,7 @@
  * never captured into a CUDA graph; the plan then places each convolution's workspace in the
  * arena (kiln_onnx_call.ws).
  */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -32,30 +34,43 @@ extern "C" {
 #include "backends/onnx/gpu.h"
 #include "backends/onnx/scalar_ops.h"
 #include "common/alloc.h"
+#include "common/log.h"
 }
 
 /* ---------------------------------------------------------------- context */
 
 /*
- * The convolution algorithm cache, one for the process: the algorithm cuDNN found fastest for a
- * convolution problem (device, precision, input dims, weight dims, pads, strides, dilations,
- * group), so that the repeated blocks of a network, the other instances of a model and the
- * other models search once. Open addressing; a full table searches again each time.
+ * The algorithm cache, one for the process: the algorithm cuDNN found fastest for a convolution
+ * problem (device, precision, input dims, weight dims, pads, strides, dilations, group), and
+ * the one cuBLASLt's heuristic gives a GEMM with an epilogue (device, precision, shapes,
+ * transposes, epilogue, pointer alignments), so that the repeated blocks of a network, the
+ * other instances of a model and the other models search once. The key's last slot says
+ * which kind it is. Open addressing; a full table searches again each time.
  */
-#define CONV_SLOTS 8192
-typedef struct conv_key {
+#define ALGO_SLOTS 8192
+enum { KEY_CONV = 0, KEY_LT = 1 };
+typedef struct algo_key {
     int64_t v[20];
-} conv_key;
-typedef struct conv_entry {
+} algo_key;
+typedef struct algo_entry {
     bool used;
-    conv_key key;
-    cudnnConvolutionFwdAlgo_t algo;
-    cudnnMathType_t math;
-    size_t ws;
-} conv_entry;
-static conv_entry conv_cache[CONV_SLOTS];
-static size_t conv_count;
-static pthread_mutex_t conv_mu = PTHREAD_MUTEX_INITIALIZER;
+    algo_key key;
+    union {
+        struct {
+            cudnnConvolutionFwdAlgo_t algo;
+            cudnnMathType_t math;
+            size_t ws;
+        } conv;
+        struct {
+            bool none; /* the heuristic found nothing: the plain cuBLAS path runs */
+            cublasLtMatmulAlgo_t algo;
+            size_t ws;
+        } lt;
+    } u;
+} algo_entry;
+static algo_entry algo_cache[ALGO_SLOTS];
+static size_t algo_count;
+static pthread_mutex_t algo_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* A convolution algorithm needing more workspace than this is passed over. */
 #define CONV_WS_MAX ((size_t)1 << 30)
@@ -65,6 +80,7 @@ struct kiln_onnx_gpu {
     kiln_onnx_precision precision;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt; /* GEMMs with a bias or ReLU epilogue */
     cudnnHandle_t dnn;
     void *blas_ws;
     void *ws; /* cuDNN workspace for unplanned runs */
@@ -114,6 +130,9 @@ extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision preci
     } else if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
         g->blas = NULL;
         st = kiln_err_set(err, KILN_INTERNAL, "cuBLAS: cublasCreate failed");
+    } else if (cublasLtCreate(&g->lt) != CUBLAS_STATUS_SUCCESS) {
+        g->lt = NULL;
+        st = kiln_err_set(err, KILN_INTERNAL, "cuBLASLt: cublasLtCreate failed");
     } else if (cublasSetStream(g->blas, g->stream) != CUBLAS_STATUS_SUCCESS ||
                cublasSetWorkspace(g->blas, g->blas_ws, KILN_ONNX_BLAS_WS_BYTES) !=
                    CUBLAS_STATUS_SUCCESS ||
@@ -148,6 +167,8 @@ extern "C" void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
         (void)cudaStreamSynchronize(g->stream);
     if (g->dnn)
         cudnnDestroy(g->dnn);
+    if (g->lt)
+        cublasLtDestroy(g->lt);
     if (g->blas)
         cublasDestroy(g->blas);
     if (g->stream)
@@ -600,15 +621,15 @@ __global__ void bias_act_k(void *yv, const void *bv, size_t len, size_t nb, size
     } while (0)
 
 /* Finds key in the cache. OUT: *hit (a copy). */
-static bool conv_find(const conv_key *key, conv_entry *hit)
+static bool algo_find(const algo_key *key, algo_entry *hit)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (int i = 0; i < 20; i++)
         h = (h ^ (uint64_t)key->v[i]) * 0x100000001B3ull;
     bool found = false;
-    pthread_mutex_lock(&conv_mu);
-    for (size_t probe = 0; probe < CONV_SLOTS; probe++) {
-        conv_entry *e = &conv_cache[(h + probe) % CONV_SLOTS];
+    pthread_mutex_lock(&algo_mu);
+    for (size_t probe = 0; probe < ALGO_SLOTS; probe++) {
+        algo_entry *e = &algo_cache[(h + probe) % ALGO_SLOTS];
         if (!e->used)
             break;
         if (memcmp(&e->key, key, sizeof(*key)) == 0) {
@@ -617,28 +638,32 @@ static bool conv_find(const conv_key *key, conv_entry *hit)
             break;
         }
     }
-    pthread_mutex_unlock(&conv_mu);
+    pthread_mutex_unlock(&algo_mu);
     return found;
 }
 
-static void conv_put(const conv_entry *ne)
+/* Adds ne to the cache; an entry of the same key stays unless `replace`. */
+static void algo_put(const algo_entry *ne, bool replace)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (int i = 0; i < 20; i++)
         h = (h ^ (uint64_t)ne->key.v[i]) * 0x100000001B3ull;
-    pthread_mutex_lock(&conv_mu);
-    for (size_t probe = 0; conv_count + 1 < CONV_SLOTS && probe < CONV_SLOTS; probe++) {
-        conv_entry *e = &conv_cache[(h + probe) % CONV_SLOTS];
-        if (e->used && memcmp(&e->key, &ne->key, sizeof(ne->key)) == 0)
+    pthread_mutex_lock(&algo_mu);
+    for (size_t probe = 0; algo_count + 1 < ALGO_SLOTS && probe < ALGO_SLOTS; probe++) {
+        algo_entry *e = &algo_cache[(h + probe) % ALGO_SLOTS];
+        if (e->used && memcmp(&e->key, &ne->key, sizeof(ne->key)) == 0) {
+            if (replace)
+                *e = *ne;
             break; /* another thread found it first */
+        }
         if (!e->used) {
             *e = *ne;
             e->used = true;
-            conv_count++;
+            algo_count++;
             break;
         }
     }
-    pthread_mutex_unlock(&conv_mu);
+    pthread_mutex_unlock(&algo_mu);
 }
 
 static void ws_drop(kiln_onnx_gpu *g)
@@ -695,8 +720,8 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     cudnnTensorDescriptor_t xd = NULL, yd = NULL;
     cudnnFilterDescriptor_t wd = NULL;
     cudnnConvolutionDescriptor_t cd = NULL;
-    conv_entry ce;
-    conv_key key;
+    algo_entry ce;
+    algo_key key;
     void *ws;
     bool planned;
     memset(&key, 0, sizeof(key));
@@ -721,7 +746,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
                                         (int)w.d[0], (int)w.d[1], CUDNN_CROSS_CORRELATION,
                                         CUDNN_DATA_FLOAT));
     DNN(cudnnSetConvolutionGroupCount(cd, (int)group));
-    if (!conv_find(&key, &ce)) {
+    if (!algo_find(&key, &ce)) {
         if (g->capturing) {
             st = lib_fail(c, err, "cuDNN", "a new input shape while capturing a CUDA graph");
             goto done;
@@ -743,29 +768,33 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
             st = lib_fail(c, err, "cuDNN", "no convolution algorithm fits");
             goto done;
         }
-        ce = (conv_entry){true, key, perf[pick].algo, perf[pick].mathType, perf[pick].memory};
-        conv_put(&ce);
+        ce.used = true;
+        ce.key = key;
+        ce.u.conv.algo = perf[pick].algo;
+        ce.u.conv.math = perf[pick].mathType;
+        ce.u.conv.ws = perf[pick].memory;
+        algo_put(&ce, false);
     }
     /* the workspace: the plan's, in the arena (planned runs); else the context's own, grown */
-    planned = c->ws && c->ws_bytes >= ce.ws;
+    planned = c->ws && c->ws_bytes >= ce.u.conv.ws;
     ws = planned ? c->ws : g->ws;
-    if (!planned && ce.ws > g->ws_bytes) {
+    if (!planned && ce.u.conv.ws > g->ws_bytes) {
         if (g->capturing) {
             st = lib_fail(c, err, "cuDNN", "a larger workspace while capturing a CUDA graph");
             goto done;
         }
-        if ((st = ws_fit(g, ce.ws, err)) != KILN_OK) {
+        if ((st = ws_fit(g, ce.u.conv.ws, err)) != KILN_OK) {
             kiln_tensor_fini(&c->out[0]);
             goto done;
         }
         ws = g->ws;
     }
     if (c->ws_need)
-        *c->ws_need = ce.ws;
+        *c->ws_need = ce.u.conv.ws;
     g->ws_captured = g->ws_captured || (ws == g->ws && g->capturing);
-    DNN(cudnnSetConvolutionMathType(cd, ce.math));
-    DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.algo, ws, ce.ws,
-                                &zero, yd, c->out[0].data));
+    DNN(cudnnSetConvolutionMathType(cd, ce.u.conv.math));
+    DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.u.conv.algo, ws,
+                                ce.u.conv.ws, &zero, yd, c->out[0].data));
     if (has_b || c->act.kind != KILN_ONNX_ACT_NONE) {
         size_t n = numel(&c->out[0]);
         LAUNCH(half, bias_act_k, blocks_for(n), g->stream, c->out[0].data,
@@ -819,6 +848,182 @@ static kiln_status gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, in
     return KILN_OK;
 }
 
+/* The largest power of two (up to 256) that divides p's address: cuBLASLt's algorithms
+ * depend on the operands' alignment. */
+static int64_t align_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    int64_t al = 256;
+    while (al > 1 && a % (uintptr_t)al)
+        al /= 2;
+    return al;
+}
+
+/* The cuBLASLt descriptors of one GEMM with an epilogue. */
+typedef struct lt_desc {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ly;
+} lt_desc;
+
+static void lt_desc_free(lt_desc *d)
+{
+    if (d->ly)
+        cublasLtMatrixLayoutDestroy(d->ly);
+    if (d->lb)
+        cublasLtMatrixLayoutDestroy(d->lb);
+    if (d->la)
+        cublasLtMatrixLayoutDestroy(d->la);
+    if (d->op)
+        cublasLtMatmulDescDestroy(d->op);
+}
+
+/* Describes column-major Y^T (N x M) = B'^T A'^T with the epilogue: cuBLASLt's A is our B'
+ * (N x K), its B our A' (K x M). */
+static cublasStatus_t lt_describe(lt_desc *d, cublasComputeType_t ct, cudaDataType_t dt, bool ta,
+                                  bool tb, int64_t M, int64_t N, int64_t K, int64_t lda,
+                                  int64_t ldb, cublasLtEpilogue_t epi, const void *bias)
+{
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    uint64_t m = (uint64_t)M, n = (uint64_t)N, k = (uint64_t)K;
+    cublasStatus_t ls = cublasLtMatmulDescCreate(&d->op, ct, CUDA_R_32F);
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa));
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb));
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls =
+            cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi));
+    if (ls == CUBLAS_STATUS_SUCCESS && bias)
+        ls = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                            sizeof(bias));
+    if (ls == CUBLAS_STATUS_SUCCESS && bias)
+        ls = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt,
+                                            sizeof(dt));
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatrixLayoutCreate(&d->la, dt, tb ? k : n, tb ? n : k, ldb);
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatrixLayoutCreate(&d->lb, dt, ta ? m : k, ta ? k : m, lda);
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatrixLayoutCreate(&d->ly, dt, n, m, N);
+    return ls;
+}
+
+/* cuBLASLt's first algorithm for d within the cuBLAS workspace and the operands' alignments,
+ * into ce (ce->u.lt.none when it has none). */
+static void lt_find(kiln_onnx_gpu *g, const lt_desc *d, const void *A, const void *B, const void *Y,
+                    algo_entry *ce)
+{
+    ce->u.lt.none = true;
+    cublasLtMatmulPreference_t pref = NULL;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS)
+        return;
+    size_t wsmax = KILN_ONNX_BLAS_WS_BYTES;
+    const cublasLtMatmulPreferenceAttributes_t attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t al[4] = {(uint32_t)align_of(B), (uint32_t)align_of(A), (uint32_t)align_of(Y),
+                            (uint32_t)align_of(Y)};
+    cublasStatus_t ls = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsmax, sizeof(wsmax));
+    for (int i = 0; i < 4 && ls == CUBLAS_STATUS_SUCCESS; i++)
+        ls = cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &al[i], sizeof(al[i]));
+    cublasLtMatmulHeuristicResult_t res;
+    int got = 0;
+    if (ls == CUBLAS_STATUS_SUCCESS)
+        ls = cublasLtMatmulAlgoGetHeuristic(g->lt, d->op, d->la, d->lb, d->ly, d->ly, pref, 1, &res,
+                                            &got);
+    if (ls == CUBLAS_STATUS_SUCCESS && got >= 1 && res.state == CUBLAS_STATUS_SUCCESS) {
+        ce->u.lt.none = false;
+        ce->u.lt.algo = res.algo;
+        ce->u.lt.ws = res.workspaceSize;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+}
+
+/*
+ * Row-major Y[M,N] = act(alpha A'[M,K] B'[K,N] + bias[N]) (A' = A or its transpose, likewise B')
+ * through cuBLASLt, the bias (may be NULL) and a ReLU in the GEMM's epilogue: one kernel where
+ * cuBLAS and Kiln's bias pass are two, and no second pass over Y. As column-major, that is
+ * Y^T (N x M) = B'^T A'^T, whose rows are Y's columns, one bias value each. The algorithm comes
+ * from cuBLASLt's heuristic, once per problem (the algorithm cache). KILN_UNIMPLEMENTED when it
+ * does not apply (another activation, nothing to fuse, sizes past int32, no algorithm): the
+ * caller then runs cuBLAS and the bias pass. A problem first met while capturing a CUDA graph
+ * declines too (the capture then records the cuBLAS path).
+ */
+static kiln_status lt_gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, int64_t M,
+                           int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+                           const void *B, int64_t ldb, const void *bias, void *Y, kiln_err *err)
+{
+    kiln_onnx_act_kind act = c->act.kind;
+    if ((act != KILN_ONNX_ACT_NONE && act != KILN_ONNX_ACT_RELU) ||
+        (!bias && act == KILN_ONNX_ACT_NONE) || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX ||
+        !M || !N || !K)
+        return KILN_UNIMPLEMENTED;
+    kiln_onnx_gpu *g = c->gpu;
+    cublasLtEpilogue_t epi = !bias                       ? CUBLASLT_EPILOGUE_RELU
+                             : act == KILN_ONNX_ACT_RELU ? CUBLASLT_EPILOGUE_RELU_BIAS
+                                                         : CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t dt = half ? CUDA_R_16F : CUDA_R_32F;
+    cublasComputeType_t ct =
+        g->precision == KILN_ONNX_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    algo_key key;
+    memset(&key, 0, sizeof(key));
+    {
+        int64_t v[15] = {g->device,
+                         g->precision,
+                         half,
+                         ta,
+                         tb,
+                         M,
+                         N,
+                         K,
+                         lda,
+                         ldb,
+                         (int64_t)epi,
+                         align_of(A),
+                         align_of(B),
+                         align_of(Y),
+                         align_of(bias)};
+        memcpy(key.v, v, sizeof(v));
+        key.v[19] = KEY_LT;
+    }
+    algo_entry ce;
+    bool known = algo_find(&key, &ce);
+    if ((known && ce.u.lt.none) || (!known && g->capturing))
+        return KILN_UNIMPLEMENTED;
+    lt_desc d = {NULL, NULL, NULL, NULL};
+    cublasStatus_t ls = lt_describe(&d, ct, dt, ta, tb, M, N, K, lda, ldb, epi, bias);
+    if (ls == CUBLAS_STATUS_SUCCESS && !known) {
+        memset(&ce, 0, sizeof(ce));
+        ce.used = true;
+        ce.key = key;
+        lt_find(g, &d, A, B, Y, &ce);
+        algo_put(&ce, false);
+    }
+    kiln_status st = KILN_UNIMPLEMENTED;
+    const float zero = 0.f;
+    if (ls == CUBLAS_STATUS_SUCCESS && !ce.u.lt.none) {
+        ls = cublasLtMatmul(g->lt, d.op, &alpha, B, d.la, A, d.lb, &zero, Y, d.ly, Y, d.ly,
+                            &ce.u.lt.algo, g->blas_ws, ce.u.lt.ws, g->stream);
+        st = ls == CUBLAS_STATUS_SUCCESS ? KILN_OK : st;
+    }
+    if (ls != CUBLAS_STATUS_SUCCESS && !g->capturing) {
+        /* nothing ran (cuBLASLt checks before it launches): this problem takes the cuBLAS path
+         * from now on, once said in the log */
+        memset(&ce, 0, sizeof(ce));
+        ce.used = true;
+        ce.key = key;
+        ce.u.lt.none = true;
+        algo_put(&ce, true);
+        kiln_log_ctx ctx = {0};
+        KILN_LOGW(&ctx, "node '%s' (%s): cuBLASLt: %s; this GEMM runs through cuBLAS instead",
+                  c->node->name, c->node->op, cublasGetStatusString(ls));
+    }
+    (void)err;
+    lt_desc_free(&d);
+    return st;
+}
+
 static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
 {
     kiln_onnx_matmul mm;
@@ -838,19 +1043,26 @@ static kiln_status g_matmul(const kiln_onnx_call *c, kiln_err *err)
     size_t n = numel(&c->out[0]);
     if (!n)
         return KILN_OK;
+    bool fused = false; /* bias and activation applied by cuBLASLt's epilogue */
     if (!K) {
         cudaError_t e = cudaMemsetAsync(C, 0, c->out[0].byte_size, c->gpu->stream);
         if (e != cudaSuccess)
             return lib_fail(c, err, "cudaMemsetAsync", cudaGetErrorString(e));
-    } else if (nb == 1 && nbatch > 1 && (uint64_t)M * (uint64_t)nbatch <= INT32_MAX) {
+    } else if (nb == 1 && (uint64_t)M * (uint64_t)nbatch <= INT32_MAX) {
         /* B is one matrix: A's batches stack into one [nbatch*M, K] operand */
-        st = gemm(c, half, false, false, M * nbatch, N, K, 1.f, c->in[0]->data, K, 0,
-                  c->in[1]->data, N, 0, 0.f, C, 0, 1, err);
+        st = lt_gemm(c, half, false, false, M * nbatch, N, K, 1.f, c->in[0]->data, K,
+                     c->in[1]->data, N, bias, C, err);
+        fused = st == KILN_OK;
+        if (st == KILN_UNIMPLEMENTED)
+            st = gemm(c, half, false, false, M * nbatch, N, K, 1.f, c->in[0]->data, K, 0,
+                      c->in[1]->data, N, 0, 0.f, C, 0, 1, err);
+        else if (st != KILN_OK)
+            kiln_tensor_fini(&c->out[0]);
     } else {
         st = gemm(c, half, false, false, M, N, K, 1.f, c->in[0]->data, K, na == 1 ? 0 : M * K,
                   c->in[1]->data, N, nb == 1 ? 0 : K * N, 0.f, C, M * N, nbatch, err);
     }
-    if (st == KILN_OK && (bias || c->act.kind != KILN_ONNX_ACT_NONE)) {
+    if (st == KILN_OK && !fused && (bias || c->act.kind != KILN_ONNX_ACT_NONE)) {
         /* the bias per column: rows of length 1, period N */
         LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, C, bias, 1, bias ? (size_t)N : 1, n,
                act_of(&c->act));
@@ -905,10 +1117,21 @@ static kiln_status g_gemm(const kiln_onnx_call *c, kiln_err *err)
     } else if (!K) {
         cudaMemsetAsync(Y, 0, c->out[0].byte_size, c->gpu->stream);
     }
-    if (K)
+    bool fused = false; /* bias and activation applied by cuBLASLt's epilogue */
+    if (K && (!Cm || bias_row)) {
+        st = lt_gemm(c, half, ta, tb, M, N, K, alpha, c->in[0]->data, gm.lda, c->in[1]->data,
+                     gm.ldb, Cm, Y, err);
+        fused = st == KILN_OK;
+        if (st != KILN_OK && st != KILN_UNIMPLEMENTED) {
+            kiln_tensor_fini(&c->out[0]);
+            return st;
+        }
+        st = KILN_OK;
+    }
+    if (K && !fused)
         st = gemm(c, half, ta, tb, M, N, K, alpha, c->in[0]->data, gm.lda, 0, c->in[1]->data,
                   gm.ldb, 0, Cm && !bias_row ? 1.f : 0.f, Y, 0, 1, err);
-    if (st == KILN_OK && (bias_row || c->act.kind != KILN_ONNX_ACT_NONE)) {
+    if (st == KILN_OK && !fused && (bias_row || c->act.kind != KILN_ONNX_ACT_NONE)) {
         /* bias over the last dim: one bias value per column: rows of length 1, period N */
         LAUNCH(half, bias_act_k, blocks_for(n), c->gpu->stream, Y, bias_row ? Cm : NULL, 1,
                (size_t)N, n, act_of(&c->act));
