@@ -5,9 +5,10 @@
  *   - Conv through cuDNN (2-D, groups, symmetric pads; the algorithm found once per input
  *     shape with cudnnFindConvolutionForwardAlgorithm and cached), bias and the fused
  *     activation in one pass after it;
- *   - MatMul and Gemm: one GEMM with a bias row and no activation or a ReLU through cuBLASLt,
- *     with both in its epilogue; otherwise cuBLAS (batched and broadcast batches), then the
- *     bias and activation in one pass;
+ *   - MatMul and Gemm through cuBLAS (batched and broadcast batches), bias (Gemm's C row, or
+ *     the one load folds into a MatMul) and activation in one pass; with the model's cublaslt
+ *     parameter, one GEMM with a bias row and no activation or a ReLU goes through cuBLASLt,
+ *     both in its epilogue;
  *   - elementwise unary and broadcasting binary ops (with the fused activation), MaxPool,
  *     AveragePool, GlobalAveragePool, BatchNormalization, Softmax, LogSoftmax,
  *     LayerNormalization, ReduceMean and ReduceSum over trailing axes, Transpose, Slice,
@@ -108,7 +109,7 @@ static kiln_status gfail(kiln_onnx_gpu *g, kiln_err *err, const char *what, cuda
     return cuda_fail(err, what, e);
 }
 
-extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision,
+extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, bool cublaslt,
                                            kiln_onnx_gpu **out, kiln_err *err)
 {
     *out = NULL;
@@ -130,7 +131,7 @@ extern "C" kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision preci
     } else if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
         g->blas = NULL;
         st = kiln_err_set(err, KILN_INTERNAL, "cuBLAS: cublasCreate failed");
-    } else if (cublasLtCreate(&g->lt) != CUBLAS_STATUS_SUCCESS) {
+    } else if (cublaslt && cublasLtCreate(&g->lt) != CUBLAS_STATUS_SUCCESS) {
         g->lt = NULL;
         st = kiln_err_set(err, KILN_INTERNAL, "cuBLASLt: cublasLtCreate failed");
     } else if (cublasSetStream(g->blas, g->stream) != CUBLAS_STATUS_SUCCESS ||
@@ -948,14 +949,15 @@ static void lt_find(kiln_onnx_gpu *g, const lt_desc *d, const void *A, const voi
  * from cuBLASLt's heuristic, once per problem (the algorithm cache). KILN_UNIMPLEMENTED when it
  * does not apply (another activation, nothing to fuse, sizes past int32, no algorithm): the
  * caller then runs cuBLAS and the bias pass. A problem first met while capturing a CUDA graph
- * declines too (the capture then records the cuBLAS path).
+ * declines too (the capture then records the cuBLAS path), and so does every GEMM of a context
+ * opened without cublaslt (the default).
  */
 static kiln_status lt_gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, int64_t M,
                            int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
                            const void *B, int64_t ldb, const void *bias, void *Y, kiln_err *err)
 {
     kiln_onnx_act_kind act = c->act.kind;
-    if ((act != KILN_ONNX_ACT_NONE && act != KILN_ONNX_ACT_RELU) ||
+    if (!c->gpu->lt || (act != KILN_ONNX_ACT_NONE && act != KILN_ONNX_ACT_RELU) ||
         (!bias && act == KILN_ONNX_ACT_NONE) || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX ||
         !M || !N || !K)
         return KILN_UNIMPLEMENTED;

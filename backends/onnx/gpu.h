@@ -41,12 +41,14 @@ typedef enum kiln_onnx_precision {
 } kiln_onnx_precision;
 
 /*
- * Opens a context on CUDA device `device`. Errors: KILN_UNAVAILABLE (no CUDA in this build, no
- * such device), KILN_RESOURCE_EXHAUSTED (device memory), KILN_INTERNAL with the CUDA, cuBLAS or
- * cuDNN error otherwise. OUT: *out (NULL on failure).
+ * Opens a context on CUDA device `device`. With `cublaslt`, GEMMs with a bias row and no
+ * activation or a ReLU go through cuBLASLt with both in its epilogue (config parameter
+ * cublaslt, off by default until it has been measured on a GPU). Errors: KILN_UNAVAILABLE (no
+ * CUDA in this build, no such device), KILN_RESOURCE_EXHAUSTED (device memory), KILN_INTERNAL
+ * with the CUDA, cuBLAS or cuDNN error otherwise. OUT: *out (NULL on failure).
  */
-kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, kiln_onnx_gpu **out,
-                                kiln_err *err);
+kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, bool cublaslt,
+                                kiln_onnx_gpu **out, kiln_err *err);
 
 /* Waits for the stream and frees everything open made. NULL is a no-op. */
 void kiln__onnx_gpu_close(kiln_onnx_gpu *g);

@@ -7,10 +7,10 @@ const kiln_onnx_kernel kiln__onnx_cuda[] = {
     {NULL, KILN_DEVICE_CUDA, NULL, false, 0},
 };
 
-kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, kiln_onnx_gpu **out,
-                                kiln_err *err)
+kiln_status kiln__onnx_gpu_open(int device, kiln_onnx_precision precision, bool cublaslt,
+                                kiln_onnx_gpu **out, kiln_err *err)
 {
-    (void)device, (void)precision;
+    (void)device, (void)precision, (void)cublaslt;
     *out = NULL;
     return kiln_err_set(err, KILN_UNAVAILABLE, "built without CUDA");
 }

@@ -21,26 +21,39 @@
 #include "common/alloc.h"
 #include "common/log.h"
 
+/* Config parameter `key`, "true" or "false" (absent: dflt); INVALID_ARGUMENT naming it else. */
+static kiln_status flag_param(const kiln_backend_model *m, const char *key, bool dflt, bool *out,
+                              kiln_err *err)
+{
+    const char *v = kiln_model_config_param(m->cfg, key);
+    *out = v ? strcmp(v, "true") == 0 : dflt;
+    if (v && strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
+        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
+                            "model '%s': parameter %s is '%s'; it must be true or false", m->name,
+                            key, v);
+    return KILN_OK;
+}
+
 kiln_status kiln__onnx_gpu_setup(kiln_backend_model *m, int device, kiln_err *err)
 {
     const char *prec = kiln_model_config_param(m->cfg, "precision");
-    const char *graphs = kiln_model_config_param(m->cfg, "cuda_graphs");
     if (prec && strcmp(prec, "fp32") != 0 && strcmp(prec, "tf32") != 0 && strcmp(prec, "fp16") != 0)
         return kiln_err_set(
             err, KILN_INVALID_ARGUMENT,
             "model '%s': parameter precision is '%s'; it must be fp32, tf32 or fp16", m->name,
             prec);
-    if (graphs && strcmp(graphs, "true") != 0 && strcmp(graphs, "false") != 0)
-        return kiln_err_set(err, KILN_INVALID_ARGUMENT,
-                            "model '%s': parameter cuda_graphs is '%s'; it must be true or false",
-                            m->name, graphs);
+    bool cublaslt;
+    kiln_status st = flag_param(m, "cuda_graphs", true, &m->graphs, err);
+    if (st == KILN_OK)
+        st = flag_param(m, "cublaslt", false, &cublaslt, err);
+    if (st != KILN_OK)
+        return st;
     m->precision = !prec                       ? KILN_ONNX_FP32
                    : strcmp(prec, "tf32") == 0 ? KILN_ONNX_TF32
                    : strcmp(prec, "fp16") == 0 ? KILN_ONNX_FP16
                                                : KILN_ONNX_FP32;
-    m->graphs = !graphs || strcmp(graphs, "true") == 0;
     kiln_err e;
-    kiln_status st = kiln__onnx_gpu_open(device, m->precision, &m->gpu, &e);
+    st = kiln__onnx_gpu_open(device, m->precision, cublaslt, &m->gpu, &e);
     if (st != KILN_OK)
         return kiln_err_set(err, st, "model '%s': GPU %d: %s", m->name, device, e.msg);
     return KILN_OK;

@@ -224,6 +224,19 @@ static void fixtures_match_cpu_fp32(void **state)
     compare(NULL, 1e-4);
 }
 
+/* The same with the GEMMs' bias and ReLU in cuBLASLt's epilogue (config parameter cublaslt):
+ * mlp's Gemm + Relu, mlp_onnx's transB Gemm and folded MatMul bias, the transformers' folded
+ * Linear biases; in FP32, and in FP16 against the 1e-2 of FP16. */
+static void fixtures_match_cpu_cublaslt(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    compare("parameters { key: \"cublaslt\" value { string_value: \"true\" } }", 1e-4);
+    compare("parameters { key: \"cublaslt\" value { string_value: \"true\" } }\n"
+            "parameters { key: \"precision\" value { string_value: \"fp16\" } }",
+            1e-2);
+}
+
 static void fixtures_match_cpu_tf32(void **state)
 {
     (void)state;
@@ -703,7 +716,7 @@ static void data_movement_matches_cpu(void **state)
     NEED_GPU();
     kiln_onnx_gpu *g;
     kiln_err e;
-    assert_ok(kiln__onnx_gpu_open(0, KILN_ONNX_FP32, &g, &e), &e);
+    assert_ok(kiln__onnx_gpu_open(0, KILN_ONNX_FP32, false, &g, &e), &e);
     const kiln_dtype dts[] = {KILN_DTYPE_UINT8, KILN_DTYPE_FP16, KILN_DTYPE_FP32, KILN_DTYPE_INT64};
     for (size_t t = 0; t < 4; t++) {
         kiln_shape xs = {.rank = 3, .dims = {4, 5, 6}};
@@ -760,6 +773,11 @@ static void bad_parameters_are_refused(void **state)
                               &e),
                      KILN_INVALID_ARGUMENT);
     assert_non_null(strstr(e.msg, "precision"));
+    assert_int_equal(try_load(&g, "torch-models", "mlp", gpu0,
+                              "parameters { key: \"cublaslt\" value { string_value: \"yes\" } }",
+                              &e),
+                     KILN_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "parameter cublaslt is 'yes'; it must be true or false"));
     assert_int_equal(
         try_load(&g, "torch-models", "mlp", (kiln_device){KILN_DEVICE_CUDA, 4096}, NULL, &e),
         KILN_UNAVAILABLE);
@@ -775,6 +793,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixtures_match_cpu_fp32),
         cmocka_unit_test(fixtures_match_cpu_tf32),
+        cmocka_unit_test(fixtures_match_cpu_cublaslt),
         cmocka_unit_test(fixtures_match_cpu_fp16),
         cmocka_unit_test(fp16_keeps_values_in_fp16),
         cmocka_unit_test(graphs_on_and_off_agree),
