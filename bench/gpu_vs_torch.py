@@ -27,9 +27,10 @@ Run on a machine with an NVIDIA GPU, PyTorch and torchvision (the device machine
    GPUs 0 and 1; then kiln-server with the model on KIND_GPU without a list (an instance on
    every GPU) against gpus: [0], through `kiln perf --shm` at concurrency 64.
 With --baseline-bin, every Kiln timing is also taken with another build's bench_onnx (an
-earlier commit's bundle, say), alternating with this one in the same run, and the table adds
-its time and the ratio baseline ms / Kiln ms (above 1: this build is faster), with both
-builds' device memory for the model after the run.
+earlier commit's bundle, say) in the same run, in A B B A order (this build, the baseline with
+graphs; the baseline, this build without), so that a drift of the machine's speed weighs on
+both alike, and the table adds its time and the ratio baseline ms / Kiln ms (above 1: this
+build is faster), with both builds' device memory for the model after the run.
 Prints JSON lines, then a markdown summary.
 """
 import argparse
@@ -190,6 +191,8 @@ def main():
     ap.add_argument("--io", default="device,host", help="device (inputs and output on the GPU) "
                     "and/or host (from host memory and back)")
     a = ap.parse_args()
+    if a.model != "resnet50" and (a.e2e or a.e2e_only or a.scaling):
+        ap.error("--e2e and --scaling measure ResNet-50 (images/s): leave --model out")
     batches = [int(b) for b in a.batches.split(",")]
     work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
     torch.manual_seed(0)
@@ -242,10 +245,10 @@ def main():
             kg = kiln_time(a.bin, mdir, batches, a.runs, io == "device", [f"precision={prec}"])
             kb = (kiln_time(a.baseline_bin, mdir, batches, a.runs, io == "device",
                             [f"precision={prec}"]) if a.baseline_bin else None)
-            kn = kiln_time(a.bin, mdir, batches, a.runs, io == "device",
-                           [f"precision={prec}", "cuda_graphs=false"])
             kbn = (kiln_time(a.baseline_bin, mdir, batches, a.runs, io == "device",
                              [f"precision={prec}", "cuda_graphs=false"]) if a.baseline_bin else None)
+            kn = kiln_time(a.bin, mdir, batches, a.runs, io == "device",
+                           [f"precision={prec}", "cuda_graphs=false"])
             for b in batches:
                 x = torch.randn([b] + IN_DIMS, device="cuda")
                 if prec == "fp16":

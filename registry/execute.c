@@ -90,8 +90,8 @@ void kiln__registry_probe_gpus(kiln_registry *reg, const char *who)
     }
 }
 
-/* Whether a model (but m) holding memory on GPU gpu is being evicted: marked UNLOADING with no
- * pin left, so its unload is under way and waits for nobody. REQUIRES: mu. */
+/* Whether a model (but m) holding memory on GPU gpu is being evicted or unloaded: marked
+ * UNLOADING with no pin left, so its unload is under way and waits for nobody. REQUIRES: mu. */
 static bool evicting_locked(const kiln_registry *reg, const kiln_model *m, int gpu)
 {
     for (size_t k = 0; k < reg->n; k++) {
@@ -115,15 +115,14 @@ static bool make_room_for(kiln_model *m, uint32_t i, const char *why)
     int gpu = m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1;
     pthread_mutex_lock(&reg->mu);
     size_t n = kiln__registry_evict_device_locked(reg, m, gpu, victims);
-    bool waited = false;
+    uint64_t gone = reg->evictions + reg->unloads;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 5;
-    while (!n && evicting_locked(reg, m, gpu)) {
-        waited = true;
+    while (!n && evicting_locked(reg, m, gpu))
         if (pthread_cond_timedwait(&reg->cond, &reg->mu, &until) != 0)
             break;
-    }
+    bool freed = reg->evictions + reg->unloads != gone; /* while this waited */
     pthread_mutex_unlock(&reg->mu);
     if (n) {
         KILN_LOGW(&(kiln_log_ctx){.model = m->name},
@@ -132,7 +131,7 @@ static bool make_room_for(kiln_model *m, uint32_t i, const char *why)
                   m->version, why, n, n == 1 ? "" : "s", gpu);
         kiln__registry_finish_evictions(reg, victims, n, m);
     }
-    return n || waited;
+    return n || freed;
 }
 
 /* Counts instance i's memory again after an execution; growth past a budget evicts. */

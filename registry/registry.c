@@ -804,7 +804,6 @@ static void unload_marked_locked(kiln_registry *reg, kiln_model **list, size_t n
             pthread_cond_wait(&reg->cond, &reg->mu);
         kiln_instances gone = m->inst;
         kiln_model_config *cfg = m->config;
-        m->inst.n = 0;
         m->config = NULL;
         pthread_mutex_unlock(&reg->mu);
         unload_all(m->backend, &gone);
@@ -812,6 +811,9 @@ static void unload_marked_locked(kiln_registry *reg, kiln_model **list, size_t n
         KILN_LOGI(&(kiln_log_ctx){.model = m->name}, "unloaded version %" PRId64 " (%s)",
                   m->version, reason);
         pthread_mutex_lock(&reg->mu);
+        /* its instances stayed listed (not used) until now, as an eviction's do, so that an
+         * execution out of device memory sees that memory on its way back (execute.c) */
+        m->inst.n = 0;
         uncount_locked(reg, m);
         snprintf(m->reason, sizeof(m->reason), "%s", reason);
         m->error = KILN_UNAVAILABLE;

@@ -42,12 +42,27 @@ extern "C" kiln_status kiln_cuda_probe(int device, bool *lost, kiln_err *err)
     kiln_status st = kiln_cuda_device_check(device, err);
     if (st != KILN_OK)
         return st;
+    /* a stream of its own, not the device: synchronizing a device while another thread
+     * captures a CUDA graph on one of its streams would break that capture, and would wait
+     * for everyone's work. A sticky error is the context's, so any call reports it. */
     int prev = 0;
+    cudaStream_t s = NULL;
+    cudaEvent_t ev = NULL;
     cudaError_t e = cudaGetDevice(&prev);
     if (e == cudaSuccess)
         e = cudaSetDevice(device);
     if (e == cudaSuccess)
-        e = cudaDeviceSynchronize();
+        e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    if (e == cudaSuccess)
+        e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) /* work for the GPU itself, not only the runtime's bookkeeping */
+        e = cudaEventRecord(ev, s);
+    if (e == cudaSuccess)
+        e = cudaEventSynchronize(ev);
+    if (ev)
+        (void)cudaEventDestroy(ev);
+    if (s)
+        (void)cudaStreamDestroy(s);
     (void)cudaSetDevice(prev);
     if (e == cudaSuccess)
         return KILN_OK;

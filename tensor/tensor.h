@@ -220,12 +220,12 @@ kiln_status kiln_cuda_prepare(int *count, kiln_err *err);
 bool kiln_cuda_error_sticky(int cuda_error);
 
 /*
- * Checks that CUDA device `device` can still run work in this process: waits for the work
- * queued on it, which reports a fault a kernel left. OUT: *lost, true when the context is
- * unusable (a sticky error; err then names the CUDA error). Returns KILN_OK when the device is
- * sound, KILN_UNAVAILABLE when it is lost, has no such device, or the build has no CUDA
- * (*lost false). The calling thread's current device is restored. Thread-safety: any thread;
- * it may wait for other threads' work on that device.
+ * Checks that CUDA device `device` can still run work in this process: a call on a stream of
+ * its own reports a fault a kernel left in the context (it neither waits for other threads'
+ * work nor disturbs their graph captures). OUT: *lost, true when the context is unusable (a
+ * sticky error; err then names the CUDA error). Returns KILN_OK when the device is sound,
+ * KILN_UNAVAILABLE when it is lost, has no such device, or the build has no CUDA (*lost false).
+ * The calling thread's current device is restored. Thread-safety: any thread.
  */
 kiln_status kiln_cuda_probe(int device, bool *lost, kiln_err *err);
 

@@ -81,7 +81,8 @@ struct kiln_onnx_gpu {
     kiln_onnx_precision precision;
     cudaStream_t stream;
     cublasHandle_t blas;
-    cublasLtHandle_t lt; /* GEMMs with a bias or ReLU epilogue */
+    cublasLtHandle_t lt; /* GEMMs with a bias or ReLU epilogue (NULL: cublaslt off) */
+    uint64_t lt_runs;    /* GEMMs launched through it (kiln__onnx_gpu_lt_runs) */
     cudnnHandle_t dnn;
     void *blas_ws;
     void *ws; /* cuDNN workspace for unplanned runs */
@@ -260,6 +261,11 @@ extern "C" kiln_status kiln__onnx_gpu_staging(kiln_onnx_gpu *g, size_t bytes, vo
 extern "C" uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g)
 {
     return (uint64_t)g->ws_bytes + KILN_ONNX_BLAS_WS_BYTES;
+}
+
+extern "C" uint64_t kiln__onnx_gpu_lt_runs(const kiln_onnx_gpu *g)
+{
+    return g->lt_runs;
 }
 
 extern "C" uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g)
@@ -643,20 +649,23 @@ static bool algo_find(const algo_key *key, algo_entry *hit)
     return found;
 }
 
-/* Adds ne to the cache; an entry of the same key stays unless `replace`. */
+/* Adds ne to the cache; an entry of the same key stays unless `replace` (which works in a full
+ * table too). */
 static void algo_put(const algo_entry *ne, bool replace)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (int i = 0; i < 20; i++)
         h = (h ^ (uint64_t)ne->key.v[i]) * 0x100000001B3ull;
     pthread_mutex_lock(&algo_mu);
-    for (size_t probe = 0; algo_count + 1 < ALGO_SLOTS && probe < ALGO_SLOTS; probe++) {
+    for (size_t probe = 0; probe < ALGO_SLOTS; probe++) {
         algo_entry *e = &algo_cache[(h + probe) % ALGO_SLOTS];
         if (e->used && memcmp(&e->key, &ne->key, sizeof(ne->key)) == 0) {
             if (replace)
                 *e = *ne;
             break; /* another thread found it first */
         }
+        if (!e->used && algo_count + 1 >= ALGO_SLOTS)
+            break; /* full: the key is not there, and nothing new goes in */
         if (!e->used) {
             *e = *ne;
             e->used = true;
@@ -849,12 +858,14 @@ static kiln_status gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb, in
     return KILN_OK;
 }
 
-/* The largest power of two (up to 256) that divides p's address: cuBLASLt's algorithms
- * depend on the operands' alignment. */
+/* The largest power of two (up to 16) that divides p's address: cuBLASLt's algorithms depend on
+ * the operands' alignment up to 16 bytes. Capped there so that an operand at a 64-byte arena
+ * offset (a planned run, the one a CUDA graph captures) and the same operand in its own
+ * 256-byte aligned buffer (the unplanned first run) make the same cache key. */
 static int64_t align_of(const void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    int64_t al = 256;
+    int64_t al = 16;
     while (al > 1 && a % (uintptr_t)al)
         al /= 2;
     return al;
@@ -1009,9 +1020,11 @@ static kiln_status lt_gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb,
                             &ce.u.lt.algo, g->blas_ws, ce.u.lt.ws, g->stream);
         st = ls == CUBLAS_STATUS_SUCCESS ? KILN_OK : st;
     }
-    if (ls != CUBLAS_STATUS_SUCCESS && !g->capturing) {
-        /* nothing ran (cuBLASLt checks before it launches): this problem takes the cuBLAS path
-         * from now on, once said in the log */
+    bool refused = ls == CUBLAS_STATUS_NOT_SUPPORTED || ls == CUBLAS_STATUS_INVALID_VALUE ||
+                   ls == CUBLAS_STATUS_ARCH_MISMATCH;
+    if (refused && !g->capturing) {
+        /* refused before it launched: this problem takes the cuBLAS path from now on, once said
+         * in the log */
         memset(&ce, 0, sizeof(ce));
         ce.used = true;
         ce.key = key;
@@ -1020,8 +1033,15 @@ static kiln_status lt_gemm(const kiln_onnx_call *c, bool half, bool ta, bool tb,
         kiln_log_ctx ctx = {0};
         KILN_LOGW(&ctx, "node '%s' (%s): cuBLASLt: %s; this GEMM runs through cuBLAS instead",
                   c->node->name, c->node->op, cublasGetStatusString(ls));
+    } else if (ls != CUBLAS_STATUS_SUCCESS && !refused) {
+        /* a failure in the launch (or out of memory): the batch's error; a sticky CUDA error
+         * behind it is seen by the run's wait on the stream */
+        st = kiln_err_set(
+            err, ls == CUBLAS_STATUS_ALLOC_FAILED ? KILN_RESOURCE_EXHAUSTED : KILN_INTERNAL,
+            "node '%s' (%s): cuBLASLt: %s", c->node->name, c->node->op, cublasGetStatusString(ls));
     }
-    (void)err;
+    if (st == KILN_OK)
+        g->lt_runs++;
     lt_desc_free(&d);
     return st;
 }

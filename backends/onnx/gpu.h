@@ -99,6 +99,9 @@ uint64_t kiln__onnx_gpu_bytes(const kiln_onnx_gpu *g);
  * its convolutions' workspaces are in the plan's arena. The next unplanned run grows it again. */
 void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g);
 
+/* GEMMs launched through cuBLASLt so far (0 without cublaslt): for tests. */
+uint64_t kiln__onnx_gpu_lt_runs(const kiln_onnx_gpu *g);
+
 /* Bumped each time memory that captured graphs point at (the workspace) is replaced. */
 uint64_t kiln__onnx_gpu_generation(const kiln_onnx_gpu *g);
 

@@ -74,6 +74,12 @@ void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g)
     (void)g;
 }
 
+uint64_t kiln__onnx_gpu_lt_runs(const kiln_onnx_gpu *g)
+{
+    (void)g;
+    return 0;
+}
+
 bool kiln__onnx_gpu_poisoned(const kiln_onnx_gpu *g)
 {
     (void)g;

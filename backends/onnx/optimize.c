@@ -168,10 +168,10 @@ static kiln_status fold_batchnorm(kiln_backend_model *m, kiln_err *err)
 
 /*
  * Add t of MatMul s's output and a constant row b folds into s as its bias when s alone makes
- * t's input (t its only reader), s's B is a constant matrix [..., K, N] and b is FP32 with N
- * elements and a shape of ones but its last dim, of a rank no higher than B's: then b
- * broadcasts over s's output exactly as the Add did (one value per column), and adding it in
- * the MatMul's own output pass saves a pass over the output.
+ * t's input (t its only reader), s's B is a constant matrix [..., K, N] and b is FP32 of shape
+ * [N]: then b broadcasts over s's output exactly as the Add did (one value per column, and the
+ * output's shape unchanged), and adding it in the MatMul's own output pass saves a pass over
+ * the output. A [1, N] row is left alone: with a 1-D A the Add would have made the output 2-D.
  */
 static kiln_status fold_biases(kiln_backend_model *m, kiln_err *err)
 {
@@ -185,12 +185,8 @@ static kiln_status fold_biases(kiln_backend_model *m, kiln_err *err)
             kiln_onnx_step *s = sole_producer(m, prod, uses, t->in[side], "MatMul");
             const kiln_tensor *b = const_f32(m, t->in[1 - side], -1);
             const kiln_tensor *w = s && s->n_in == 2 ? const_f32(m, s->in[1], -1) : NULL;
-            if (!b || !w || w->shape.rank < 2 || b->shape.rank < 1 || b->shape.rank > w->shape.rank)
-                continue;
-            bool row = b->shape.dims[b->shape.rank - 1] == w->shape.dims[w->shape.rank - 1];
-            for (int d = 0; d < b->shape.rank - 1; d++)
-                row = row && b->shape.dims[d] == 1;
-            if (!row)
+            if (!b || !w || w->shape.rank < 2 || b->shape.rank != 1 ||
+                b->shape.dims[0] != w->shape.dims[w->shape.rank - 1])
                 continue;
             s->in[2] = t->in[1 - side];
             s->n_in = 3;

@@ -9,7 +9,7 @@
  *     become constants and the step is dropped;
  *   - BatchNormalization after a Conv with constant weights is folded into new weights and
  *     bias (new constant values after the file's);
- *   - an Add of a constant row [N] to the output of a MatMul whose B is a constant [K, N] (an
+ *   - an Add of a constant [N] to the output of a MatMul whose B is a constant [K, N] (an
  *     exported Linear layer on 3-D input) becomes that MatMul's bias (a third input, which
  *     only rewritten steps have);
  *   - a Relu, LeakyRelu or Clip that alone reads the output of a Conv, Gemm or MatMul becomes

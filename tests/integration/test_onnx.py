@@ -81,13 +81,14 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2, 4 ] } ]"""
 
 
 def bias_model(seed=9):
-    """Y = (X@W1 + b1) + (b5 + X@W5) + (X@W2 + c2) + (X@W3 + b3) + 2 * X@W3, X [batch, 2, 3]:
-    the first two Adds fold into their MatMul as a bias (a row [4] and [1, 4], either side);
-    c2 is a full [2, 4] matrix and X@W3 has two readers, so those stay as they are."""
+    """Y = (X@W1 + b1) + (b5 + X@W5) + (X@W2 + c2) + (X@W3 + b3) + 2 * X@W3 + (X@W6 + b6),
+    X [batch, 2, 3]: the first two Adds fold into their MatMul as a bias (a row [4], either
+    side); c2 is a full [2, 4] matrix, X@W3 has two readers and b6 is a [1, 4] row, so those
+    stay as they are."""
     rng = np.random.default_rng(seed)
     w = {k: rng.standard_normal(s).astype(np.float32) for k, s in
-         [("W1", (3, 4)), ("W2", (3, 4)), ("W3", (3, 4)), ("W5", (3, 4)), ("b1", (4,)),
-          ("c2", (2, 4)), ("b3", (4,)), ("b5", (1, 4))]}
+         [("W1", (3, 4)), ("W2", (3, 4)), ("W3", (3, 4)), ("W5", (3, 4)), ("W6", (3, 4)),
+          ("b1", (4,)), ("c2", (2, 4)), ("b3", (4,)), ("b5", (4,)), ("b6", (1, 4))]}
     w["two"] = np.array(2.0, np.float32)
     n = ob.node
     nodes = [n("MatMul", ["X", "W1"], ["m1"], name="mm1"), n("Add", ["m1", "b1"], ["y1"], name="a1"),
@@ -96,7 +97,9 @@ def bias_model(seed=9):
              n("MatMul", ["X", "W3"], ["m3"], name="mm3"), n("Add", ["m3", "b3"], ["y3"], name="a3"),
              n("Mul", ["m3", "two"], ["y3b"], name="mul3"),
              n("Add", ["y1", "y5"], ["s1"], name="s1"), n("Add", ["s1", "y2"], ["s2"], name="s2"),
-             n("Add", ["s2", "y3"], ["s3"], name="s3"), n("Add", ["s3", "y3b"], ["Y"], name="s4")]
+             n("MatMul", ["X", "W6"], ["m6"], name="mm6"), n("Add", ["m6", "b6"], ["y6"], name="a6"),
+             n("Add", ["s2", "y3"], ["s3"], name="s3"), n("Add", ["s3", "y3b"], ["s4"], name="s4"),
+             n("Add", ["s4", "y6"], ["Y"], name="s5")]
     blob = ob.model(nodes, [ob.value("X", ob.FLOAT, [None, 2, 3])],
                     [ob.value("Y", ob.FLOAT, [None, 2, 4])],
                     [ob.tensor(k, v) for k, v in w.items()])
@@ -106,7 +109,7 @@ def bias_model(seed=9):
 def bias_reference(w, x):
     m3 = x @ w["W3"]
     return ((x @ w["W1"] + w["b1"]) + (w["b5"] + x @ w["W5"]) + (x @ w["W2"] + w["c2"]) +
-            (m3 + w["b3"]) + 2 * m3)
+            (m3 + w["b3"]) + 2 * m3 + (x @ w["W6"] + w["b6"]))
 
 
 def write_model(repo, name, config, blob):
@@ -225,7 +228,7 @@ class TestOnnx(unittest.TestCase):
             got, _ = self.infer("bias_onnx", "X", x, "Y")
             self.assertLess(rel_l2(got, bias_reference(self.bias, x)), 1e-5)
         logs = [line for line in self.server.logs().splitlines() if '"bias_onnx"' in line]
-        self.assertTrue(any("13 nodes run as 11 steps (0 folded at load, 0 BatchNormalization "
+        self.assertTrue(any("16 nodes run as 14 steps (0 folded at load, 0 BatchNormalization "
                             "folded into Conv, 2 biases folded into MatMul, 0 activations fused)"
                             in line for line in logs), "\n".join(logs))
 

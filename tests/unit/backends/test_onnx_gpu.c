@@ -231,10 +231,28 @@ static void fixtures_match_cpu_cublaslt(void **state)
 {
     (void)state;
     NEED_GPU();
-    compare("parameters { key: \"cublaslt\" value { string_value: \"true\" } }", 1e-4);
+    const char *lt = "parameters { key: \"cublaslt\" value { string_value: \"true\" } }";
+    compare(lt, 1e-4);
     compare("parameters { key: \"cublaslt\" value { string_value: \"true\" } }\n"
             "parameters { key: \"precision\" value { string_value: \"fp16\" } }",
             1e-2);
+    /* and the GEMMs did go through cuBLASLt (it declines quietly), graphs captured with it */
+    const char *names[] = {"mlp", "transformer"};
+    for (int i = 0; i < 2; i++) {
+        loaded g;
+        load(&g, "torch-models", names[i], gpu0, lt);
+        uint64_t at_load = kiln__onnx_gpu_lt_runs(g.model->gpu);
+        for (int rep = 0; rep < 3; rep++) { /* trace, capture, replay */
+            kiln_tensor r = run(&g, 3, 0.f, false);
+            kiln_tensor_fini(&r);
+        }
+        uint64_t after = kiln__onnx_gpu_lt_runs(g.model->gpu);
+        print_message("%s: %llu GEMMs through cuBLASLt at load, %llu after\n", names[i],
+                      (unsigned long long)at_load, (unsigned long long)after);
+        assert_true(at_load > 0);
+        assert_true(after > at_load); /* the traced run and the capture used it */
+        unload(&g);
+    }
 }
 
 static void fixtures_match_cpu_tf32(void **state)
