@@ -460,6 +460,12 @@ $(BUILD)/tests/gpu/cuda_shm_client: tests/gpu/cuda_shm_client.c $(LIB) | $(PROTO
 	$(Q)$(CC) $(LDFLAGS) -std=c11 -D_GNU_SOURCE -O2 -g -I. -I$(GEN) -I$(CUDA_HOME)/include $< $(LIB) -o $@ \
 	    -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart $(GRPC_LIBS) $(LDLIBS)
 
+# cuDNN's speed on ResNet-50's convolutions per layout (NHWC or not), for the GPU machine.
+$(BUILD)/bench/cudnn_layouts: bench/cudnn_layouts.cu
+	@mkdir -p $(@D)
+	@echo "NVCC  $@"
+	$(Q)$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(CUDA_HOME)/lib64 -lcudnn
+
 # A plugin that faults on the GPU (an illegal address), for the lost-GPU check of tests/gpu/run.sh.
 $(BUILD)/plugins/cuda_fault.so: tests/gpu/cuda_fault.cu backends/plugin/kiln_plugin.h
 	@mkdir -p $(@D)

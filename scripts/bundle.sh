@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bundle: everything a GPU machine without our Debian packages needs to run kiln-server,
 # the unit tests and the GPU checks, in build/bundle (carry it; see ../shared/GPU.md).
-#   build/bundle/bin      kiln-server, kiln, cuda_shm_client, bench_onnx
+#   build/bundle/bin      kiln-server, kiln, cuda_shm_client, bench_onnx, cudnn_layouts
 #   build/bundle/gpu-checks.sh  tests/gpu/run.sh: run it there as build/bundle/gpu-checks.sh build/bundle
 #   build/bundle/tests    the unit test binaries (KILN_TEST_BUILD_DIR=build/bundle finds models)
 #   build/bundle/{models,test-models,torch-models,plugins}  what the tests and the server load
@@ -20,9 +20,10 @@ else
     src=build/default; out=build/bundle
 fi
 make -j"$(nproc)" SAN="$san" BUILD="$src" all "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" \
-    "$src/plugins/cuda_fault.so"
+    "$src/plugins/cuda_fault.so" "$src/bench/cudnn_layouts"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/tests"
-cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" "$out/bin/"
+cp "$src/kiln-server" "$src/kiln" "$src/tests/gpu/cuda_shm_client" "$src/bench/bench_onnx" \
+    "$src/bench/cudnn_layouts" "$out/bin/"
 cp tests/gpu/run.sh "$out/gpu-checks.sh"
 find "$src/tests/unit" -type f -perm -u+x -exec cp {} "$out/tests/" \;
 cp -rL "$src/models" "$src/test-models" "$src/torch-models" "$src/plugins" "$out/"
