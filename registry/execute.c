@@ -61,11 +61,7 @@ void kiln__registry_lose_gpu(kiln_registry *reg, int gpu, const char *who, const
             reg->first_lost = b;
         atomic_fetch_or(&reg->lost_gpus, bit);
         for (size_t k = 0; k < reg->n; k++)
-            for (uint32_t i = 0; i < reg->models[k]->inst.n; i++)
-                if (kiln__gpu_bit(reg->models[k]->inst.dev[i]) == bit) {
-                    n++;
-                    break;
-                }
+            n += kiln__model_lost_locked(reg, reg->models[k]) == reg->lost_reason[b];
     }
     pthread_mutex_unlock(&reg->mu);
     if (first)
@@ -96,13 +92,25 @@ static bool evicting_locked(const kiln_registry *reg, const kiln_model *m, int g
 {
     for (size_t k = 0; k < reg->n; k++) {
         const kiln_model *v = reg->models[k];
-        if (v == m || kiln__model_state(v) != KILN_MODEL_UNLOADING || atomic_load(&v->pins))
-            continue;
-        for (uint32_t i = 0; i < v->inst.n; i++)
-            if (v->inst_device[i] && (gpu < 0 || v->inst.dev[i].id == gpu))
-                return true;
+        if (v != m && kiln__model_state(v) == KILN_MODEL_UNLOADING && !atomic_load(&v->pins) &&
+            kiln__model_holds_device_locked(v, gpu))
+            return true;
     }
     return false;
+}
+
+/* The GPU of m's instance i, or -1 when it runs on the CPU. */
+static int gpu_of(const kiln_model *m, uint32_t i)
+{
+    return m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1;
+}
+
+/* One attempt of the batch: through the caller's bracket when there is one. */
+static kiln_status attempt(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_execute_fn run,
+                           void *ctx, kiln_err *err)
+{
+    kiln_backend_model *bm = m->inst.bm[i];
+    return run ? run(ctx, m->backend, bm, batch, err) : m->backend->execute(bm, batch, err);
 }
 
 /* After m's instance i ran out of device memory: evicts the unpinned models holding memory on
@@ -112,7 +120,7 @@ static bool make_room_for(kiln_model *m, uint32_t i, const char *why)
 {
     kiln_registry *reg = m->reg;
     kiln_model *victims[KILN__MAX_VICTIMS];
-    int gpu = m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1;
+    int gpu = gpu_of(m, i);
     pthread_mutex_lock(&reg->mu);
     size_t n = kiln__registry_evict_device_locked(reg, m, gpu, victims);
     uint64_t gone = reg->evictions + reg->unloads;
@@ -175,22 +183,18 @@ static void recount(kiln_model *m, uint32_t i)
 kiln_status kiln_model_execute(kiln_model *m, uint32_t i, kiln_batch *batch, kiln_execute_fn run,
                                void *ctx, kiln_err *err)
 {
-    kiln_backend_model *bm = m->inst.bm[i];
     batch->fault = KILN_FAULT_NONE;
-    kiln_status st =
-        run ? run(ctx, m->backend, bm, batch, err) : m->backend->execute(bm, batch, err);
+    kiln_status st = attempt(m, i, batch, run, ctx, err);
     if (st != KILN_OK && batch->fault == KILN_FAULT_DEVICE_MEMORY &&
         make_room_for(m, i, err ? err->msg : kiln_status_name(st))) {
         batch->fault = KILN_FAULT_NONE;
-        st = run ? run(ctx, m->backend, bm, batch, err) : m->backend->execute(bm, batch, err);
+        st = attempt(m, i, batch, run, ctx, err);
     }
     char who[KILN_MODEL_NAME_MAX + 64];
     if (st != KILN_OK)
         snprintf(who, sizeof(who), "model '%s' version %" PRId64, m->name, m->version);
     if (st != KILN_OK && batch->fault == KILN_FAULT_DEVICE_LOST) {
-        kiln__registry_lose_gpu(m->reg,
-                                m->inst.dev[i].kind == KILN_DEVICE_CUDA ? m->inst.dev[i].id : -1,
-                                who, err ? err->msg : kiln_status_name(st));
+        kiln__registry_lose_gpu(m->reg, gpu_of(m, i), who, err ? err->msg : kiln_status_name(st));
         return st;
     }
     if ((st == KILN_INTERNAL || st == KILN_UNKNOWN) && m->backend->foreign_code)

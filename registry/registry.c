@@ -116,12 +116,11 @@ static kiln_status load_all(const kiln_registry *reg, const kiln_backend *b,
     inst->n = 0;
     kiln_status st =
         instance_devices(args->config, args->model_name, args->device, inst->dev, &want, err);
-    uint64_t lost = atomic_load(&reg->lost_gpus);
     for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
-        uint64_t bit = kiln__gpu_bit(inst->dev[i]);
-        if (lost & bit)
+        const char *lost = kiln__lost_reason(reg, inst->dev[i]);
+        if (lost)
             st = kiln_err_set(err, KILN_UNAVAILABLE, "model '%s': instance %u cannot load: %s",
-                              args->model_name, i, reg->lost_reason[__builtin_ctzll(bit)]);
+                              args->model_name, i, lost);
     }
     for (uint32_t i = 0; st == KILN_OK && i < want; i++) {
         kiln_load_args a = *args;
@@ -173,15 +172,18 @@ uint64_t kiln__gpu_bit(kiln_device d)
     return UINT64_C(1) << (d.id < 63 ? d.id : 63);
 }
 
+const char *kiln__lost_reason(const kiln_registry *reg, kiln_device d)
+{
+    uint64_t bit = kiln__gpu_bit(d);
+    return atomic_load(&reg->lost_gpus) & bit ? reg->lost_reason[__builtin_ctzll(bit)] : NULL;
+}
+
 const char *kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m)
 {
-    uint64_t lost = atomic_load(&reg->lost_gpus);
-    for (uint32_t i = 0; lost && i < m->inst.n; i++) {
-        uint64_t bit = kiln__gpu_bit(m->inst.dev[i]);
-        if (lost & bit)
-            return reg->lost_reason[__builtin_ctzll(bit)];
-    }
-    return NULL;
+    const char *why = NULL;
+    for (uint32_t i = 0; !why && atomic_load(&reg->lost_gpus) && i < m->inst.n; i++)
+        why = kiln__lost_reason(reg, m->inst.dev[i]);
+    return why;
 }
 
 static const kiln_backend *find_backend(const kiln_registry *reg, const char *name)
@@ -381,8 +383,7 @@ kiln_status kiln__registry_make_room_locked(kiln_registry *reg, kiln_model *for_
     return KILN_OK;
 }
 
-/* Whether m holds device memory on GPU gpu (-1: on any). REQUIRES: mu. */
-static bool holds_device_locked(const kiln_model *m, int gpu)
+bool kiln__model_holds_device_locked(const kiln_model *m, int gpu)
 {
     for (uint32_t i = 0; i < m->inst.n; i++)
         if (m->inst_device[i] > 0 &&
@@ -398,7 +399,7 @@ size_t kiln__registry_evict_device_locked(kiln_registry *reg, const kiln_model *
     for (size_t i = 0; i < reg->n && n < KILN__MAX_VICTIMS; i++) {
         kiln_model *v = reg->models[i];
         if (v != for_m && state_of(v) == KILN_MODEL_READY && atomic_load(&v->pins) == 0 &&
-            holds_device_locked(v, gpu)) {
+            kiln__model_holds_device_locked(v, gpu)) {
             atomic_store(&v->state, KILN_MODEL_UNLOADING);
             uncount_locked(reg, v);
             victims[n++] = v;

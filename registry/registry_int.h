@@ -74,8 +74,15 @@ kiln_model_state kiln__model_state(const kiln_model *m);
 /* The lost-GPU bit of device d (0 for the CPU). */
 uint64_t kiln__gpu_bit(kiln_device d);
 
+/* The reason when device d is a lost GPU, else NULL. Safe without mu: a lost GPU's reason is
+ * written before its bit is set, and never again. */
+const char *kiln__lost_reason(const kiln_registry *reg, kiln_device d);
+
 /* The reason when m has an instance on a lost GPU, else NULL. REQUIRES: mu. */
 const char *kiln__model_lost_locked(const kiln_registry *reg, const kiln_model *m);
+
+/* Whether an instance of m holds device memory on GPU gpu (-1: on any device). REQUIRES: mu. */
+bool kiln__model_holds_device_locked(const kiln_model *m, int gpu);
 
 /* Marks GPU `gpu` lost (a sticky CUDA error `msg`, seen by `who`: "model 'm' version 1"); the
  * first report of that GPU is kept and logged. A negative gpu is ignored. Takes mu. */

@@ -17,12 +17,19 @@ enum {
     H_UNKNOWN = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN,
 };
 
+bool kiln__server_gpu_lost(kiln_server *s)
+{
+    return kiln_registry_lost_gpus(kiln_engine_registry(s->engine), NULL, 0) != 0;
+}
+
+bool kiln__server_serving(kiln_server *s)
+{
+    return atomic_load(&s->serving) && !kiln__server_gpu_lost(s);
+}
+
 int kiln__health_status(kiln_server *s, const char *service)
 {
-    /* a GPU lost to a CUDA fault cannot serve again without a restart: NOT_SERVING, so that
-     * the orchestrator's probes restart the server */
-    bool serving = atomic_load(&s->serving) &&
-                   !kiln_registry_lost_gpus(kiln_engine_registry(s->engine), NULL, 0);
+    bool serving = kiln__server_serving(s);
     if (!service[0])
         return serving ? H_SERVING : H_NOT_SERVING;
     kiln_model *m;

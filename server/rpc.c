@@ -47,7 +47,7 @@ static void server_live(kiln_call *c, grpc_byte_buffer *payload)
 {
     (void)payload;
     Inference__ServerLiveResponse r = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
-    r.live = !atomic_load(&c->srv->shutting_down) && !kiln_registry_lost_gpus(reg_of(c), NULL, 0);
+    r.live = !atomic_load(&c->srv->shutting_down) && !kiln__server_gpu_lost(c->srv);
     kiln__reply_msg(c, &r.base);
 }
 
@@ -55,7 +55,7 @@ static void server_ready(kiln_call *c, grpc_byte_buffer *payload)
 {
     (void)payload;
     Inference__ServerReadyResponse r = INFERENCE__SERVER_READY_RESPONSE__INIT;
-    r.ready = atomic_load(&c->srv->serving) && !kiln_registry_lost_gpus(reg_of(c), NULL, 0);
+    r.ready = kiln__server_serving(c->srv);
     kiln__reply_msg(c, &r.base);
 }
 

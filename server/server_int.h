@@ -157,4 +157,10 @@ void kiln__health_finish_all(kiln_server *s);
 /* The health status of a service name: 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN. */
 int kiln__health_status(kiln_server *s, const char *service);
 
+/* Whether the server serves: set serving by main, and no GPU lost to a CUDA fault (which only a
+ * restart recovers from: health, ServerReady and ServerLive then say no, so that an orchestrator
+ * restarts it). Thread-safety: any thread (atomics). */
+bool kiln__server_serving(kiln_server *s);
+bool kiln__server_gpu_lost(kiln_server *s);
+
 #endif /* KILN_SERVER_SERVER_INT_H */

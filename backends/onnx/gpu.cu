@@ -182,17 +182,6 @@ extern "C" void kiln__onnx_gpu_close(kiln_onnx_gpu *g)
     kiln_free(g);
 }
 
-/* Frees the context's cuDNN workspace; captured graphs that point at it are made stale. */
-static void ws_drop(kiln_onnx_gpu *g);
-
-extern "C" void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g)
-{
-    if (!g->ws)
-        return;
-    (void)cudaStreamSynchronize(g->stream);
-    ws_drop(g);
-}
-
 extern "C" int kiln__onnx_gpu_device(const kiln_onnx_gpu *g)
 {
     return g->device;
@@ -676,6 +665,7 @@ static void algo_put(const algo_entry *ne, bool replace)
     pthread_mutex_unlock(&algo_mu);
 }
 
+/* Frees the context's cuDNN workspace; captured graphs that point at it are made stale. */
 static void ws_drop(kiln_onnx_gpu *g)
 {
     cudaFree(g->ws);
@@ -685,6 +675,14 @@ static void ws_drop(kiln_onnx_gpu *g)
     if (g->ws_captured)
         g->gen++;
     g->ws_captured = false;
+}
+
+extern "C" void kiln__onnx_gpu_ws_release(kiln_onnx_gpu *g)
+{
+    if (!g->ws)
+        return;
+    (void)cudaStreamSynchronize(g->stream);
+    ws_drop(g);
 }
 
 /* Makes the context's cuDNN workspace at least `bytes`: for unplanned runs (the first of each
@@ -801,7 +799,7 @@ static kiln_status g_conv(const kiln_onnx_call *c, kiln_err *err)
     }
     if (c->ws_need)
         *c->ws_need = ce.u.conv.ws;
-    g->ws_captured = g->ws_captured || (ws == g->ws && g->capturing);
+    g->ws_captured = g->ws_captured || (ws && ws == g->ws && g->capturing);
     DNN(cudnnSetConvolutionMathType(cd, ce.u.conv.math));
     DNN(cudnnConvolutionForward(g->dnn, &one, xd, x->data, wd, wt->data, cd, ce.u.conv.algo, ws,
                                 ce.u.conv.ws, &zero, yd, c->out[0].data));

@@ -2,10 +2,10 @@
  * backends/onnx/optimize.c: what load does to an ONNX graph before it runs (runtime_int.h):
  * constant folding, BatchNormalization folded into the Conv before it, the Add of a constant row
  * after a MatMul folded into it as a bias, and activations fused into the GEMM-like step before
- * them. Each rewrite keeps the graph's results: BatchNormalization
- * in inference mode is y = (x - mean) * scale / sqrt(var + eps) + bias per channel, which on a
- * Conv's output is the same Conv with each output channel's weights scaled by
- * scale / sqrt(var + eps) and its bias moved accordingly.
+ * them. Each rewrite keeps the graph's results: BatchNormalization in inference mode is
+ * y = (x - mean) * scale / sqrt(var + eps) + bias per channel, which on a Conv's output is the
+ * same Conv with each output channel's weights scaled by scale / sqrt(var + eps) and its bias
+ * moved accordingly.
  */
 #include <math.h>
 #include <stdio.h>

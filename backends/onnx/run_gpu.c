@@ -446,10 +446,8 @@ kiln_status kiln__onnx_execute_gpu(kiln_backend_model *m, kiln_batch *batch, kil
         return st;
     if (kiln__onnx_gpu_poisoned(m->gpu)) {
         batch->fault = KILN_FAULT_DEVICE_LOST;
+        /* kept for this instance's later batches; the registry logs the loss, once per GPU */
         snprintf(m->lost_msg, sizeof(m->lost_msg), "%s", err ? err->msg : kiln_status_name(st));
-        kiln_log_ctx ctx = {.model = m->name};
-        KILN_LOGE(&ctx, "GPU %d: %s; the GPU's CUDA context is unusable until the server restarts",
-                  kiln__onnx_gpu_device(m->gpu), m->lost_msg);
     } else if (st == KILN_RESOURCE_EXHAUSTED) {
         batch->fault = KILN_FAULT_DEVICE_MEMORY;
     }

@@ -131,7 +131,9 @@ typedef struct kiln_plugin_api {
     int32_t (*execute)(void *state, const kiln_plugin_batch *batch, kiln_plugin_error *err);
     /* Required. Frees the state. */
     void (*destroy)(void *state);
-    /* Optional (may be NULL). Host bytes the state holds, for the registry's memory budget. */
+    /* Optional (may be NULL). Host bytes the state holds, for the registry's memory budget:
+     * called after create and after each execute of that state, on the thread that ran it
+     * (never concurrently with an execute of the same state); keep it cheap. */
     uint64_t (*memory_bytes)(void *state);
 } kiln_plugin_api;
 

@@ -70,10 +70,12 @@ static void fake_memory(const kiln_backend_model *m, uint64_t *host, uint64_t *d
     *device = m->device;
 }
 
-/* What the fake backend's executions saw (model_warmup tests). */
+/* What the fake backend's executions saw (model_warmup tests). The last batch's rows and first
+ * value are the executing thread's own: a load's samples run on the loading (the test's)
+ * thread, and the race test executes on several. */
 static atomic_int fake_execs;
-static _Thread_local uint32_t fake_rows; /* the executing thread's last (loads run on the */
-static _Thread_local float fake_first;   /* caller's thread, so a test reads its own) */
+static _Thread_local uint32_t fake_rows;
+static _Thread_local float fake_first;
 
 /* The first input value picks a device fault: 77 runs out of device memory while another
  * fake model holds device memory, 66 loses the GPU, 55 grows the model by 1000 device bytes,
